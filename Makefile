@@ -1,0 +1,45 @@
+# sonolive — see README.md. Every target that needs system packages runs
+# scripts/setup.sh first; it is idempotent and quick when all is installed.
+
+TAGS    := gocv_specific_modules,gocv_videoio
+export GOFLAGS := -tags=$(TAGS)
+export ORT_LIB ?= $(CURDIR)/.cache/onnxruntime-1.29.0/libonnxruntime.so
+export SONOLIVE_DATA ?= $(abspath $(CURDIR)/../shared/data)
+PY      := /usr/bin/python3
+SOURCE  ?= phantom://?seed=1&lesions=2
+OUT     ?= out
+
+.PHONY: setup setup-train build run test vet bench train testmodels clean
+
+setup:
+	bash scripts/setup.sh
+
+setup-train:
+	SETUP_TRAIN=1 bash scripts/setup.sh
+
+build: setup
+	go build -o bin/sonolive ./cmd/sonolive
+
+# The live demo on the embedded default: the phantom and the shipped model,
+# paced at 30 fps, annotated video and report under $(OUT)/. Ctrl-C stops it
+# and finalises the files.
+run: build
+	mkdir -p $(OUT)
+	./bin/sonolive run --source '$(SOURCE)' --realtime --out $(OUT)/annotated.mp4 --metadata $(OUT)/metadata.jsonl --report $(OUT)/report.json
+
+vet:
+	gofmt -l . | tee /dev/stderr | (! read)
+	go vet ./...
+
+# All tests. matprofile lets the tests count live gocv Mats.
+test: setup vet
+	go test -tags $(TAGS),matprofile -count=1 -timeout 30m ./...
+
+bench: setup
+	go test -run '^$$' -bench . -benchmem -count 6 ./infer/ ./overlay/ ./capture/ | tee $(OUT)/bench.txt
+
+testmodels: setup-train
+	$(PY) train/export_testmodels.py
+
+clean:
+	rm -rf bin $(OUT)

@@ -1,0 +1,99 @@
+package capture
+
+import (
+	"bytes"
+	"context"
+	"image"
+	"io"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"sonolive/frame"
+)
+
+func zapNop() *zap.Logger { return zap.NewNop() }
+
+func TestPhantomDeterministic(t *testing.T) {
+	for _, geom := range []string{"linear", "sector"} {
+		cfg := DefaultPhantom()
+		cfg.Geometry = geom
+		a, b := NewPhantom(cfg), NewPhantom(cfg)
+		cfg.Seed = 2
+		c := NewPhantom(cfg)
+		fa, fb, fc := a.Render(42), b.Render(42), c.Render(42)
+		if !bytes.Equal(fa.Image.ToBytes(), fb.Image.ToBytes()) {
+			t.Errorf("%s: same seed, different pixels", geom)
+		}
+		if bytes.Equal(fa.Image.ToBytes(), fc.Image.ToBytes()) {
+			t.Errorf("%s: different seeds, same pixels", geom)
+		}
+		for _, f := range []interface{ Close() error }{fa, fb, fc, a, b, c} {
+			f.Close()
+		}
+	}
+}
+
+// Lesions are hypoechoic: inside a truth box the image is darker than the
+// band of tissue around it, and there is ground truth on most frames.
+func TestPhantomTruth(t *testing.T) {
+	for _, geom := range []string{"linear", "sector"} {
+		cfg := DefaultPhantom()
+		cfg.Geometry = geom
+		cfg.Lesions = 3
+		p := NewPhantom(cfg)
+		withTruth := 0
+		for seq := uint64(1); seq <= 240; seq += 8 {
+			f := p.Render(seq)
+			if len(f.Truth) > 0 {
+				withTruth++
+			}
+			for _, b := range f.Truth {
+				r := image.Rect(int(b.X1), int(b.Y1), int(b.X2), int(b.Y2))
+				inner := r.Inset(r.Dx() / 4)
+				if inner.Dx() < 2 || inner.Dy() < 2 {
+					continue
+				}
+				in := meanGray(f, inner)
+				// Tissue beside the lesion, left or right, whichever is in the field.
+				side := max(meanGray(f, image.Rect(r.Min.X-r.Dx()/2, inner.Min.Y, r.Min.X, inner.Max.Y)),
+					meanGray(f, image.Rect(r.Max.X, inner.Min.Y, r.Max.X+r.Dx()/2, inner.Max.Y)))
+				if in >= side*0.8 {
+					t.Errorf("%s seq %d: lesion %v mean %.1f not darker than tissue %.1f", geom, seq, b, in, side)
+				}
+			}
+			f.Close()
+		}
+		if withTruth < 20 {
+			t.Errorf("%s: only %d of 30 frames show a lesion", geom, withTruth)
+		}
+		p.Close()
+	}
+}
+
+func meanGray(f *frame.Frame, r image.Rectangle) float64 {
+	r = r.Intersect(image.Rect(0, 0, f.Image.Cols(), f.Image.Rows()))
+	if r.Empty() {
+		return 0
+	}
+	roi := f.Image.Region(r)
+	defer roi.Close()
+	return roi.Mean().Val1
+}
+
+func TestPhantomPacingAndEnd(t *testing.T) {
+	src, err := Open(context.Background(), "phantom://?fps=50&frames=6&width=160&height=120", Options{Realtime: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	start := time.Now()
+	n, err := drain(t, src, 100)
+	if n != 6 || err != io.EOF {
+		t.Fatalf("%d frames, %v", n, err)
+	}
+	if el := time.Since(start); el < 90*time.Millisecond {
+		t.Fatalf("6 frames at 50 fps took %v", el)
+	}
+}

@@ -1,0 +1,91 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"go.uber.org/zap"
+
+	"sonolive/frame"
+)
+
+// reconnecting keeps a live device or stream going: when it drops, it is
+// closed and reopened with exponential backoff until ctx ends. Sequence
+// numbers continue across reconnects so downstream never sees them reset.
+type reconnecting struct {
+	cur      Source
+	open     func(context.Context) (Source, error)
+	info     Info
+	seq      uint64
+	counters Counters
+	log      *zap.Logger
+	// backoff bounds; fields so tests can shrink them.
+	minBackoff, maxBackoff time.Duration
+}
+
+func newReconnecting(first Source, open func(context.Context) (Source, error), log *zap.Logger) *reconnecting {
+	return &reconnecting{cur: first, open: open, info: first.Info(), log: log.With(zap.String("source", first.Info().ID)), minBackoff: 250 * time.Millisecond, maxBackoff: 5 * time.Second}
+}
+
+func (r *reconnecting) Info() Info { return r.info }
+
+func (r *reconnecting) Stats() Stats {
+	s := r.counters.snapshot()
+	if st, ok := r.cur.(interface{ Stats() Stats }); ok && r.cur != nil {
+		s.Corrupt += st.Stats().Corrupt
+	}
+	return s
+}
+
+func (r *reconnecting) Close() error {
+	if r.cur == nil {
+		return nil
+	}
+	return r.cur.Close()
+}
+
+func (r *reconnecting) Next(ctx context.Context) (*frame.Frame, error) {
+	backoff := r.minBackoff
+	for {
+		if r.cur != nil {
+			f, err := r.cur.Next(ctx)
+			if err == nil {
+				r.seq++
+				f.Seq = r.seq
+				r.counters.Frames.Add(1)
+				return f, nil
+			}
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if errors.Is(err, io.EOF) {
+				return nil, err
+			}
+			r.log.Warn("source lost; reconnecting", zap.Error(err), zap.Uint64("seq", r.seq))
+			if st, ok := r.cur.(interface{ Stats() Stats }); ok {
+				r.counters.Corrupt.Add(st.Stats().Corrupt)
+			}
+			r.cur.Close()
+			r.cur = nil
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		src, err := r.open(ctx)
+		if err != nil {
+			r.log.Warn("reconnect failed", zap.Error(err), zap.Duration("backoff", backoff))
+			backoff = min(2*backoff, r.maxBackoff)
+			continue
+		}
+		r.counters.Reconnects.Add(1)
+		r.log.Info("source reconnected")
+		r.cur = src
+		backoff = r.minBackoff
+	}
+}

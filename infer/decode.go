@@ -1,0 +1,119 @@
+package infer
+
+import (
+	"sort"
+
+	"sonolive/frame"
+)
+
+// decodeCNet reads sonolive-cnet/1 outputs (docs/model-format.md): a cell is
+// a detection when its heatmap value passes thresh and is the maximum of its
+// 3x3 neighbourhood. Boxes are in model input pixels. malig may be nil.
+func decodeCNet(heat, boxes, malig []float32, classes, gh, gw, stride int, thresh float32, names []string) []frame.Detection {
+	var out []frame.Detection
+	plane := gh * gw
+	for c := 0; c < classes; c++ {
+		hm := heat[c*plane : (c+1)*plane]
+		for i := 0; i < gh; i++ {
+			for j := 0; j < gw; j++ {
+				v := hm[i*gw+j]
+				if v < thresh || !isPeak(hm, gh, gw, i, j, v) {
+					continue
+				}
+				k := i*gw + j
+				cx, cy := (float32(j)+0.5)*float32(stride), (float32(i)+0.5)*float32(stride)
+				d := frame.Detection{
+					Box: frame.Box{
+						X1: cx - boxes[k], Y1: cy - boxes[plane+k],
+						X2: cx + boxes[2*plane+k], Y2: cy + boxes[3*plane+k],
+					},
+					ClassID: c, Class: className(names, c), Score: v, Malignancy: -1,
+				}
+				if malig != nil {
+					d.Malignancy = malig[k]
+				}
+				out = append(out, d)
+			}
+		}
+	}
+	return out
+}
+
+func isPeak(hm []float32, gh, gw, i, j int, v float32) bool {
+	for di := -1; di <= 1; di++ {
+		for dj := -1; dj <= 1; dj++ {
+			ii, jj := i+di, j+dj
+			if (di == 0 && dj == 0) || ii < 0 || jj < 0 || ii >= gh || jj >= gw {
+				continue
+			}
+			if hm[ii*gw+jj] > v {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// decodeYOLO reads an Ultralytics detection output [1, 4+nc, n]: per
+// candidate cx, cy, w, h then nc class scores.
+func decodeYOLO(out []float32, nc, n int, thresh float32, names []string) []frame.Detection {
+	var dets []frame.Detection
+	for a := 0; a < n; a++ {
+		best, score := -1, thresh
+		for c := 0; c < nc; c++ {
+			if s := out[(4+c)*n+a]; s >= score {
+				best, score = c, s
+			}
+		}
+		if best < 0 {
+			continue
+		}
+		cx, cy, w, h := out[a], out[n+a], out[2*n+a], out[3*n+a]
+		dets = append(dets, frame.Detection{
+			Box:     frame.Box{X1: cx - w/2, Y1: cy - h/2, X2: cx + w/2, Y2: cy + h/2},
+			ClassID: best, Class: className(names, best), Score: score, Malignancy: -1,
+		})
+	}
+	return dets
+}
+
+func className(names []string, c int) string {
+	if c < len(names) {
+		return names[c]
+	}
+	return "class" + itoa(c)
+}
+
+func itoa(i int) string {
+	if i == 0 {
+		return "0"
+	}
+	var b [20]byte
+	n := len(b)
+	for ; i > 0; i /= 10 {
+		n--
+		b[n] = byte('0' + i%10)
+	}
+	return string(b[n:])
+}
+
+// NMS keeps the highest-scoring box of every group overlapping by more than
+// iou. With perClass, only boxes of the same class suppress each other.
+// dets is reordered in place; the result aliases it.
+func NMS(dets []frame.Detection, iou float32, perClass bool) []frame.Detection {
+	sort.SliceStable(dets, func(a, b int) bool { return dets[a].Score > dets[b].Score })
+	keep := dets[:0]
+	for _, d := range dets {
+		ok := true
+		for _, k := range keep {
+			if (!perClass || k.ClassID == d.ClassID) && k.Box.IoU(d.Box) > iou {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			keep = append(keep, d)
+		}
+	}
+	return keep
+}

@@ -1,0 +1,414 @@
+package infer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	ort "github.com/yalue/onnxruntime_go"
+	"gocv.io/x/gocv"
+
+	"sonolive/frame"
+)
+
+// ErrBadModel: the file is not a detector sonolive can run (wrong input
+// shape, unknown output layout, unreadable ONNX).
+var ErrBadModel = errors.New("unusable model")
+
+// ErrNoRuntime: the ONNX Runtime shared library could not be found or loaded.
+var ErrNoRuntime = errors.New("ONNX Runtime library not available")
+
+// ortVersion is the ONNX Runtime release scripts/setup.sh provides.
+const ortVersion = "1.29.0"
+
+// The onnxruntime_go environment is process-wide (a C singleton), so its
+// initialisation is too.
+var ortEnv struct {
+	sync.Mutex
+	path string
+	err  error
+}
+
+// FindLibrary returns the ONNX Runtime shared library to load: explicit, then
+// $ORT_LIB, then the project cache next to the executable or the working
+// directory (where scripts/setup.sh puts it), then the system's.
+func FindLibrary(explicit string) (string, error) {
+	var candidates []string
+	if explicit != "" {
+		candidates = append(candidates, explicit)
+	} else if env := os.Getenv("ORT_LIB"); env != "" {
+		candidates = append(candidates, env)
+	} else {
+		rel := filepath.Join(".cache", "onnxruntime-"+ortVersion, "libonnxruntime.so")
+		if exe, err := os.Executable(); err == nil {
+			dir := filepath.Dir(exe)
+			candidates = append(candidates, filepath.Join(dir, rel), filepath.Join(dir, "..", rel))
+		}
+		if wd, err := os.Getwd(); err == nil {
+			for d := wd; ; d = filepath.Dir(d) {
+				candidates = append(candidates, filepath.Join(d, rel))
+				if filepath.Dir(d) == d {
+					break
+				}
+			}
+		}
+		candidates = append(candidates, "/usr/local/lib/libonnxruntime.so", "/usr/lib/libonnxruntime.so", "/usr/lib/x86_64-linux-gnu/libonnxruntime.so")
+	}
+	for _, c := range candidates {
+		if st, err := os.Stat(c); err == nil && !st.IsDir() {
+			return c, nil
+		}
+	}
+	if explicit != "" || os.Getenv("ORT_LIB") != "" {
+		return "", fmt.Errorf("%w: %s does not exist", ErrNoRuntime, candidates[0])
+	}
+	return "", fmt.Errorf("%w: run `make setup` or set ORT_LIB", ErrNoRuntime)
+}
+
+// InitRuntime loads the ONNX Runtime library once per process. Later calls
+// with another path fail: the runtime cannot be swapped while loaded.
+func InitRuntime(libPath string) error {
+	ortEnv.Lock()
+	defer ortEnv.Unlock()
+	if ortEnv.path != "" || ortEnv.err != nil {
+		if ortEnv.err == nil && libPath != "" && libPath != ortEnv.path {
+			return fmt.Errorf("%w: already loaded from %s", ErrNoRuntime, ortEnv.path)
+		}
+		return ortEnv.err
+	}
+	path, err := FindLibrary(libPath)
+	if err != nil {
+		return err
+	}
+	ort.SetSharedLibraryPath(path)
+	if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
+		ortEnv.err = fmt.Errorf("%w: %s: %w", ErrNoRuntime, path, err)
+		return ortEnv.err
+	}
+	ortEnv.path = path
+	return nil
+}
+
+// Options configure an ONNX model session.
+type Options struct {
+	// LibPath is the ONNX Runtime library; empty searches (FindLibrary).
+	LibPath string
+	// Threads is ORT's intra-op thread count (default 1). With more than
+	// one, spinning is off: a spinning pool would eat the cores the video
+	// path needs between inferences.
+	Threads int
+	// Threshold is the minimum score for a detection (default 0.3).
+	Threshold float32
+	// NMSIoU is the overlap above which the weaker box is dropped (default 0.5).
+	NMSIoU float32
+}
+
+func (o Options) withDefaults() Options {
+	if o.Threads <= 0 {
+		o.Threads = 1
+	}
+	if o.Threshold <= 0 {
+		o.Threshold = 0.3
+	}
+	if o.NMSIoU <= 0 {
+		o.NMSIoU = 0.5
+	}
+	return o
+}
+
+// Model is a detector backed by an ONNX Runtime session. Detect is not safe
+// for concurrent use: a Model owns one input tensor; run one per goroutine.
+type Model struct {
+	meta    Metadata
+	opts    Options
+	session *ort.DynamicAdvancedSession
+	input   *ort.Tensor[float32]
+	outputs []ort.Value // nil entries are allocated by ORT per run
+	outDims []ort.Shape
+	pre     *preprocessor
+	decode  func(outs []ort.Value) []frame.Detection
+	perClassNMS bool
+}
+
+// Result is one inference: detections in source pixels and how long each
+// part took.
+type Result struct {
+	Detections []frame.Detection
+	Preprocess time.Duration
+	Infer      time.Duration
+	Decode     time.Duration
+}
+
+// OpenModel loads an ONNX detector from a file.
+func OpenModel(path string, opts Options) (*Model, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("model %s: %w", path, err)
+	}
+	m, err := NewModel(data, opts)
+	if err != nil {
+		return nil, fmt.Errorf("model %s: %w", path, err)
+	}
+	return m, nil
+}
+
+// NewModel loads an ONNX detector from its bytes.
+func NewModel(data []byte, opts Options) (*Model, error) {
+	opts = opts.withDefaults()
+	if err := InitRuntime(opts.LibPath); err != nil {
+		return nil, err
+	}
+	inputs, outputs, err := ort.GetInputOutputInfoWithONNXData(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: not a readable ONNX model: %w", ErrBadModel, err)
+	}
+	raw, err := readMetadata(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadModel, err)
+	}
+	meta, err := parseMetadata(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: metadata: %w", ErrBadModel, err)
+	}
+	if len(inputs) != 1 {
+		return nil, fmt.Errorf("%w: want 1 input, model has %d", ErrBadModel, len(inputs))
+	}
+	in := inputs[0]
+	if in.DataType != ort.TensorElementDataTypeFloat || len(in.Dimensions) != 4 {
+		return nil, fmt.Errorf("%w: input %s must be float32 NCHW", ErrBadModel, in)
+	}
+	d := in.Dimensions
+	if d[1] > 0 {
+		meta.Channels = int(d[1])
+	}
+	if d[2] > 0 && d[3] > 0 {
+		meta.InputH, meta.InputW = int(d[2]), int(d[3])
+	}
+	if meta.Channels != 1 && meta.Channels != 3 {
+		return nil, fmt.Errorf("%w: input %s must have 1 or 3 channels", ErrBadModel, in)
+	}
+	if meta.InputH <= 0 || meta.InputW <= 0 {
+		return nil, fmt.Errorf("%w: input size is dynamic and metadata has no imgsz", ErrBadModel)
+	}
+
+	m := &Model{meta: meta, opts: opts}
+	outNames := make([]string, len(outputs))
+	for i, o := range outputs {
+		outNames[i] = o.Name
+	}
+	pad := float32(0)
+	if meta.Format == "" {
+		meta.Format = FormatUltralytics
+	}
+	switch meta.Format {
+	case FormatCNet:
+		err = m.setupCNet(outputs)
+	case FormatUltralytics:
+		pad = 114.0 / 255
+		err = m.setupYOLO(outputs)
+	default:
+		err = fmt.Errorf("%w: unknown format %q (want %s or %s)", ErrBadModel, meta.Format, FormatCNet, FormatUltralytics)
+	}
+	if err != nil {
+		return nil, err
+	}
+	m.meta = meta
+
+	so, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, fmt.Errorf("session options: %w", err)
+	}
+	defer so.Destroy()
+	if err := so.SetIntraOpNumThreads(opts.Threads); err != nil {
+		return nil, fmt.Errorf("session options: %w", err)
+	}
+	if err := so.SetInterOpNumThreads(1); err != nil {
+		return nil, fmt.Errorf("session options: %w", err)
+	}
+	for _, kv := range [][2]string{{"session.intra_op.allow_spinning", "0"}, {"session.inter_op.allow_spinning", "0"}} {
+		if err := so.AddSessionConfigEntry(kv[0], kv[1]); err != nil {
+			return nil, fmt.Errorf("session options: %w", err)
+		}
+	}
+	m.input, err = ort.NewTensor(ort.NewShape(1, int64(meta.Channels), int64(meta.InputH), int64(meta.InputW)), make([]float32, meta.Channels*meta.InputH*meta.InputW))
+	if err != nil {
+		return nil, fmt.Errorf("input tensor: %w", err)
+	}
+	m.session, err = ort.NewDynamicAdvancedSessionWithONNXData(data, []string{in.Name}, outNames, so)
+	if err != nil {
+		m.input.Destroy()
+		return nil, fmt.Errorf("%w: session: %w", ErrBadModel, err)
+	}
+	m.outputs = make([]ort.Value, len(outputs))
+	for i, shape := range m.outDims {
+		t, err := ort.NewEmptyTensor[float32](shape)
+		if err != nil {
+			m.Close()
+			return nil, fmt.Errorf("output tensor: %w", err)
+		}
+		m.outputs[i] = t
+	}
+	m.pre = newPreprocessor(meta.InputW, meta.InputH, meta.Channels, pad)
+	return m, nil
+}
+
+func readMetadata(data []byte) (map[string]string, error) {
+	md, err := ort.GetModelMetadataWithONNXData(data)
+	if err != nil {
+		return nil, fmt.Errorf("metadata: %w", err)
+	}
+	defer md.Destroy()
+	keys, err := md.GetCustomMetadataMapKeys()
+	if err != nil {
+		return nil, fmt.Errorf("metadata keys: %w", err)
+	}
+	raw := make(map[string]string, len(keys))
+	for _, k := range keys {
+		v, _, err := md.LookupCustomMetadataMap(k)
+		if err != nil {
+			return nil, fmt.Errorf("metadata %s: %w", k, err)
+		}
+		raw[k] = v
+	}
+	return raw, nil
+}
+
+func (m *Model) setupCNet(outputs []ort.InputOutputInfo) error {
+	meta := &m.meta
+	if meta.Stride <= 0 {
+		meta.Stride = 8
+	}
+	idx := map[string]int{"heatmap": -1, "boxes": -1, "malignancy": -1}
+	for i, o := range outputs {
+		if _, ok := idx[o.Name]; ok {
+			idx[o.Name] = i
+		}
+	}
+	if idx["heatmap"] < 0 || idx["boxes"] < 0 {
+		return fmt.Errorf("%w: %s needs outputs heatmap and boxes", ErrBadModel, FormatCNet)
+	}
+	gh, gw := meta.InputH/meta.Stride, meta.InputW/meta.Stride
+	classes := len(meta.Names)
+	if hd := outputs[idx["heatmap"]].Dimensions; len(hd) == 4 && hd[1] > 0 {
+		classes = int(hd[1])
+	}
+	if classes == 0 {
+		return fmt.Errorf("%w: no classes", ErrBadModel)
+	}
+	want := map[string]ort.Shape{
+		"heatmap":    ort.NewShape(1, int64(classes), int64(gh), int64(gw)),
+		"boxes":      ort.NewShape(1, 4, int64(gh), int64(gw)),
+		"malignancy": ort.NewShape(1, 1, int64(gh), int64(gw)),
+	}
+	m.outDims = make([]ort.Shape, len(outputs))
+	for i, o := range outputs {
+		shape, ok := want[o.Name]
+		if !ok {
+			// An extra output we do not read still needs a buffer.
+			shape = o.Dimensions
+		}
+		if err := compatible(o.Dimensions, shape); err != nil {
+			return fmt.Errorf("%w: output %s: %w", ErrBadModel, o.Name, err)
+		}
+		m.outDims[i] = shape
+	}
+	hi, bi, mi := idx["heatmap"], idx["boxes"], idx["malignancy"]
+	names := meta.Names
+	m.decode = func(outs []ort.Value) []frame.Detection {
+		var malig []float32
+		if mi >= 0 {
+			malig = outs[mi].(*ort.Tensor[float32]).GetData()
+		}
+		return decodeCNet(outs[hi].(*ort.Tensor[float32]).GetData(), outs[bi].(*ort.Tensor[float32]).GetData(), malig, classes, gh, gw, meta.Stride, m.opts.Threshold, names)
+	}
+	return nil
+}
+
+func (m *Model) setupYOLO(outputs []ort.InputOutputInfo) error {
+	if len(outputs) != 1 || len(outputs[0].Dimensions) != 3 {
+		return fmt.Errorf("%w: an Ultralytics detection export has one output [1, 4+nc, N]; this model has %d outputs (set metadata format=%s for the project's layout)", ErrBadModel, len(outputs), FormatCNet)
+	}
+	d := outputs[0].Dimensions
+	if d[1] <= 4 || d[2] <= 0 {
+		return fmt.Errorf("%w: output %s is not [1, 4+nc, N] with a fixed N", ErrBadModel, outputs[0])
+	}
+	nc, n := int(d[1])-4, int(d[2])
+	if len(m.meta.Names) > 0 && len(m.meta.Names) != nc {
+		return fmt.Errorf("%w: metadata names %d classes, output has %d", ErrBadModel, len(m.meta.Names), nc)
+	}
+	m.outDims = []ort.Shape{ort.NewShape(1, int64(nc+4), int64(n))}
+	m.perClassNMS = true
+	names := m.meta.Names
+	m.decode = func(outs []ort.Value) []frame.Detection {
+		return decodeYOLO(outs[0].(*ort.Tensor[float32]).GetData(), nc, n, m.opts.Threshold, names)
+	}
+	return nil
+}
+
+func compatible(have, want ort.Shape) error {
+	if len(have) != len(want) {
+		return fmt.Errorf("shape %v, want %v", have, want)
+	}
+	for i := range have {
+		if have[i] > 0 && have[i] != want[i] {
+			return fmt.Errorf("shape %v, want %v", have, want)
+		}
+	}
+	return nil
+}
+
+// Metadata returns what the model says about itself.
+func (m *Model) Metadata() Metadata { return m.meta }
+
+// Detect runs the model on a BGR frame and returns detections in the
+// frame's pixels.
+func (m *Model) Detect(img gocv.Mat) (Result, error) {
+	var r Result
+	t0 := time.Now()
+	lb, err := m.pre.Fill(img, m.input.GetData())
+	if err != nil {
+		return r, err
+	}
+	t1 := time.Now()
+	if err := m.session.Run([]ort.Value{m.input}, m.outputs); err != nil {
+		return r, fmt.Errorf("inference: %w", err)
+	}
+	t2 := time.Now()
+	dets := m.decode(m.outputs)
+	dets = NMS(dets, m.opts.NMSIoU, m.perClassNMS)
+	for i := range dets {
+		dets[i].Box = lb.ToSource(dets[i].Box)
+	}
+	t3 := time.Now()
+	r.Detections = dets
+	r.Preprocess, r.Infer, r.Decode = t1.Sub(t0), t2.Sub(t1), t3.Sub(t2)
+	return r, nil
+}
+
+// RunRaw runs the session on whatever the input tensor holds: bare ORT,
+// for benchmarks that compare the full path against it.
+func (m *Model) RunRaw() error {
+	return m.session.Run([]ort.Value{m.input}, m.outputs)
+}
+
+// Close frees the session and its tensors.
+func (m *Model) Close() error {
+	if m.pre != nil {
+		m.pre.Close()
+	}
+	for _, o := range m.outputs {
+		if o != nil {
+			o.Destroy()
+		}
+	}
+	if m.input != nil {
+		m.input.Destroy()
+	}
+	if m.session != nil {
+		return m.session.Destroy()
+	}
+	return nil
+}

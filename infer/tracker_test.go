@@ -1,0 +1,92 @@
+package infer
+
+import (
+	"testing"
+
+	"sonolive/frame"
+)
+
+func det(x float32) frame.Detection {
+	return frame.Detection{Box: frame.Box{X1: x, Y1: 50, X2: x + 40, Y2: 90}, Score: 0.8, Class: "lesion", Malignancy: -1}
+}
+
+func TestTracker(t *testing.T) {
+	type step struct {
+		seq       uint64
+		update    []frame.Detection // nil: no inference on this frame
+		wantIDs   []uint64
+		wantStale []int
+	}
+	tests := []struct {
+		name  string
+		cfg   TrackerConfig
+		steps []step
+	}{
+		{"confirmed after two hits, id stable while moving", TrackerConfig{MinHits: 2}, []step{
+			{1, []frame.Detection{det(100)}, nil, nil},
+			{2, []frame.Detection{det(104)}, []uint64{1}, []int{0}},
+			{3, []frame.Detection{det(108)}, []uint64{1}, []int{0}},
+			{4, nil, []uint64{1}, []int{1}},
+			{5, nil, []uint64{1}, []int{2}},
+		}},
+		{"single-frame blip never shown", TrackerConfig{MinHits: 2}, []step{
+			{1, []frame.Detection{det(100)}, nil, nil},
+			{2, []frame.Detection{}, nil, nil},
+			{3, []frame.Detection{}, nil, nil},
+		}},
+		{"two lesions keep their own ids", TrackerConfig{MinHits: 1}, []step{
+			{1, []frame.Detection{det(10), det(200)}, []uint64{1, 2}, []int{0, 0}},
+			{2, []frame.Detection{det(202), det(12)}, []uint64{1, 2}, []int{0, 0}},
+		}},
+		{"track ends after max misses", TrackerConfig{MinHits: 1, MaxMisses: 2}, []step{
+			{1, []frame.Detection{det(10)}, []uint64{1}, []int{0}},
+			{2, []frame.Detection{}, []uint64{1}, []int{1}},
+			{3, []frame.Detection{}, nil, nil},
+		}},
+		{"coasting track hidden after max coast", TrackerConfig{MinHits: 1, MaxCoast: 2}, []step{
+			{1, []frame.Detection{det(10)}, []uint64{1}, []int{0}},
+			{3, nil, []uint64{1}, []int{2}},
+			{4, nil, nil, nil},
+		}},
+		{"late result updates an older frame", TrackerConfig{MinHits: 1}, []step{
+			{1, []frame.Detection{det(10)}, []uint64{1}, []int{0}},
+			{5, nil, []uint64{1}, []int{4}},
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := NewTracker(tc.cfg)
+			for _, s := range tc.steps {
+				if s.update != nil {
+					tr.Update(s.seq, s.update)
+				}
+				out := tr.Output(s.seq)
+				if len(out) != len(s.wantIDs) {
+					t.Fatalf("seq %d: %d tracks shown %+v, want ids %v", s.seq, len(out), out, s.wantIDs)
+				}
+				for i, d := range out {
+					if d.TrackID != s.wantIDs[i] || d.StaleAge != s.wantStale[i] {
+						t.Fatalf("seq %d: got id %d age %d, want %d %d", s.seq, d.TrackID, d.StaleAge, s.wantIDs[i], s.wantStale[i])
+					}
+				}
+			}
+		})
+	}
+}
+
+// Smoothing: a box that moves steadily is followed, and the predicted box
+// stays close to the truth when the detector is late.
+func TestTrackerFollowsMotion(t *testing.T) {
+	tr := NewTracker(TrackerConfig{MinHits: 1})
+	for seq := uint64(1); seq <= 10; seq++ {
+		tr.Update(seq, []frame.Detection{det(100 + 3*float32(seq))})
+	}
+	out := tr.Output(12) // two frames later: truth would be at 136
+	if len(out) != 1 {
+		t.Fatalf("tracks %+v", out)
+	}
+	want := frame.Box{X1: 136, Y1: 50, X2: 176, Y2: 90}
+	if iou := out[0].Box.IoU(want); iou < 0.85 {
+		t.Fatalf("predicted %+v, IoU %.2f with %+v", out[0].Box, iou, want)
+	}
+}

@@ -1,0 +1,153 @@
+// Package overlay draws the AI's findings into the frame — boxes, labels,
+// scores, track ids, stale markers and a latency HUD — and describes the
+// same findings as time-stamped metadata for viewers that draw their own.
+package overlay
+
+import (
+	"fmt"
+	"image"
+	"image/color"
+	"math"
+
+	"gocv.io/x/gocv"
+
+	"sonolive/frame"
+)
+
+// HUD is the status line shown in the corner of the frame.
+type HUD struct {
+	FPS        float64
+	InferMS    float64 // recent inference time
+	TotalMS    float64 // recent added latency
+	MissRate   float64 // fraction of frames whose inference missed the budget
+	AIStatus   string  // "ok", "stale", "unavailable: …"
+	ShowTiming bool
+}
+
+// Style sets the colours (BGR in color.RGBA's R,G,B fields, as gocv wants).
+type Style struct {
+	Fresh, Stale, Text, Shade color.RGBA
+	Scale                     float64
+}
+
+// DefaultStyle: green for boxes from this frame's inference, amber for
+// boxes carried by the tracker.
+func DefaultStyle() Style {
+	return Style{
+		Fresh: color.RGBA{R: 60, G: 220, B: 60},
+		Stale: color.RGBA{R: 0, G: 170, B: 255},
+		Text:  color.RGBA{R: 255, G: 255, B: 255},
+		Shade: color.RGBA{R: 20, G: 20, B: 20},
+		Scale: 0.45,
+	}
+}
+
+// Drawer draws overlays. It holds no per-frame state.
+type Drawer struct {
+	style Style
+}
+
+// NewDrawer returns a drawer with the given style.
+func NewDrawer(s Style) *Drawer { return &Drawer{style: s} }
+
+// Draw burns f's detections and the HUD into f.Image.
+func (d *Drawer) Draw(f *frame.Frame, hud HUD) {
+	img := &f.Image
+	// Scale strokes and text with the frame so 320-px clips and 1080p
+	// captures both stay legible.
+	k := math.Max(1, float64(img.Cols())/640)
+	thick := int(math.Round(2 * k))
+	for _, det := range f.Detections {
+		c := d.style.Fresh
+		if det.StaleAge > 0 {
+			c = d.style.Stale
+		}
+		r := image.Rect(int(det.Box.X1), int(det.Box.Y1), int(math.Ceil(float64(det.Box.X2))), int(math.Ceil(float64(det.Box.Y2))))
+		if det.StaleAge > 0 {
+			dashedRect(img, r, c, max(1, thick-1))
+		} else {
+			gocv.Rectangle(img, r, c, thick)
+		}
+		d.label(img, r, labelText(det), c, k)
+	}
+	d.hud(img, hud, k)
+}
+
+func labelText(det frame.Detection) string {
+	s := fmt.Sprintf("%s %.2f #%d", det.Class, det.Score, det.TrackID)
+	if det.Malignancy >= 0 {
+		s += fmt.Sprintf(" M%.0f%%", 100*det.Malignancy)
+	}
+	if det.StaleAge > 0 {
+		s += fmt.Sprintf(" stale %df", det.StaleAge)
+	}
+	return s
+}
+
+// label puts text on a filled tab above the box (below it at the top edge).
+func (d *Drawer) label(img *gocv.Mat, r image.Rectangle, text string, c color.RGBA, k float64) {
+	scale := d.style.Scale * k
+	sz, base := gocv.GetTextSizeWithBaseline(text, gocv.FontHersheySimplex, scale, 1)
+	y := r.Min.Y - 3
+	if y-sz.Y-base < 0 {
+		y = r.Max.Y + sz.Y + 3
+	}
+	x := min(max(r.Min.X, 0), max(img.Cols()-sz.X-2, 0))
+	gocv.Rectangle(img, image.Rect(x, y-sz.Y-2, x+sz.X+2, y+base-1), c, -1)
+	gocv.PutText(img, text, image.Pt(x+1, y-1), gocv.FontHersheySimplex, scale, color.RGBA{}, 1)
+}
+
+func (d *Drawer) hud(img *gocv.Mat, h HUD, k float64) {
+	lines := []string{"AI: " + h.AIStatus}
+	if h.ShowTiming {
+		lines = append(lines,
+			fmt.Sprintf("%.1f fps  infer %.1f ms", h.FPS, h.InferMS),
+			fmt.Sprintf("added %.1f ms  miss %.1f%%", h.TotalMS, 100*h.MissRate))
+	}
+	scale := d.style.Scale * k
+	lineH := int(18 * k)
+	w := 0
+	for _, l := range lines {
+		w = max(w, gocv.GetTextSize(l, gocv.FontHersheySimplex, scale, 1).X)
+	}
+	x0 := img.Cols() - w - int(10*k)
+	y0 := int(4 * k)
+	box := image.Rect(x0-4, y0, img.Cols()-2, y0+lineH*len(lines)+4).Intersect(image.Rect(0, 0, img.Cols(), img.Rows()))
+	if box.Empty() {
+		return
+	}
+	// Shade the HUD area so it reads over bright tissue.
+	roi := img.Region(box)
+	shade := gocv.NewMatWithSizeFromScalar(gocv.NewScalar(float64(d.style.Shade.R), float64(d.style.Shade.G), float64(d.style.Shade.B), 0), roi.Rows(), roi.Cols(), roi.Type())
+	gocv.AddWeighted(roi, 0.4, shade, 0.6, 0, &roi)
+	shade.Close()
+	roi.Close()
+	for i, l := range lines {
+		c := d.style.Text
+		if i == 0 && h.AIStatus != "ok" {
+			c = d.style.Stale
+		}
+		gocv.PutText(img, l, image.Pt(x0, y0+lineH*(i+1)-4), gocv.FontHersheySimplex, scale, c, 1)
+	}
+	// The clinician must never read the overlay as a diagnosis.
+	note := "AI assist - not a diagnosis"
+	gocv.PutText(img, note, image.Pt(int(6*k), img.Rows()-int(6*k)), gocv.FontHersheySimplex, scale*0.85, d.style.Text, 1)
+}
+
+func dashedRect(img *gocv.Mat, r image.Rectangle, c color.RGBA, thick int) {
+	const dash, gap = 8, 5
+	seg := func(a, b image.Point) {
+		dx, dy := b.X-a.X, b.Y-a.Y
+		n := int(math.Hypot(float64(dx), float64(dy)))
+		for s := 0; s < n; s += dash + gap {
+			e := min(s+dash, n)
+			p := image.Pt(a.X+dx*s/max(n, 1), a.Y+dy*s/max(n, 1))
+			q := image.Pt(a.X+dx*e/max(n, 1), a.Y+dy*e/max(n, 1))
+			gocv.Line(img, p, q, c, thick)
+		}
+	}
+	seg(r.Min, image.Pt(r.Max.X, r.Min.Y))
+	seg(image.Pt(r.Max.X, r.Min.Y), r.Max)
+	seg(r.Max, image.Pt(r.Min.X, r.Max.Y))
+	seg(image.Pt(r.Min.X, r.Max.Y), r.Min)
+}

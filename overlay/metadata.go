@@ -1,0 +1,92 @@
+package overlay
+
+import (
+	"math"
+	"time"
+
+	"sonolive/frame"
+)
+
+// SchemaVersion identifies the metadata layout (docs/metadata.md).
+const SchemaVersion = 1
+
+// Metadata is one frame's findings, as JSON. The schema is documented in
+// docs/metadata.md; change both together.
+type Metadata struct {
+	Schema int    `json:"schema"`
+	Seq    uint64 `json:"seq"`
+	Source string `json:"source"`
+	// CaptureTime is the wall-clock capture time; CaptureUnixMS the same in
+	// milliseconds since the epoch, for clients that match frames by time.
+	CaptureTime   time.Time `json:"capture_time"`
+	CaptureUnixMS float64   `json:"capture_unix_ms"`
+	Width         int       `json:"width"`
+	Height        int       `json:"height"`
+	Stale         bool      `json:"stale"`
+	TimingsMS     TimingsMS `json:"timings_ms"`
+	Detections    []DetMeta `json:"detections"`
+	Truth         []BoxMeta `json:"truth,omitempty"`
+}
+
+// TimingsMS are per-stage durations in milliseconds.
+type TimingsMS struct {
+	Queue      float64 `json:"queue"`
+	Preprocess float64 `json:"preprocess,omitempty"`
+	Infer      float64 `json:"infer,omitempty"`
+	Decode     float64 `json:"decode,omitempty"`
+	Wait       float64 `json:"wait"`
+	Track      float64 `json:"track"`
+	Overlay    float64 `json:"overlay"`
+	Total      float64 `json:"total"`
+}
+
+// DetMeta is one detection in source pixels.
+type DetMeta struct {
+	Box      BoxMeta `json:"box"`
+	Class    string  `json:"class"`
+	ClassID  int     `json:"class_id"`
+	Score    float64 `json:"score"`
+	TrackID  uint64  `json:"track_id"`
+	StaleAge int     `json:"stale_age"`
+	// Malignancy is omitted when the model gives none.
+	Malignancy *float64 `json:"malignancy,omitempty"`
+}
+
+// BoxMeta is [x, y, w, h] in source pixels, like COCO.
+type BoxMeta [4]float64
+
+func boxMeta(b frame.Box) BoxMeta {
+	r := func(v float32) float64 { return math.Round(float64(v)*10) / 10 }
+	return BoxMeta{r(b.X1), r(b.Y1), r(b.W()), r(b.H())}
+}
+
+func ms(d time.Duration) float64 { return math.Round(float64(d)/1e3) / 1e3 }
+
+// NewMetadata describes f.
+func NewMetadata(f *frame.Frame) Metadata {
+	m := Metadata{
+		Schema: SchemaVersion, Seq: f.Seq, Source: f.Source,
+		CaptureTime:   f.Captured.UTC(),
+		CaptureUnixMS: float64(f.Captured.UnixMicro()) / 1e3,
+		Width:         f.Image.Cols(), Height: f.Image.Rows(),
+		Stale: f.Stale,
+		TimingsMS: TimingsMS{
+			Queue: ms(f.Timings.Queue), Preprocess: ms(f.Timings.Preprocess), Infer: ms(f.Timings.Infer),
+			Decode: ms(f.Timings.Decode), Wait: ms(f.Timings.Wait), Track: ms(f.Timings.Track),
+			Overlay: ms(f.Timings.Overlay), Total: ms(f.Timings.Total),
+		},
+		Detections: make([]DetMeta, 0, len(f.Detections)),
+	}
+	for _, d := range f.Detections {
+		dm := DetMeta{Box: boxMeta(d.Box), Class: d.Class, ClassID: d.ClassID, Score: math.Round(float64(d.Score)*1e3) / 1e3, TrackID: d.TrackID, StaleAge: d.StaleAge}
+		if d.Malignancy >= 0 {
+			v := math.Round(float64(d.Malignancy)*1e3) / 1e3
+			dm.Malignancy = &v
+		}
+		m.Detections = append(m.Detections, dm)
+	}
+	for _, b := range f.Truth {
+		m.Truth = append(m.Truth, boxMeta(b))
+	}
+	return m
+}

@@ -1,0 +1,81 @@
+package pipeline
+
+import (
+	"sonolive/frame"
+)
+
+// Report summarises a run. Its JSON layout is documented in docs/report.md.
+type Report struct {
+	Source   string  `json:"source"`
+	Model    string  `json:"model,omitempty"`
+	BudgetMS float64 `json:"budget_ms"`
+	Frames   int     `json:"frames"`
+	Seconds  float64 `json:"duration_s"`
+	FPS      float64 `json:"fps"`
+	// LatencyMS has one entry per stage, and "total" for the added latency
+	// from capture to overlay done.
+	LatencyMS      map[string]Percentiles `json:"latency_ms"`
+	DeadlineMisses uint64                 `json:"deadline_misses"`
+	MissRate       float64                `json:"deadline_miss_rate"`
+	Inferences     uint64                 `json:"inferences"`
+	Skipped        uint64                 `json:"skipped"`
+	StaleFrames    uint64                 `json:"stale_frames"`
+	InferErrors    uint64                 `json:"inference_errors"`
+	Dropped        uint64                 `json:"dropped"`
+	DroppedBy      map[string]uint64      `json:"dropped_by_stage"`
+	CorruptFrames  uint64                 `json:"corrupt_frames"`
+	Reconnects     uint64                 `json:"reconnects"`
+	Detections     DetectionCounts        `json:"detections"`
+	Phantom        *Accuracy              `json:"phantom,omitempty"`
+	Error          string                 `json:"error,omitempty"`
+}
+
+// DetectionCounts count what reached the overlay.
+type DetectionCounts struct {
+	Total               int    `json:"total"`
+	Fresh               int    `json:"fresh"`
+	Stale               int    `json:"stale"`
+	FramesWithDetection int    `json:"frames_with_detections"`
+	Tracks              uint64 `json:"tracks"`
+}
+
+// Accuracy compares shown boxes with the phantom's ground truth, frame by
+// frame, at an IoU threshold.
+type Accuracy struct {
+	IoU       float64 `json:"iou"`
+	Truth     int     `json:"truth_boxes"`
+	Shown     int     `json:"shown_boxes"`
+	Matched   int     `json:"matched"`
+	Precision float64 `json:"precision"`
+	Recall    float64 `json:"recall"`
+}
+
+func (a *Accuracy) add(truth []frame.Box, dets []frame.Detection) {
+	a.Truth += len(truth)
+	a.Shown += len(dets)
+	used := make([]bool, len(dets))
+	for _, t := range truth {
+		best, bi := float32(a.IoU), -1
+		for i, d := range dets {
+			if used[i] {
+				continue
+			}
+			if iou := d.Box.IoU(t); iou >= best {
+				best, bi = iou, i
+			}
+		}
+		if bi >= 0 {
+			used[bi] = true
+			a.Matched++
+		}
+	}
+}
+
+func (a *Accuracy) finish() {
+	if a.Shown > 0 {
+		a.Precision = round3(float64(a.Matched) / float64(a.Shown))
+	}
+	if a.Truth > 0 {
+		a.Recall = round3(float64(a.Matched) / float64(a.Truth))
+	}
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# setup.sh installs everything sonolive needs on a fresh Debian 12 machine.
+# It is idempotent: a second run only checks what is already there.
+#
+#   scripts/setup.sh            system packages + ONNX Runtime library
+#   SETUP_TRAIN=1 scripts/setup.sh   also the Python training stack
+#
+# ORT_LIB=/path/libonnxruntime.so skips the download when that file exists.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+ort_version=1.29.0
+ort_sha256=89688f5cf51c7e31befbb7b9101bc027799009b18d1baa9a5b1146a72e69538d
+ort_dir="$root/.cache/onnxruntime-$ort_version"
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+sudo_cmd=()
+if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
+
+pkgs=(build-essential pkg-config libopencv-dev libx264-dev ffmpeg gstreamer1.0-plugins-base gstreamer1.0-plugins-good ca-certificates)
+# npm fetches the ONNX Runtime tarball; use Debian's only when none is on PATH.
+command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
+if [ "${SETUP_TRAIN:-0}" = 1 ]; then
+  pkgs+=(python3-torch python3-torchvision python3-onnx python3-numpy python3-pil libopenblas0-pthread)
+fi
+if [ "${SETUP_BROWSER:-0}" = 1 ]; then
+  pkgs+=(chromium chromium-driver)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# ONNX Runtime CPU library. onnxruntime-node ships the shared library inside
+# its npm tarball; we unpack it ourselves and never run its install script.
+if [ -n "${ORT_LIB:-}" ] && [ -f "$ORT_LIB" ]; then
+  log "using ORT_LIB=$ORT_LIB"
+elif [ -f "$ort_dir/libonnxruntime.so" ]; then
+  :
+else
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  log "fetching onnxruntime-node@$ort_version from npm"
+  (cd "$tmp" && npm pack --silent "onnxruntime-node@$ort_version" >/dev/null)
+  tar -xzf "$tmp"/onnxruntime-node-"$ort_version".tgz -C "$tmp" package/bin/napi-v6/linux/x64/libonnxruntime.so.1
+  got=$(sha256sum "$tmp/package/bin/napi-v6/linux/x64/libonnxruntime.so.1" | cut -d' ' -f1)
+  if [ "$got" != "$ort_sha256" ]; then
+    log "libonnxruntime.so.1 sha256 mismatch: got $got, want $ort_sha256"
+    exit 1
+  fi
+  mkdir -p "$ort_dir"
+  install -m 0644 "$tmp/package/bin/napi-v6/linux/x64/libonnxruntime.so.1" "$ort_dir/libonnxruntime.so"
+  log "ONNX Runtime $ort_version cached in $ort_dir"
+fi
