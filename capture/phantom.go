@@ -333,11 +333,11 @@ func (p *Phantom) Render(seq uint64) *frame.Frame {
 	elev := 45 * math.Sin(2*math.Pi*t/(period*0.77)+0.6)
 
 	type cut struct {
-		l                      *lesion
-		a, b                   float64 // semi-axes at this elevation
-		u0, u1, v0, v1         float32 // bounding box in field coordinates
-		x0, y0, x1, y1         int     // ground-truth box, grown while drawing
-		seen                   bool
+		l              *lesion
+		a, b           float64 // semi-axes at this elevation
+		u0, u1, v0, v1 float32 // bounding box in field coordinates
+		x0, y0, x1, y1 int     // ground-truth box, grown while drawing
+		seen           bool
 	}
 	cuts := make([]cut, 0, len(p.lesions))
 	for i := range p.lesions {

@@ -122,14 +122,14 @@ func (o Options) withDefaults() Options {
 // Model is a detector backed by an ONNX Runtime session. Detect is not safe
 // for concurrent use: a Model owns one input tensor; run one per goroutine.
 type Model struct {
-	meta    Metadata
-	opts    Options
-	session *ort.DynamicAdvancedSession
-	input   *ort.Tensor[float32]
-	outputs []ort.Value // nil entries are allocated by ORT per run
-	outDims []ort.Shape
-	pre     *preprocessor
-	decode  func(outs []ort.Value) []frame.Detection
+	meta        Metadata
+	opts        Options
+	session     *ort.DynamicAdvancedSession
+	input       *ort.Tensor[float32]
+	outputs     []ort.Value // nil entries are allocated by ORT per run
+	outDims     []ort.Shape
+	pre         *preprocessor
+	decode      func(outs []ort.Value) []frame.Detection
 	perClassNMS bool
 }
 
