@@ -40,6 +40,25 @@ func DefaultPhantom() PhantomConfig {
 	return PhantomConfig{Seed: 1, Lesions: 2, Geometry: "linear", Width: 640, Height: 480, FPS: 30, Text: true, SweepPeriod: 8 * time.Second}
 }
 
+// withDefaults fills unset fields from DefaultPhantom; Lesions and Text are
+// taken as given.
+func (c PhantomConfig) withDefaults() PhantomConfig {
+	d := DefaultPhantom()
+	if c.Width <= 0 || c.Height <= 0 {
+		c.Width, c.Height = d.Width, d.Height
+	}
+	if c.FPS <= 0 {
+		c.FPS = d.FPS
+	}
+	if c.Geometry == "" {
+		c.Geometry = d.Geometry
+	}
+	if c.SweepPeriod <= 0 {
+		c.SweepPeriod = d.SweepPeriod
+	}
+	return c
+}
+
 func phantomConfigFromQuery(q url.Values) (PhantomConfig, error) {
 	c := DefaultPhantom()
 	for key, vals := range q {
@@ -131,11 +150,7 @@ type Phantom struct {
 
 // NewPhantom builds the phantom: all randomness is drawn here, from the seed.
 func NewPhantom(cfg PhantomConfig) *Phantom {
-	if cfg.Width == 0 {
-		d := DefaultPhantom()
-		d.Seed, d.Lesions = cfg.Seed, cfg.Lesions
-		cfg = d
-	}
+	cfg = cfg.withDefaults()
 	p := &Phantom{cfg: cfg, id: fmt.Sprintf("phantom-%d", cfg.Seed), rng: rand.New(rand.NewPCG(cfg.Seed, 0x50e01))}
 	if cfg.Text {
 		p.top = 36

@@ -1,0 +1,205 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"gocv.io/x/gocv"
+
+	"sonolive/capture"
+	"sonolive/frame"
+	"sonolive/infer"
+	"sonolive/overlay"
+)
+
+// oracle detects exactly the phantom's ground truth, looked up by frame
+// content, after a fixed delay. It lets the pipeline's bookkeeping be
+// checked against known answers.
+type oracle struct {
+	mu    sync.Mutex
+	truth map[uint64][]frame.Box
+	seqOf func(gocv.Mat) uint64
+	delay time.Duration
+}
+
+func (o *oracle) Detect(img gocv.Mat) (infer.Result, error) {
+	time.Sleep(o.delay)
+	seq := o.seqOf(img)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var r infer.Result
+	for _, b := range o.truth[seq] {
+		r.Detections = append(r.Detections, frame.Detection{Box: b, Score: 0.9, Class: "lesion", Malignancy: -1})
+	}
+	r.Infer = o.delay
+	return r, nil
+}
+
+// stamped wraps the phantom to remember each frame's truth and write its
+// sequence number into the first pixels, so the oracle can find it.
+type stamped struct {
+	capture.Source
+	o *oracle
+}
+
+func (s *stamped) Next(ctx context.Context) (*frame.Frame, error) {
+	f, err := s.Source.Next(ctx)
+	if err != nil {
+		return nil, err
+	}
+	px, _ := f.Image.DataPtrUint8()
+	for i := 0; i < 8; i++ {
+		px[i] = byte(f.Seq >> (8 * i))
+	}
+	s.o.mu.Lock()
+	s.o.truth[f.Seq] = f.Truth
+	s.o.mu.Unlock()
+	return f, nil
+}
+
+func newOracle(delay time.Duration) *oracle {
+	return &oracle{truth: map[uint64][]frame.Box{}, delay: delay, seqOf: func(m gocv.Mat) uint64 {
+		px, _ := m.DataPtrUint8()
+		var s uint64
+		for i := 0; i < 8; i++ {
+			s |= uint64(px[i]) << (8 * i)
+		}
+		return s
+	}}
+}
+
+type countSink struct {
+	frames int
+	seqs   []uint64
+	closed bool
+}
+
+func (c *countSink) Write(f *frame.Frame, m *overlay.Metadata) error {
+	c.frames++
+	c.seqs = append(c.seqs, m.Seq)
+	return nil
+}
+func (c *countSink) Close() error { c.closed = true; return nil }
+
+func TestPipelineOffline(t *testing.T) {
+	tests := []struct {
+		name       string
+		delay      time.Duration
+		budget     time.Duration
+		minRecall  float64
+		wantMisses bool
+	}{
+		{"fast oracle: fresh boxes, recall ~1", time.Millisecond, 30 * time.Millisecond, 0.9, false},
+		// Boxes lag ~5 frames behind a sweep moving ~4 px per frame, so fewer
+		// reach IoU 0.5; the point is that frames still carry them.
+		{"oracle slower than budget: tracker carries boxes", 25 * time.Millisecond, 5 * time.Millisecond, 0.15, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			o := newOracle(tc.delay)
+			ph := capture.NewPhantom(capture.PhantomConfig{Seed: 7, Lesions: 2, Frames: 150})
+			sink := &countSink{}
+			p, err := New(Config{
+				Source: &stamped{Source: ph, o: o}, Detector: o, Budget: tc.budget,
+				Tracker: infer.TrackerConfig{MinHits: 1}, Overlay: true, HUDTiming: true, Sinks: []Sink{sink},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rep, err := p.Run(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Frames != 150 || sink.frames != 150 || !sink.closed {
+				t.Fatalf("frames %d, sink %d closed %v", rep.Frames, sink.frames, sink.closed)
+			}
+			for i, s := range sink.seqs {
+				if s != uint64(i+1) {
+					t.Fatalf("sink got seq %d at %d: offline runs must not drop or reorder", s, i)
+				}
+			}
+			if rep.Phantom == nil || rep.Phantom.Recall < tc.minRecall {
+				t.Fatalf("phantom accuracy %+v", rep.Phantom)
+			}
+			if tc.wantMisses && rep.Detections.Stale == 0 {
+				t.Fatalf("no stale boxes carried: %+v", rep.Detections)
+			}
+			if tc.wantMisses != (rep.DeadlineMisses > 0) {
+				t.Fatalf("deadline misses %d", rep.DeadlineMisses)
+			}
+			if rep.Inferences == 0 || rep.LatencyMS["total"].N != 150 || rep.LatencyMS["infer"].N != int(rep.Inferences) {
+				t.Fatalf("report %+v", rep)
+			}
+			// Added latency is bounded by the budget plus overlay and
+			// bookkeeping, whatever the detector does.
+			if p99 := rep.LatencyMS["total"].P99; p99 > float64(tc.budget)/1e6+30 {
+				t.Fatalf("total p99 %.1f ms with budget %v", p99, tc.budget)
+			}
+		})
+	}
+}
+
+func TestPipelineWithoutModel(t *testing.T) {
+	ph := capture.NewPhantom(capture.PhantomConfig{Seed: 1, Lesions: 1, Frames: 20})
+	dir := t.TempDir()
+	ms, err := NewMetadataSink(filepath.Join(dir, "m.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vs := NewVideoFileSink(filepath.Join(dir, "a.mp4"), 30)
+	p, _ := New(Config{Source: ph, Overlay: true, Sinks: []Sink{ms, vs}})
+	rep, err := p.Run(context.Background())
+	if err != nil || rep.Frames != 20 || rep.Detections.Total != 0 {
+		t.Fatalf("rep %+v err %v", rep, err)
+	}
+	data, _ := os.ReadFile(filepath.Join(dir, "m.jsonl"))
+	var first overlay.Metadata
+	if err := json.Unmarshal(data[:indexByte(data, '\n')], &first); err != nil || first.Seq != 1 || first.Schema != overlay.SchemaVersion {
+		t.Fatalf("metadata line %q: %v", data[:indexByte(data, '\n')], err)
+	}
+	vc, err := gocv.VideoCaptureFile(filepath.Join(dir, "a.mp4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vc.Close()
+	if n := vc.Get(gocv.VideoCaptureFrameCount); n != 20 {
+		t.Fatalf("annotated file has %v frames (codec %s)", n, vs.Codec)
+	}
+}
+
+func indexByte(b []byte, c byte) int {
+	for i, v := range b {
+		if v == c {
+			return i
+		}
+	}
+	return len(b)
+}
+
+// A live source feeding a slow sink: the sink drops, the video path does not
+// slow down, and every dropped frame is freed.
+func TestPipelineLiveSlowSinkDrops(t *testing.T) {
+	ph := capture.NewPhantom(capture.PhantomConfig{Seed: 1, Lesions: 1, Frames: 60, FPS: 100, Realtime: true, Width: 160, Height: 120, SweepPeriod: time.Second, Geometry: "linear"})
+	slow := &slowSink{delay: 40 * time.Millisecond}
+	p, _ := New(Config{Source: ph, Sinks: []Sink{slow}, SinkQueue: 2})
+	rep, err := p.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Frames != 60 || rep.DroppedBy["sink"] == 0 || rep.Dropped != rep.DroppedBy["sink"]+rep.DroppedBy["capture"] {
+		t.Fatalf("frames %d dropped %v", rep.Frames, rep.DroppedBy)
+	}
+	if rep.LatencyMS["total"].P99 > 20 {
+		t.Fatalf("slow sink leaked into the video path: total p99 %.1f ms", rep.LatencyMS["total"].P99)
+	}
+}
+
+type slowSink struct{ delay time.Duration }
+
+func (s *slowSink) Write(*frame.Frame, *overlay.Metadata) error { time.Sleep(s.delay); return nil }
+func (s *slowSink) Close() error                                { return nil }
