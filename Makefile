@@ -9,7 +9,7 @@ PY      := /usr/bin/python3
 SOURCE  ?= phantom://?seed=1&lesions=2
 OUT     ?= out
 
-.PHONY: setup setup-train build run test vet bench train testmodels clean
+.PHONY: setup setup-train build run test test-train vet bench train testmodels clean
 
 setup:
 	bash scripts/setup.sh
@@ -32,10 +32,25 @@ vet:
 	go vet ./...
 
 # All tests. matprofile lets the tests count live gocv Mats.
-test: setup vet
-	go test -tags $(TAGS),matprofile -count=1 -timeout 30m ./...
+test: setup-train vet test-train
+	go test -tags $(TAGS),matprofile -count=1 -timeout 45m ./...
+
+# The training code must not rot: unit tests, then a few steps and an export.
+test-train: setup-train
+	mkdir -p $(OUT)
+	$(PY) -m unittest discover -s train -t .
+	$(PY) -m train.train --smoke --out $(OUT)/smoke.onnx
+
+# Reproduces models/phantom-interim.onnx (the default until the breast and
+# thyroid models land): phantom frames from the Go generator, then training.
+train: build setup-train
+	./bin/sonolive phantom --out $(OUT)/phantom-train --frames 480 --every 4 --seeds 8 --first-seed 101
+	./bin/sonolive phantom --out $(OUT)/phantom-val --frames 300 --every 5 --seeds 2 --first-seed 1
+	$(PY) -m train.train --coco $(OUT)/phantom-train --val-coco $(OUT)/phantom-val --names lesion \
+		--organ phantom --minutes 9 --seed 1 --out models/phantom-interim.onnx
 
 bench: setup
+	mkdir -p $(OUT)
 	go test -run '^$$' -bench . -benchmem -count 6 ./infer/ ./overlay/ ./capture/ | tee $(OUT)/bench.txt
 
 testmodels: setup-train

@@ -16,6 +16,7 @@ import (
 	"gocv.io/x/gocv"
 
 	"sonolive/frame"
+	"sonolive/internal/testnet"
 )
 
 // writeClip writes n frames of a moving square with OpenCV's writer.
@@ -122,20 +123,7 @@ func TestOpenErrors(t *testing.T) {
 	os.WriteFile(empty, nil, 0o644)
 
 	// A server that accepts and never answers: OpenCV would wait 30 s.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	ln := testnet.BlackHole(t)
 	refused, _ := net.Listen("tcp", "127.0.0.1:0")
 	refusedAddr := refused.Addr().String()
 	refused.Close()

@@ -1,0 +1,124 @@
+package overlay
+
+import (
+	"encoding/json"
+	"image"
+	"strings"
+	"testing"
+	"time"
+
+	"gocv.io/x/gocv"
+
+	"sonolive/frame"
+)
+
+func testFrame() *frame.Frame {
+	img := gocv.NewMatWithSizeFromScalar(gocv.NewScalar(90, 90, 90, 0), 480, 640, gocv.MatTypeCV8UC3)
+	return &frame.Frame{
+		Seq: 7, Source: "test", Captured: time.Date(2026, 11, 23, 10, 0, 0, 500_000_000, time.UTC), Image: img,
+		Detections: []frame.Detection{
+			{Box: frame.Box{X1: 100, Y1: 120, X2: 200, Y2: 220}, Class: "lesion", Score: 0.91, TrackID: 3, Malignancy: 0.25},
+			{Box: frame.Box{X1: 400, Y1: 300, X2: 460, Y2: 350}, Class: "lesion", Score: 0.5, TrackID: 4, StaleAge: 3, Malignancy: -1},
+		},
+		Timings: frame.Timings{Infer: 6500 * time.Microsecond, Total: 9 * time.Millisecond},
+	}
+}
+
+func pixel(m gocv.Mat, x, y int) [3]uint8 {
+	v := m.GetVecbAt(y, x)
+	return [3]uint8{v[0], v[1], v[2]}
+}
+
+func TestDraw(t *testing.T) {
+	f := testFrame()
+	defer f.Close()
+	st := DefaultStyle()
+	NewDrawer(st).Draw(f, HUD{FPS: 30, InferMS: 6.5, TotalMS: 9, AIStatus: "ok", ShowTiming: true})
+	// Fresh box: solid edge in the fresh colour.
+	if got := pixel(f.Image, 150, 220); got != [3]uint8{st.Fresh.R, st.Fresh.G, st.Fresh.B} {
+		t.Errorf("fresh box edge pixel %v", got)
+	}
+	// Stale box: dashed in the stale colour, so some edge pixels keep the
+	// background.
+	stale, bg := 0, 0
+	for x := 401; x < 459; x++ {
+		switch pixel(f.Image, x, 350) {
+		case [3]uint8{st.Stale.R, st.Stale.G, st.Stale.B}:
+			stale++
+		case [3]uint8{90, 90, 90}:
+			bg++
+		}
+	}
+	if stale == 0 || bg == 0 {
+		t.Errorf("stale edge: %d stale pixels, %d background", stale, bg)
+	}
+	// Inside the boxes nothing is drawn: the clinician must see the lesion.
+	if got := pixel(f.Image, 150, 170); got != [3]uint8{90, 90, 90} {
+		t.Errorf("box interior changed: %v", got)
+	}
+	// HUD shaded in the top-right corner.
+	if got := pixel(f.Image, 636, 8); got[0] >= 90 {
+		t.Errorf("HUD not shaded: %v", got)
+	}
+}
+
+func TestLabelText(t *testing.T) {
+	f := testFrame()
+	defer f.Close()
+	if got := labelText(f.Detections[0]); got != "lesion 0.91 #3 M25%" {
+		t.Errorf("fresh label %q", got)
+	}
+	if got := labelText(f.Detections[1]); !strings.HasSuffix(got, "stale 3f") || strings.Contains(got, "M") {
+		t.Errorf("stale label %q", got)
+	}
+}
+
+func TestMetadataJSON(t *testing.T) {
+	f := testFrame()
+	defer f.Close()
+	f.Truth = []frame.Box{{X1: 1, Y1: 2, X2: 11, Y2: 22}}
+	b, err := json.Marshal(NewMetadata(f))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	json.Unmarshal(b, &m)
+	dets := m["detections"].([]any)
+	d0, d1 := dets[0].(map[string]any), dets[1].(map[string]any)
+	checks := []struct {
+		name string
+		ok   bool
+	}{
+		{"schema", m["schema"] == float64(SchemaVersion)},
+		{"seq", m["seq"] == float64(7)},
+		{"capture_unix_ms", m["capture_unix_ms"] == float64(time.Date(2026, 11, 23, 10, 0, 0, 500_000_000, time.UTC).UnixMilli())},
+		{"size", m["width"] == float64(640) && m["height"] == float64(480)},
+		{"box is x,y,w,h", d0["box"].([]any)[2] == float64(100)},
+		{"malignancy present", d0["malignancy"] == 0.25},
+		{"malignancy omitted", d1["malignancy"] == nil},
+		{"stale age", d1["stale_age"] == float64(3)},
+		{"timings", m["timings_ms"].(map[string]any)["infer"] == 6.5},
+		{"truth", m["truth"].([]any)[0].([]any)[3] == float64(20)},
+	}
+	for _, c := range checks {
+		if !c.ok {
+			t.Errorf("%s wrong in %s", c.name, b)
+		}
+	}
+}
+
+func BenchmarkDraw(b *testing.B) {
+	f := testFrame()
+	defer f.Close()
+	clean := f.Image.Clone()
+	defer clean.Close()
+	d := NewDrawer(DefaultStyle())
+	hud := HUD{FPS: 30, InferMS: 6.5, TotalMS: 9, AIStatus: "ok", ShowTiming: true}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		clean.CopyTo(&f.Image)
+		d.Draw(f, hud)
+	}
+}
+
+var _ = image.Pt

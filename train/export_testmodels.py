@@ -1,0 +1,140 @@
+"""Write tiny ONNX models with constant, known outputs to infer/testdata/.
+
+The Go tests of infer/ load these to check metadata parsing, both output
+layouts (sonolive-cnet/1 and Ultralytics) and the decoder, without a trained
+model. Every output is `constant + 0 * ReduceSum(input)`, so the input stays in
+the graph (ONNX Runtime would otherwise drop it) and the values are exact.
+
+    /usr/bin/python3 train/export_testmodels.py [--out infer/testdata]
+
+Needs only numpy and onnx. The output is deterministic (byte-identical runs).
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+
+
+def _const_outputs_graph(name, in_name, in_shape, outputs):
+    """Graph with one float input and outputs = const + 0*ReduceSum(input).
+
+    outputs: list of (name, numpy float32 array).
+    """
+    nodes = [
+        # ReduceSum with no axes input and keepdims=0 reduces everything to a
+        # scalar, which broadcasts against any output shape.
+        helper.make_node("ReduceSum", [in_name], ["_sum"], keepdims=0),
+        helper.make_node("Mul", ["_sum", "_zero"], ["_dep"]),
+    ]
+    inits = [numpy_helper.from_array(np.zeros((), np.float32), "_zero")]
+    outs = []
+    for oname, arr in outputs:
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        cname = "_const_" + oname
+        inits.append(numpy_helper.from_array(arr, cname))
+        nodes.append(helper.make_node("Add", [cname, "_dep"], [oname]))
+        outs.append(helper.make_tensor_value_info(oname, TensorProto.FLOAT, list(arr.shape)))
+    inp = helper.make_tensor_value_info(in_name, TensorProto.FLOAT, list(in_shape))
+    return helper.make_graph(nodes, name, [inp], outs, initializer=inits)
+
+
+def _model(graph, metadata):
+    m = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="sonolive-export-testmodels",
+        producer_version="1",
+    )
+    m.ir_version = 8  # ONNX 1.10+ / opset 17 compatible, loadable by any ORT >= 1.10
+    for k, v in metadata.items():
+        p = m.metadata_props.add()
+        p.key, p.value = k, v
+    # Check a copy: some onnx versions add inferred value_info in place, which
+    # would change the bytes written.
+    onnx.checker.check_model(onnx.load_from_string(m.SerializeToString()), full_check=True)
+    return m
+
+
+def own_const():
+    G = 8
+    heat = np.zeros((1, 2, G, G), np.float32)
+    heat[0, 0, 2, 3] = 0.9
+    heat[0, 0, 2, 4] = 0.5
+    heat[0, 1, 5, 5] = 0.6
+    heat[0, 0, 7, 0] = 0.2
+    boxes = np.zeros((1, 4, G, G), np.float32)
+    boxes[0, :, 2, 3] = [10, 6, 14, 8]
+    boxes[0, :, 2, 4] = [4, 4, 4, 4]
+    boxes[0, :, 5, 5] = [4, 4, 4, 4]
+    mal = np.zeros((1, 1, G, G), np.float32)
+    mal[0, 0, 2, 3] = 0.8
+    mal[0, 0, 5, 5] = 0.3
+    g = _const_outputs_graph(
+        "own_const", "image", [1, 1, 64, 64],
+        [("heatmap", heat), ("boxes", boxes), ("malignancy", mal)],
+    )
+    return _model(g, {
+        "format": "sonolive-cnet/1",
+        "names": '["benign", "malignant"]',
+        "imgsz": "[64, 64]",
+        "channels": "1",
+        "stride": "8",
+        "organ": "test",
+        "version": "0.0.1",
+        "malignancy": "calibrated",
+    })
+
+
+def yolo_const():
+    N = 8
+    out = np.zeros((1, 6, N), np.float32)
+    cands = [
+        (32, 32, 20, 10, 0.9, 0.1),
+        (33, 32, 20, 10, 0.8, 0.05),
+        (10, 10, 8, 8, 0.1, 0.7),
+        (50, 50, 4, 4, 0.2, 0.1),
+    ]
+    for k, c in enumerate(cands):
+        out[0, :, k] = c
+    g = _const_outputs_graph("yolo_const", "images", [1, 3, 64, 64], [("output0", out)])
+    # Keys and value spellings as Ultralytics' exporter writes them (str(v)).
+    return _model(g, {
+        "description": "Ultralytics YOLO11n model (sonolive test constant)",
+        "author": "Ultralytics",
+        "version": "8.3.0",
+        "task": "detect",
+        "batch": "1",
+        "stride": "32",
+        "imgsz": "[64, 64]",
+        "names": "{0: 'benign', 1: 'malignant'}",
+    })
+
+
+def bad_rank():
+    out = np.zeros((1, 4), np.float32)
+    g = _const_outputs_graph("bad_rank", "input", [1, 10], [("output", out)])
+    return _model(g, {})
+
+
+def main(argv=None):
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.path.join(here, "..", "infer", "testdata"))
+    args = ap.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    for name, fn in [("own_const", own_const), ("yolo_const", yolo_const), ("bad_rank", bad_rank)]:
+        m = fn()
+        path = os.path.join(args.out, name + ".onnx")
+        onnx.save(m, path)
+        onnx.checker.check_model(path)
+        print(f"wrote {os.path.normpath(path)} ({os.path.getsize(path)} bytes)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

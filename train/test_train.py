@@ -1,0 +1,158 @@
+"""Unit tests for the training package (CPU, a few seconds).
+
+    /usr/bin/python3 -m unittest discover -s train -t .
+"""
+
+import json
+import math
+import os
+import random
+import tempfile
+import unittest
+
+import numpy as np
+import onnx
+import torch
+
+from train import data as D
+from train.evaluate import auc, decode, evaluate, fit_temperature
+from train.export import export_onnx
+from train.model import STRIDE, CNet, ExportWrapper, fuse_bn
+from train.synth import write_synthetic_coco
+
+torch.set_num_threads(1)
+
+
+class Oracle(torch.nn.Module):
+    """Returns the training targets as raw outputs: a perfect detector."""
+
+    def __init__(self, ds):
+        super().__init__()
+        self.ds = ds
+        self.i = 0
+
+    def forward(self, x):
+        heats, boxes, mals = [], [], []
+        for _ in range(x.shape[0]):
+            img, b, keep = self.ds.sample(self.i)
+            r = self.ds.recs[self.i]
+            heat, box, w, tm, wm = D.targets(b, r["cls"][keep], r["mal"][keep], self.ds.C, self.ds.S)
+            self.i += 1
+            heats.append(torch.logit(heat.clamp(1e-6, 1 - 1e-6)))
+            boxes.append(torch.log(box / STRIDE))
+            mals.append(torch.where(wm > 0, tm * 20 - 10, torch.zeros_like(tm))[None])
+        return torch.stack(heats), torch.stack(boxes), torch.stack(mals)
+
+
+class TestData(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="sonolive-test-")
+        cls.ann = write_synthetic_coco(cls.tmp, n=8)
+
+    def test_letterbox(self):
+        self.assertEqual(D.letterbox_params(640, 480, 320), (320, 240, 0, 40))
+        self.assertEqual(D.letterbox_params(480, 640, 320), (240, 320, 40, 0))
+        self.assertEqual(D.letterbox_params(563, 474, 320), (320, 269, 0, 25))
+
+    def test_area_resize(self):
+        x = torch.rand(474, 564)
+        y = D._resize_area(x[:474, :564], 282, 237)
+        self.assertTrue(torch.allclose(y, x.reshape(237, 2, 282, 2).mean((1, 3)), atol=1e-6))
+        c = D._resize_area(torch.full((474, 564), 0.3), 320, 269)
+        self.assertTrue(torch.allclose(c, torch.full_like(c, 0.3), atol=1e-6))
+        self.assertAlmostEqual(float(D._resize_area(x, 320, 269).mean()), float(x.mean()), places=4)
+
+    def test_targets_roundtrip(self):
+        boxes = np.array([[40.3, 60.2, 120.7, 101.1], [200, 200, 212, 230]], np.float32)
+        heat, box, w, tm, wm = D.targets(boxes, np.array([0, 0]), np.array([1.0, -1.0], np.float32), 1, 320)
+        G = 320 // STRIDE
+        self.assertEqual(heat.shape, (1, G, G))
+        self.assertEqual(float(heat.max()), 1.0)
+        self.assertAlmostEqual(float(w.sum()), 2.0, places=4)  # 1 per box
+        for i, j in zip(*np.nonzero(w.numpy())):
+            cx, cy = (j + 0.5) * STRIDE, (i + 0.5) * STRIDE
+            l, t, r, b = box[:, i, j].tolist()
+            dec = [cx - l, cy - t, cx + r, cy + b]
+            ok = any(np.allclose(dec, bb, atol=1e-3) for bb in boxes)
+            self.assertTrue(ok, (i, j, dec))
+        self.assertGreater(float(wm.sum()), 0.99)  # only the first box has a label
+        self.assertLess(float(wm.sum()), 1.01)
+
+    def test_oracle_ap(self):
+        cmap = D.ClassMap(["lesion"], malignancy=(["benign"], ["malignant"]))
+        recs, _ = D.load_coco(self.ann, cmap)
+        ds = D.Detections(recs, 1, 320, augment=False)
+        m, (z, y) = evaluate(Oracle(ds), ds, batch_size=1)
+        self.assertEqual(m["ap50"], 1.0)
+        self.assertEqual(m["best_f1"], 1.0)
+        if 0 < sum(y) < len(y):
+            self.assertEqual(m["malignancy_auc"], 1.0)
+
+    def test_augment_keeps_boxes_valid(self):
+        recs, _ = D.load_coco(self.ann, D.ClassMap(["lesion"]))
+        ds = D.Detections(recs, 1, 320, augment=True, seed=3)
+        for i in range(len(recs)):
+            img, b, keep = ds.sample(i, random.Random(i))
+            self.assertEqual(tuple(img.shape), (320, 320))
+            self.assertTrue(0 <= float(img.min()) and float(img.max()) <= 1)
+            self.assertTrue((b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all())
+            self.assertTrue((b >= 0).all() and (b <= 320).all())
+            sample = ds[i]
+            self.assertEqual(len(sample), 6)
+
+    def test_grouped_split_keeps_duplicates(self):
+        recs, _ = D.load_coco(self.ann, D.ClassMap(["lesion"]))
+        dup = dict(recs[0])
+        dup["key"] = 999
+        recs = recs + [dup]
+        tr, va, _ = D.grouped_split(recs, 0.3)
+        self.assertEqual(sorted(tr + va), list(range(len(recs))))
+        self.assertEqual((0 in va), (len(recs) - 1 in va))
+
+    def test_decode_and_metrics(self):
+        heat = torch.zeros(2, 8, 8)
+        heat[0, 2, 3], heat[0, 2, 4], heat[1, 5, 5], heat[0, 7, 0] = 0.9, 0.5, 0.6, 0.2
+        box = torch.zeros(4, 8, 8)
+        box[:, 2, 3] = torch.tensor([10.0, 6, 14, 8])
+        box[:, 2, 4] = 4
+        box[:, 5, 5] = 4
+        xyxy, s, c, cell = decode(heat, box, threshold=0.3)
+        self.assertEqual(s.tolist(), [0.8999999761581421, 0.6000000238418579])  # (2,4) is not a 3x3 max
+        self.assertEqual(xyxy[0].tolist(), [18.0, 14.0, 42.0, 28.0])
+        self.assertAlmostEqual(auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]), 0.75)
+        T, _ = fit_temperature([4.0, -4.0, 3.0, -3.0, 2.0, 2.0], [1, 0, 1, 0, 0, 1])
+        self.assertGreater(T, 1.0)
+
+
+class TestExport(unittest.TestCase):
+    def test_export_contract(self):
+        net = CNet(2, True)
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "m.onnx")
+            m, (x, ref) = export_onnx(net, path, ["benign", "malignant"], "breast", "1.2.3", 320,
+                                 {"sources": []}, {"ap50": 0.5}, temperature=2.0, calibrated=True)
+            m = onnx.load(path)
+            onnx.checker.check_model(m)
+            meta = {p.key: p.value for p in m.metadata_props}
+            self.assertEqual(meta["format"], "sonolive-cnet/1")
+            self.assertEqual(json.loads(meta["names"]), ["benign", "malignant"])
+            self.assertEqual(meta["imgsz"], "[320, 320]")
+            self.assertEqual((meta["channels"], meta["stride"], meta["organ"], meta["version"]),
+                             ("1", "8", "breast", "1.2.3"))
+            self.assertEqual(meta["malignancy"], "calibrated")
+            self.assertEqual(json.loads(meta["metrics"]), {"ap50": 0.5})
+            self.assertEqual(m.opset_import[0].version, 17)
+            self.assertNotIn("BatchNormalization", {n.op_type for n in m.graph.node})
+            # the temperature is folded in: sigmoid(z/2) of the unfused net
+        net.eval()
+        with torch.no_grad():
+            z = net(x)[2]
+            fused = ExportWrapper(fuse_bn(CNet(2, True).eval()))  # shape check only
+            self.assertEqual(tuple(fused(x)[0].shape), (1, 2, 40, 40))
+        self.assertTrue(torch.allclose(ref[2], torch.sigmoid(z / 2.0), atol=1e-5))
+        self.assertTrue((ref[1] >= 0).all())
+
+
+if __name__ == "__main__":
+    unittest.main()

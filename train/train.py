@@ -1,0 +1,389 @@
+"""Train a CNet detector and export it as a sonolive-cnet/1 ONNX model.
+
+    /usr/bin/python3 -m train.train --coco busi --names lesion \\
+        --malignancy benign:malignant --organ breast --minutes 60 \\
+        --out models/breast.onnx --seed 1
+
+See train/README.md for all recipes. `--smoke` runs a few steps on a handful
+of images (a generated synthetic set when no --coco is given) and exports.
+"""
+
+import argparse
+import copy
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from . import data as D
+from .evaluate import evaluate, fit_temperature
+from .export import export_onnx
+from .loss import cnet_loss
+from .model import CNet, count_params, macs
+
+
+def log(msg):
+    print(f"[train {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(prog="python3 -m train.train", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = ap.add_argument_group("data")
+    g.add_argument("--coco", action="append", default=[], metavar="PATH[:IMAGES_ROOT]",
+                   help="training COCO source (repeatable); relative paths are also looked up under "
+                        "$SONOLIVE_DATA (default ../shared/data), e.g. --coco busi")
+    g.add_argument("--val-coco", action="append", default=[], metavar="PATH[:IMAGES_ROOT]",
+                   help="validation COCO source (repeatable); without it --val-frac splits the training sources")
+    g.add_argument("--val-frac", type=float, default=0.15,
+                   help="grouped validation split per source when no --val-coco (0 = no validation)")
+    g.add_argument("--names", default="lesion", help="comma-separated class names (one name: all categories map to it)")
+    g.add_argument("--class-map", default="", metavar="CAT=NAME,...", help="map COCO category names to class names")
+    g.add_argument("--malignancy", default="", metavar="NEG,..:POS,..",
+                   help="enable the malignancy head: categories labelled benign (left) and malignant (right), "
+                        "e.g. benign:malignant; other categories are unlabelled")
+    g.add_argument("--limit", type=int, default=0, help="use at most N images per source (evenly spread)")
+    g.add_argument("--max-side", type=int, default=640, help="shrink images larger than this on load")
+    g = ap.add_argument_group("training")
+    g.add_argument("--minutes", type=float, default=10.0, help="training time budget (excl. validation/export)")
+    g.add_argument("--max-steps", type=int, default=0,
+                   help="stop after this many steps and schedule the LR by steps, so a run is "
+                        "reproducible (the time budget still applies); 0 = time budget only")
+    g.add_argument("--batch", type=int, default=16)
+    g.add_argument("--lr", type=float, default=2e-3)
+    g.add_argument("--wd", type=float, default=5e-4)
+    g.add_argument("--ema", type=float, default=0.999, help="EMA decay of the exported weights (0 = off)")
+    g.add_argument("--seed", type=int, default=1)
+    g.add_argument("--threads", type=int, default=int(os.environ.get("SONOLIVE_THREADS", "2")),
+                   help="torch threads (env SONOLIVE_THREADS)")
+    g.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    g.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    g.add_argument("--imgsz", type=int, default=320)
+    g.add_argument("--width", default="16,32,64,128,320", help="channel widths (stem1,stem2,s8,s16,s32)")
+    g.add_argument("--depth", default="1,3,4", help="residual blocks at strides 8,16,32")
+    g.add_argument("--init", help="start from this checkpoint (.pt; fine-tuning)")
+    g.add_argument("--smoke", action="store_true", help="a few steps on a few images, then export (CI)")
+    g = ap.add_argument_group("output")
+    g.add_argument("--out", required=True, help="ONNX file to write")
+    g.add_argument("--ckpt", help="also save a PyTorch checkpoint here (for train.export / --init)")
+    g.add_argument("--organ", default="phantom", help="metadata organ: breast, thyroid, phantom")
+    g.add_argument("--version", default="0.1.0", help="metadata model version")
+    g.add_argument("--temperature", type=float, default=0.0,
+                   help="malignancy temperature; 0 = fit on validation (1 when there is none)")
+    return ap.parse_args(argv)
+
+
+def _pairs(s):
+    out = {}
+    for part in filter(None, (p.strip() for p in s.split(","))):
+        k, _, v = part.partition("=")
+        if not v:
+            raise SystemExit(f"--class-map: bad entry {part!r}, want CAT=NAME")
+        out[k.strip()] = v.strip()
+    return out
+
+
+class Progress:
+    """Single-line progress with ETA on stderr (a line per ~10% when not a tty)."""
+
+    def __init__(self, total_s, max_steps=0):
+        self.total_s, self.max_steps = total_s, max_steps
+        self.t0 = time.time()
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+        self.next_pct = 0.1
+        self.printed = -1
+
+    def frac(self, step):
+        f = (time.time() - self.t0) / self.total_s if self.total_s > 0 else 0.0
+        if self.max_steps:
+            f = max(f, step / self.max_steps)
+        return min(1.0, f)
+
+    def update(self, step, info, force=False):
+        now = time.time()
+        f = self.frac(step)
+        if not force and ((self.tty and now - self.last < 0.5) or (not self.tty and f < self.next_pct)):
+            return
+        if step == self.printed:
+            return
+        self.last, self.printed = now, step
+        if not self.tty:
+            while self.next_pct <= f:
+                self.next_pct += 0.1
+        el = now - self.t0
+        eta = el / f - el if f > 0 else 0
+        bar = "#" * int(f * 24) + "." * (24 - int(f * 24))
+        msg = (f"[{bar}] {f * 100:5.1f}% step {step} {info} "
+               f"{_hms(el)} elapsed, ETA {_hms(eta)}")
+        if self.tty:
+            print("\r" + msg + "\033[K", end="", file=sys.stderr, flush=True)
+        else:
+            print(msg, file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.tty:
+            print(file=sys.stderr)
+
+
+def _hms(s):
+    s = int(max(0, s))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class EMA:
+    def __init__(self, model, decay, tau=200.0):
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.decay, self.tau, self.updates = decay, tau, 0
+
+    @torch.no_grad()
+    def update(self, model):
+        self.updates += 1
+        d = self.decay * (1 - math.exp(-self.updates / self.tau))
+        msd = model.state_dict()
+        for k, v in self.model.state_dict().items():
+            if v.dtype.is_floating_point:
+                v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
+            else:
+                v.copy_(msd[k])
+
+
+class InfiniteSampler(torch.utils.data.Sampler):
+    """Yields epoch * n + i over seeded permutations; Detections derives the
+    per-sample augmentation seed from it, so runs are reproducible with any
+    number of workers."""
+
+    def __init__(self, n, seed):
+        self.n, self.seed = n, seed
+
+    def __iter__(self):
+        epoch = 0
+        while True:
+            perm = np.random.default_rng(self.seed + epoch).permutation(self.n)
+            for i in perm:
+                yield int(epoch * self.n + i)
+            epoch += 1
+
+
+class _GlobalIndex(torch.utils.data.Dataset):
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, g):
+        n = len(self.ds)
+        self.ds.epoch = g // n
+        return self.ds[g % n]
+
+
+# Citations of the known public sets, by data directory name (for the model card).
+CITATIONS = {
+    "busi": "BUSI: Al-Dhabyani W, Gomaa M, Khaled H, Fahmy A. Dataset of breast ultrasound images. "
+            "Data in Brief 28 (2020) 104863. CC BY 4.0.",
+    "ddti": "DDTI: Pedraza L, Vargas C, Narvaez F, Duran O, Munoz E, Romero E. An open access thyroid "
+            "ultrasound image database. Proc. SPIE 9287 (2015); TN-SCUI 2020 reprocessing.",
+}
+
+
+def _rel(path):
+    """Path relative to the data root when under it (keeps metadata machine-independent)."""
+    ap_, root = os.path.abspath(path), os.path.abspath(D.data_root())
+    return os.path.relpath(ap_, root) if ap_.startswith(root + os.sep) else os.path.basename(path)
+
+
+def set_threads(n):
+    """torch intra-op threads and OpenBLAS' separate pool (see __init__)."""
+    n = max(1, n)
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+    try:
+        import ctypes
+        with open("/proc/self/maps") as f:
+            libs = {line.split()[-1] for line in f if "openblas" in line and ".so" in line}
+        for lib in libs:
+            ctypes.CDLL(lib).openblas_set_num_threads(n)
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    t_start = time.time()
+    set_threads(args.threads)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+
+    names = [n.strip() for n in args.names.split(",") if n.strip()]
+    mal_spec = None
+    if args.malignancy:
+        neg, _, pos = args.malignancy.partition(":")
+        mal_spec = ([s for s in neg.split(",") if s], [s for s in pos.split(",") if s])
+    cmap = D.ClassMap(names, _pairs(args.class_map), mal_spec)
+
+    tmpdir = None
+    if args.smoke:
+        args.limit = args.limit or 8
+        args.batch = min(args.batch, 4)
+        args.max_steps = args.max_steps or 3
+        args.minutes = min(args.minutes, 1.0)
+        args.val_frac = args.val_frac or 0.25
+        if not args.coco:
+            tmpdir = tempfile.mkdtemp(prefix="sonolive-smoke-")
+            from .synth import write_synthetic_coco
+            args.coco = [write_synthetic_coco(tmpdir)]
+            log(f"smoke: synthetic COCO in {tmpdir}")
+    if not args.coco:
+        raise SystemExit("no training data: give --coco PATH[:IMAGES_ROOT] (or --smoke)")
+
+    train_recs, val_recs, sources = [], [], []
+    for spec in args.coco:
+        recs, ann = D.load_coco(spec, cmap, args.max_side, args.limit, log)
+        info = {"annotations": _rel(ann), "images": len(recs),
+                **({"citation": CITATIONS[recs[0]["source"]]} if recs and recs[0]["source"] in CITATIONS else {}),
+                "boxes": int(sum(len(r["boxes"]) for r in recs)),
+                "negatives": sum(1 for r in recs if len(r["boxes"]) == 0)}
+        if not args.val_coco and args.val_frac > 0:
+            tr, va, sinfo = D.grouped_split(recs, args.val_frac)
+            log(f"  grouped split: {len(tr)} train / {len(va)} val images "
+                f"({sinfo['groups']} groups, {sinfo['dup_pairs']} near-duplicate pairs)")
+            info.update(train_images=len(tr), val_images=len(va))
+            train_recs += [recs[i] for i in tr]
+            val_recs += [recs[i] for i in va]
+        else:
+            train_recs += recs
+        sources.append(info)
+    val_sources = []
+    for spec in args.val_coco:
+        recs, ann = D.load_coco(spec, cmap, args.max_side, args.limit, log)
+        val_recs += recs
+        val_sources.append({"annotations": _rel(ann), "images": len(recs),
+                            "boxes": int(sum(len(r["boxes"]) for r in recs))})
+    if not train_recs:
+        raise SystemExit("no training images")
+    has_mal = cmap.has_malignancy
+    if has_mal:
+        labels = np.concatenate([r["mal"] for r in train_recs])
+        npos, nneg = int((labels == 1).sum()), int((labels == 0).sum())
+        if npos + nneg == 0:
+            raise SystemExit(f"--malignancy {args.malignancy}: no training box has one of those categories")
+        log(f"malignancy labels: {npos} malignant, {nneg} benign, {int((labels < 0).sum())} unlabelled boxes")
+        if npos == 0 or nneg == 0:
+            log(f"WARNING: --malignancy {args.malignancy}: only one side has training boxes; check the category names")
+
+    width = tuple(int(v) for v in args.width.split(","))
+    depth = tuple(int(v) for v in args.depth.split(","))
+    net = CNet(len(names), has_mal, width=width, depth=depth)
+    if args.init:
+        ck = torch.load(args.init, map_location="cpu")
+        missing, unexpected = net.load_state_dict(
+            {k: v for k, v in ck["state_dict"].items()
+             if k in net.state_dict() and net.state_dict()[k].shape == v.shape}, strict=False)
+        log(f"init from {args.init}: {len(missing)} tensors not loaded")
+    nparams = count_params(net)
+    log(f"CNet {len(names)} class(es) {names}, malignancy head {has_mal}: "
+        f"{nparams / 1e6:.3f} M parameters, {macs(net, args.imgsz) / 1e6:.0f} M MACs at {args.imgsz}")
+    net.to(device)
+
+    train_ds = D.Detections(train_recs, len(names), args.imgsz, augment=True, seed=args.seed)
+    loader = torch.utils.data.DataLoader(
+        _GlobalIndex(train_ds), batch_size=args.batch, sampler=InfiniteSampler(len(train_ds), args.seed),
+        num_workers=args.workers, persistent_workers=args.workers > 0, drop_last=True)
+
+    decay, no_decay = [], []
+    for n_, p in net.named_parameters():
+        (decay if p.ndim == 4 and not n_.startswith(("cls.", "reg.", "mal.")) else no_decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    ema = EMA(net, args.ema) if args.ema > 0 else None
+
+    budget = args.minutes * 60.0
+    prog = Progress(budget, args.max_steps)
+    log(f"training on {len(train_recs)} images ({device}, {args.threads} thread(s), batch {args.batch}), "
+        f"budget {args.minutes:g} min" + (f" / {args.max_steps} steps" if args.max_steps else ""))
+    step = 0
+    avg = {}
+    net.train()
+    warm = 0.05
+    for batch in loader:
+        if step > 0 and prog.frac(step) >= 1.0:
+            break
+        # LR schedule: by steps when --max-steps is given (reproducible runs),
+        # else by the fraction of the time budget used.
+        f = step / args.max_steps if args.max_steps else prog.frac(step)
+        lr = args.lr * (0.1 + 0.9 * f / warm if f < warm else
+                        0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * (f - warm) / (1 - warm))))
+        for gp in opt.param_groups:
+            gp["lr"] = lr
+        batch = [b.to(device, non_blocking=True) for b in batch]
+        out = net(batch[0])
+        loss, parts = cnet_loss(out, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+        opt.step()
+        if ema:
+            ema.update(net)
+        step += 1
+        for k, v in [("loss", loss.detach())] + list(parts.items()):
+            avg[k] = 0.9 * avg.get(k, float(v)) + 0.1 * float(v)
+        prog.update(step, " ".join(f"{k} {v:.3f}" for k, v in avg.items()))
+    prog.update(step, " ".join(f"{k} {v:.3f}" for k, v in avg.items()), force=True)
+    prog.close()
+    train_s = time.time() - t_start
+    final = (ema.model if ema else net).cpu().eval()
+
+    metrics = {"steps": step, "final_loss": {k: round(v, 4) for k, v in avg.items()}}
+    T, calibrated = (args.temperature or 1.0), False
+    if val_recs:
+        vds = D.Detections(val_recs, len(names), args.imgsz, augment=False)
+        m, (mz, my) = evaluate(final, vds)
+        if has_mal and not args.temperature and len(my) >= 10 and 0 < sum(my) < len(my):
+            T, nll = fit_temperature(mz, my)
+            calibrated = True
+            m["malignancy_nll"] = round(nll, 4)
+        if has_mal:
+            m["malignancy_temperature"] = round(T, 4)
+        metrics.update(m)
+        metrics["split"] = ("--val-coco" if args.val_coco else
+                            f"grouped {args.val_frac:g} per source (near-duplicates and groups kept together)")
+        log("validation: " + json.dumps(m).replace("NaN", "null"))
+    train_data = {
+        "sources": sources, "val_sources": val_sources, "names": names,
+        "class_map": _pairs(args.class_map), "malignancy": args.malignancy or None,
+        "seed": args.seed, "minutes": round(train_s / 60, 2), "steps": step, "batch": args.batch,
+        "imgsz": args.imgsz, "arch": {"name": "cnet", **final.config}, "params": nparams,
+        "smoke": bool(args.smoke),
+    }
+    export_onnx(final, args.out, names, args.organ, args.version, args.imgsz, train_data, metrics, T, calibrated)
+    log(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB)")
+    if args.ckpt:
+        os.makedirs(os.path.dirname(os.path.abspath(args.ckpt)), exist_ok=True)
+        torch.save({"config": final.config, "state_dict": final.state_dict(), "names": names,
+                    "organ": args.organ, "version": args.version, "imgsz": args.imgsz,
+                    "train_data": train_data, "metrics": metrics, "temperature": T,
+                    "calibrated": calibrated}, args.ckpt)
+        log(f"wrote {args.ckpt}")
+    if tmpdir:
+        import shutil
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
