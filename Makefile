@@ -33,7 +33,7 @@ vet:
 
 # All tests. matprofile lets the tests count live gocv Mats.
 test: setup-train vet test-train
-	go test -tags $(TAGS),matprofile -count=1 -timeout 45m ./...
+	SONOLIVE_SMOKE_MODEL=$(CURDIR)/$(OUT)/smoke.onnx go test -tags $(TAGS),matprofile -count=1 -timeout 45m ./...
 
 # The training code must not rot: unit tests, then a few steps and an export.
 test-train: setup-train

@@ -24,7 +24,7 @@ type HUD struct {
 	ShowTiming bool
 }
 
-// Style sets the colours (BGR in color.RGBA's R,G,B fields, as gocv wants).
+// Style sets the colours, as true RGB (gocv swaps to BGR itself).
 type Style struct {
 	Fresh, Stale, Text, Shade color.RGBA
 	Scale                     float64
@@ -35,7 +35,7 @@ type Style struct {
 func DefaultStyle() Style {
 	return Style{
 		Fresh: color.RGBA{R: 60, G: 220, B: 60},
-		Stale: color.RGBA{R: 0, G: 170, B: 255},
+		Stale: color.RGBA{R: 255, G: 170, B: 0},
 		Text:  color.RGBA{R: 255, G: 255, B: 255},
 		Shade: color.RGBA{R: 20, G: 20, B: 20},
 		Scale: 0.45,

@@ -24,9 +24,10 @@ func testFrame() *frame.Frame {
 	}
 }
 
+// pixel returns the colour at x,y as RGB (the Mat holds BGR).
 func pixel(m gocv.Mat, x, y int) [3]uint8 {
 	v := m.GetVecbAt(y, x)
-	return [3]uint8{v[0], v[1], v[2]}
+	return [3]uint8{v[2], v[1], v[0]}
 }
 
 func TestDraw(t *testing.T) {

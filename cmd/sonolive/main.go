@@ -1,0 +1,66 @@
+// Command sonolive is the real-time ultrasound AI streaming service.
+//
+//	sonolive run      run the live pipeline on one source (offline or paced)
+//	sonolive phantom  write synthetic phantom frames with ground truth (COCO)
+//
+// Each subcommand documents its flags under --help.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "run":
+		err = runCmd(os.Args[2:])
+	case "phantom":
+		err = phantomCmd(os.Args[2:])
+	case "-h", "--help", "help":
+		usage()
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "sonolive: unknown command %q\n", os.Args[1])
+		usage()
+		os.Exit(2)
+	}
+	if err != nil {
+		// One line, for the sonographer or the script that started us.
+		fmt.Fprintf(os.Stderr, "sonolive: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage: sonolive <command> [flags]
+
+commands:
+  run       run the live pipeline on one source: capture -> AI within a latency budget -> overlay
+  phantom   write synthetic phantom frames and their ground truth as a COCO data set
+
+Run 'sonolive <command> --help' for the flags of a command.
+`)
+}
+
+func newLogger(level string) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	cfg := zap.NewProductionConfig()
+	cfg.Level = zap.NewAtomicLevelAt(lvl)
+	cfg.Encoding = "console"
+	cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	cfg.DisableStacktrace = true
+	cfg.Sampling = nil
+	return cfg.Build()
+}

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"sonolive/internal/testnet"
+	"sonolive/pipeline"
+)
+
+var binary string
+
+// TestMain builds the real binary once; the tests run it as a user would.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sonolive-bin")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "sonolive")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		os.Stderr.Write(out)
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// dataDir is the shared data set: required in CI, skipped on a laptop
+// without it.
+func dataDir(t *testing.T) string {
+	t.Helper()
+	d := os.Getenv("SONOLIVE_DATA")
+	if d == "" {
+		d = filepath.Join("..", "..", "..", "shared", "data")
+	}
+	if _, err := os.Stat(filepath.Join(d, "clips")); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("shared data missing at %s (set SONOLIVE_DATA): %v", d, err)
+		}
+		t.Skipf("shared data missing at %s", d)
+	}
+	return d
+}
+
+func sonolive(t *testing.T, timeout time.Duration, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}
+
+func readReport(t *testing.T, path string) pipeline.Report {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r pipeline.Report
+	if err := json.Unmarshal(data, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// The embedded default: phantom and shipped model, offline, with every
+// output. The model must find the phantom's lesions.
+func TestRunPhantomDefault(t *testing.T) {
+	dir := t.TempDir()
+	rep := filepath.Join(dir, "r.json")
+	_, stderr, err := sonolive(t, 5*time.Minute, "run", "--source", "phantom://?seed=1&lesions=2", "--frames", "300",
+		"--report", rep, "--out", filepath.Join(dir, "a.mp4"), "--metadata", filepath.Join(dir, "m.jsonl"), "--log-level", "warn")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	r := readReport(t, rep)
+	if r.Frames != 300 || r.Inferences == 0 || r.Phantom == nil {
+		t.Fatalf("report %+v", r)
+	}
+	for _, stage := range pipeline.Stages {
+		if _, ok := r.LatencyMS[stage]; !ok {
+			t.Errorf("latency_ms lacks %s", stage)
+		}
+	}
+	if r.Phantom.Recall < 0.9 {
+		t.Errorf("phantom recall %.3f < 0.9 (%+v)", r.Phantom.Recall, r.Phantom)
+	}
+	if r.Phantom.Precision < 0.8 {
+		t.Errorf("phantom precision %.3f < 0.8 (%+v)", r.Phantom.Precision, r.Phantom)
+	}
+	t.Logf("phantom precision %.3f recall %.3f; infer p50 %.2f ms; total p99 %.2f ms",
+		r.Phantom.Precision, r.Phantom.Recall, r.LatencyMS["infer"].P50, r.LatencyMS["total"].P99)
+	lines := bytes.Count(must(os.ReadFile(filepath.Join(dir, "m.jsonl"))), []byte("\n"))
+	if lines != 300 {
+		t.Errorf("metadata has %d lines", lines)
+	}
+	probe, err := exec.Command("ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
+		"-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", filepath.Join(dir, "a.mp4")).Output()
+	if err != nil || strings.TrimSpace(string(probe)) != "300" {
+		t.Errorf("ffprobe: %q %v", probe, err)
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// Every real clip in the shared data runs end to end without an error.
+func TestRunEveryClip(t *testing.T) {
+	d := dataDir(t)
+	var clips []string
+	filepath.Walk(filepath.Join(d, "clips"), func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() && !strings.HasSuffix(p, ".md") && !strings.HasSuffix(p, ".txt") && !strings.HasSuffix(p, ".json") {
+			clips = append(clips, p)
+		}
+		return nil
+	})
+	if len(clips) < 40 {
+		t.Fatalf("found %d clips under %s", len(clips), d)
+	}
+	for _, c := range clips {
+		t.Run(filepath.Base(c), func(t *testing.T) {
+			rep := filepath.Join(t.TempDir(), "r.json")
+			_, stderr, err := sonolive(t, 3*time.Minute, "run", "--source", c, "--report", rep, "--log-level", "warn")
+			if err != nil {
+				t.Fatalf("%v\n%s", err, stderr)
+			}
+			r := readReport(t, rep)
+			if r.Frames < 20 || r.Error != "" || r.Inferences == 0 {
+				t.Fatalf("report %+v", r)
+			}
+		})
+	}
+}
+
+// Bad sources fail fast with one clear line on stderr and exit status 1.
+func TestRunBadSources(t *testing.T) {
+	dir := t.TempDir()
+	corrupt := filepath.Join(dir, "broken.mp4")
+	os.WriteFile(corrupt, bytes.Repeat([]byte{0, 0, 0, 1, 0x67}, 4000), 0o644)
+	badModel := filepath.Join(dir, "model.onnx")
+	os.WriteFile(badModel, []byte("this is not onnx"), 0o644)
+	ln := testnet.BlackHole(t)
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"corrupt file", []string{"--source", corrupt}, "no decodable frames"},
+		{"missing file", []string{"--source", filepath.Join(dir, "gone.avi")}, "not found"},
+		{"missing device", []string{"--source", "/dev/video93"}, "not found"},
+		{"unreachable rtsp", []string{"--source", "rtsp://" + ln.Addr().String() + "/probe", "--open-timeout", "2s"}, "timed out after 2s"},
+		{"bad spec", []string{"--source", "gopher://x"}, "bad source spec"},
+		{"wrong model file", []string{"--source", "phantom://", "--frames", "5", "--model", badModel}, "unusable model"},
+		{"missing model file", []string{"--source", "phantom://", "--frames", "5", "--model", filepath.Join(dir, "none.onnx")}, "no such file"},
+		{"bad flag value", []string{"--budget", "soon"}, "invalid value"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			_, stderr, err := sonolive(t, time.Minute, append([]string{"run", "--log-level", "error"}, tc.args...)...)
+			el := time.Since(start)
+			ee, ok := err.(*exec.ExitError)
+			if !ok || ee.ExitCode() == 0 {
+				t.Fatalf("exit %v; stderr %s", err, stderr)
+			}
+			last := lastLine(stderr)
+			if !strings.Contains(last, tc.want) || !strings.HasPrefix(last, "sonolive: ") {
+				t.Fatalf("last stderr line %q does not say %q (all: %s)", last, tc.want, stderr)
+			}
+			if el > 10*time.Second {
+				t.Fatalf("took %v", el)
+			}
+			t.Logf("%s (%v)", last, el.Round(time.Millisecond))
+		})
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+func TestHelpListsEveryFlag(t *testing.T) {
+	_, stderr, err := sonolive(t, 10*time.Second, "run", "--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"source", "model", "budget", "frames", "realtime", "out", "report", "metadata", "preset", "threads", "crop", "mask", "open-timeout", "reconnect"} {
+		if !strings.Contains(stderr, "-"+f) {
+			t.Errorf("--help does not document -%s", f)
+		}
+	}
+}

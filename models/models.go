@@ -1,0 +1,44 @@
+// Package models embeds the shipped detectors so the binary runs its demo
+// with no files beside it. The model card is models/README.md.
+package models
+
+import (
+	"embed"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+//go:embed *.onnx
+var files embed.FS
+
+// Presets maps an exam preset to the embedded model it loads.
+var Presets = map[string]string{
+	"phantom": "phantom-interim.onnx",
+}
+
+// DefaultPreset is what `sonolive run` loads when no model is given.
+const DefaultPreset = "phantom"
+
+// Load returns the embedded model for preset.
+func Load(preset string) (name string, data []byte, err error) {
+	name, ok := Presets[preset]
+	if !ok {
+		return "", nil, fmt.Errorf("unknown preset %q (have %s)", preset, strings.Join(Names(), ", "))
+	}
+	data, err = files.ReadFile(name)
+	if err != nil {
+		return "", nil, fmt.Errorf("preset %s: %w", preset, err)
+	}
+	return name, data, nil
+}
+
+// Names lists the presets.
+func Names() []string {
+	var n []string
+	for k := range Presets {
+		n = append(n, k)
+	}
+	sort.Strings(n)
+	return n
+}
