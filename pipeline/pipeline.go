@@ -102,6 +102,9 @@ func New(cfg Config) (*Pipeline, error) {
 	return p, nil
 }
 
+// Budget is the per-frame inference budget in force (after defaults).
+func (p *Pipeline) Budget() time.Duration { return p.cfg.Budget }
+
 // Run processes frames until the source ends or ctx is cancelled, then
 // closes the source and sinks and returns the report. A source error ends
 // the run and is returned with the report of what was processed.

@@ -178,7 +178,7 @@ Flags:
 		return err
 	}
 	info := src.Info()
-	log.Info("pipeline starting", zap.String("source", info.ID), zap.Float64("fps", info.FPS), zap.Bool("live", info.Live), zap.Duration("budget", cfg.Budget))
+	log.Info("pipeline starting", zap.String("source", info.ID), zap.Float64("fps", info.FPS), zap.Bool("live", info.Live), zap.Duration("budget", p.Budget()))
 	rep, runErr := p.Run(ctx)
 	log.Info("pipeline done", zap.Int("frames", rep.Frames), zap.Float64("fps", rep.FPS),
 		zap.Float64("total_p99_ms", rep.LatencyMS["total"].P99), zap.Uint64("deadline_misses", rep.DeadlineMisses))
