@@ -28,6 +28,9 @@ type Metadata struct {
 	// Calibrated is true when the malignancy output is a calibrated
 	// probability (only then may a risk suggestion be derived from it).
 	Calibrated bool
+	// OperatingThreshold is the score threshold chosen on validation
+	// (metrics.operating_threshold or metrics.best_threshold), 0 if none.
+	OperatingThreshold float32
 	// Raw holds every key, for reports.
 	Raw map[string]string
 }
@@ -115,6 +118,17 @@ func parseMetadata(raw map[string]string) (Metadata, error) {
 	if s, ok := raw["channels"]; ok {
 		if m.Channels, err = strconv.Atoi(strings.TrimSpace(s)); err != nil {
 			return m, fmt.Errorf("channels %q: %w", s, err)
+		}
+	}
+	if s, ok := raw["metrics"]; ok {
+		var mt map[string]any
+		if json.Unmarshal([]byte(s), &mt) == nil {
+			for _, k := range []string{"operating_threshold", "best_threshold"} {
+				if v, ok := mt[k].(float64); ok && v > 0 && v < 1 {
+					m.OperatingThreshold = float32(v)
+					break
+				}
+			}
 		}
 	}
 	if s, ok := raw["stride"]; ok {

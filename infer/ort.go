@@ -100,7 +100,8 @@ type Options struct {
 	// one, spinning is off: a spinning pool would eat the cores the video
 	// path needs between inferences.
 	Threads int
-	// Threshold is the minimum score for a detection (default 0.3).
+	// Threshold is the minimum score for a detection (default: the model's
+	// operating threshold from its metadata, else 0.3).
 	Threshold float32
 	// NMSIoU is the overlap above which the weaker box is dropped (default 0.5).
 	NMSIoU float32
@@ -109,9 +110,6 @@ type Options struct {
 func (o Options) withDefaults() Options {
 	if o.Threads <= 0 {
 		o.Threads = 1
-	}
-	if o.Threshold <= 0 {
-		o.Threshold = 0.3
 	}
 	if o.NMSIoU <= 0 {
 		o.NMSIoU = 0.5
@@ -194,6 +192,12 @@ func NewModel(data []byte, opts Options) (*Model, error) {
 		return nil, fmt.Errorf("%w: input size is dynamic and metadata has no imgsz", ErrBadModel)
 	}
 
+	if opts.Threshold <= 0 {
+		opts.Threshold = meta.OperatingThreshold
+	}
+	if opts.Threshold <= 0 {
+		opts.Threshold = 0.3
+	}
 	m := &Model{meta: meta, opts: opts}
 	outNames := make([]string, len(outputs))
 	for i, o := range outputs {
@@ -359,6 +363,9 @@ func compatible(have, want ort.Shape) error {
 	}
 	return nil
 }
+
+// Threshold is the detection score threshold in force.
+func (m *Model) Threshold() float32 { return m.opts.Threshold }
 
 // Metadata returns what the model says about itself.
 func (m *Model) Metadata() Metadata { return m.meta }

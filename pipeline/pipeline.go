@@ -18,6 +18,7 @@ import (
 	"sonolive/frame"
 	"sonolive/infer"
 	"sonolive/internal/queue"
+	"sonolive/internal/stats"
 	"sonolive/overlay"
 )
 
@@ -60,7 +61,7 @@ type Pipeline struct {
 	sched *infer.Scheduler
 
 	mu      sync.Mutex // guards stats below, read by Snapshot
-	stages  map[string]*samples
+	stages  map[string]*stats.Samples
 	frames  int
 	dets    DetectionCounts
 	acc     *Accuracy
@@ -95,9 +96,9 @@ func New(cfg Config) (*Pipeline, error) {
 	if cfg.TruthIoU <= 0 {
 		cfg.TruthIoU = 0.5
 	}
-	p := &Pipeline{cfg: cfg, log: cfg.Logger.With(zap.String("source", cfg.Source.Info().ID)), stages: map[string]*samples{}}
+	p := &Pipeline{cfg: cfg, log: cfg.Logger.With(zap.String("source", cfg.Source.Info().ID)), stages: map[string]*stats.Samples{}}
 	for _, s := range Stages {
-		p.stages[s] = &samples{}
+		p.stages[s] = &stats.Samples{}
 	}
 	return p, nil
 }
@@ -239,9 +240,9 @@ func (p *Pipeline) hud(status string) overlay.HUD {
 func (p *Pipeline) observe(r infer.Result) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.stages["preprocess"].add(r.Preprocess)
-	p.stages["infer"].add(r.Infer)
-	p.stages["decode"].add(r.Decode)
+	p.stages["preprocess"].Add(r.Preprocess)
+	p.stages["infer"].Add(r.Infer)
+	p.stages["decode"].Add(r.Decode)
 	p.hudInf.add(float64(r.Infer)/1e6, 0.1)
 }
 
@@ -251,7 +252,7 @@ func (p *Pipeline) record(f *frame.Frame) {
 	p.frames++
 	t := f.Timings
 	for name, d := range map[string]time.Duration{"queue": t.Queue, "wait": t.Wait, "track": t.Track, "overlay": t.Overlay, "total": t.Total} {
-		p.stages[name].add(d)
+		p.stages[name].Add(d)
 	}
 	now := time.Now()
 	if !p.lastAt.IsZero() {
@@ -336,7 +337,7 @@ func (p *Pipeline) report(seconds float64, capDropped, sinkDropped uint64) Repor
 		r.FPS = round3(p.hudFPS.v)
 	}
 	for _, s := range Stages {
-		r.LatencyMS[s] = p.stages[s].percentiles()
+		r.LatencyMS[s] = p.stages[s].Percentiles()
 	}
 	if p.sched != nil {
 		st := p.sched.Stats()

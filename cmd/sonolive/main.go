@@ -1,6 +1,7 @@
 // Command sonolive is the real-time ultrasound AI streaming service.
 //
 //	sonolive run      run the live pipeline on one source (offline or paced)
+//	sonolive eval     measure a detector on a COCO data set through the live path
 //	sonolive phantom  write synthetic phantom frames with ground truth (COCO)
 //
 // Each subcommand documents its flags under --help.
@@ -25,6 +26,8 @@ func main() {
 		err = runCmd(os.Args[2:])
 	case "phantom":
 		err = phantomCmd(os.Args[2:])
+	case "eval":
+		err = evalCmd(os.Args[2:])
 	case "-h", "--help", "help":
 		usage()
 		return
@@ -45,6 +48,7 @@ func usage() {
 
 commands:
   run       run the live pipeline on one source: capture -> AI within a latency budget -> overlay
+  eval      measure a detector on a COCO data set through the live pipeline's preprocessing and decoding
   phantom   write synthetic phantom frames and their ground truth as a COCO data set
 
 Run 'sonolive <command> --help' for the flags of a command.

@@ -207,3 +207,57 @@ func TestHelpListsEveryFlag(t *testing.T) {
 		}
 	}
 }
+
+// eval on frames the phantom command writes: the report carries every
+// top-level metric, and the interim model finds the phantom's lesions.
+func TestEvalOnPhantomCOCO(t *testing.T) {
+	dir := t.TempDir()
+	if _, stderr, err := sonolive(t, time.Minute, "phantom", "--out", dir, "--frames", "60", "--every", "6", "--seeds", "2"); err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	rep := filepath.Join(dir, "eval.json")
+	stdout, stderr, err := sonolive(t, 2*time.Minute, "eval", "--coco", filepath.Join(dir, "annotations.json"), "--report", rep, "--bootstrap", "200")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	var r map[string]any
+	if err := json.Unmarshal(must(os.ReadFile(rep)), &r); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"ap50", "ap50_95", "recall", "fp_per_normal_image", "auc", "latency_ms", "per_class"} {
+		if _, ok := r[k]; !ok {
+			t.Errorf("report lacks %s", k)
+		}
+	}
+	if ap, _ := r["ap50"].(float64); ap < 0.9 {
+		t.Errorf("phantom AP@0.5 %.3f < 0.9", ap)
+	}
+	if !strings.Contains(stdout, "AP@0.5") || !strings.Contains(stderr, "20/20 images") {
+		t.Errorf("no table or progress:\n%s\n%s", stdout, stderr)
+	}
+}
+
+func TestEvalBadInputs(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.json")
+	os.WriteFile(bad, []byte(`{"images": [`), 0o644)
+	split := filepath.Join(dir, "split.json")
+	os.WriteFile(split, []byte(`{"val": ["images/nope.png"]}`), 0o644)
+	good := filepath.Join(dir, "good.json")
+	os.WriteFile(good, []byte(`{"images": [{"id": 1, "file_name": "images/x.png"}], "annotations": [], "categories": []}`), 0o644)
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--coco", bad}, "coco"},
+		{[]string{"--coco", good, "--split", split}, "not in the data set"},
+		{[]string{"--coco", good}, "cannot read image"},
+		{[]string{}, "--coco is required"},
+	}
+	for _, tc := range tests {
+		_, stderr, err := sonolive(t, time.Minute, append([]string{"eval"}, tc.args...)...)
+		if err == nil || !strings.Contains(lastLine(stderr), tc.want) {
+			t.Errorf("eval %v: err %v, stderr %q, want %q", tc.args, err, lastLine(stderr), tc.want)
+		}
+	}
+}

@@ -46,7 +46,7 @@ func (m *modelFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&m.preset, "preset", models.DefaultPreset, "exam preset whose embedded model to load when --model is empty: "+strings.Join(models.Names(), ", "))
 	fs.StringVar(&m.ortLib, "ort-lib", "", "ONNX Runtime shared library (default: $ORT_LIB, then .cache/onnxruntime-*/ from `make setup`, then the system's)")
 	fs.IntVar(&m.threads, "threads", 1, "ONNX Runtime intra-op threads (spinning is always off)")
-	fs.Float64Var(&m.threshold, "threshold", 0.3, "minimum detection score")
+	fs.Float64Var(&m.threshold, "threshold", 0, "minimum detection score (0: the model's operating threshold from its metadata, else 0.3)")
 }
 
 func (m *modelFlags) open() (*infer.Model, string, error) {

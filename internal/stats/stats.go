@@ -1,0 +1,63 @@
+// Package stats keeps latency samples and summarises them as percentiles.
+package stats
+
+import (
+	"math"
+	"sort"
+	"time"
+)
+
+// Percentiles summarise latencies in milliseconds.
+type Percentiles struct {
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+	N   int     `json:"n"`
+}
+
+// maxSamples bounds memory: beyond it Samples keeps a uniform reservoir, so a
+// day-long run stays bounded.
+const maxSamples = 1 << 18
+
+// Samples collects durations for exact percentiles. Not safe for concurrent
+// use.
+type Samples struct {
+	v    []float64
+	seen int
+	rnd  uint64
+}
+
+// Add records one duration.
+func (s *Samples) Add(d time.Duration) {
+	ms := float64(d) / 1e6
+	s.seen++
+	if len(s.v) < maxSamples {
+		s.v = append(s.v, ms)
+		return
+	}
+	// xorshift: deterministic, no shared rand state.
+	s.rnd ^= s.rnd<<13 | 1
+	s.rnd ^= s.rnd >> 7
+	s.rnd ^= s.rnd << 17
+	if i := int(s.rnd % uint64(s.seen)); i < maxSamples {
+		s.v[i] = ms
+	}
+}
+
+// Percentiles are nearest-rank percentiles of what was added.
+func (s *Samples) Percentiles() Percentiles {
+	if len(s.v) == 0 {
+		return Percentiles{}
+	}
+	v := append([]float64(nil), s.v...)
+	sort.Float64s(v)
+	q := func(p float64) float64 {
+		i := int(math.Ceil(p*float64(len(v)))) - 1
+		return Round3(v[max(0, min(i, len(v)-1))])
+	}
+	return Percentiles{P50: q(0.50), P90: q(0.90), P99: q(0.99), Max: Round3(v[len(v)-1]), N: s.seen}
+}
+
+// Round3 rounds to three decimals, for reports.
+func Round3(x float64) float64 { return math.Round(x*1e3) / 1e3 }

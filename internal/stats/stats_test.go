@@ -1,0 +1,38 @@
+package stats
+
+import (
+	"testing"
+	"time"
+)
+
+func TestPercentiles(t *testing.T) {
+	tests := []struct {
+		name string
+		ms   []int
+		want Percentiles
+	}{
+		{"empty", nil, Percentiles{}},
+		{"one", []int{5}, Percentiles{5, 5, 5, 5, 1}},
+		// Nearest rank over 1..100: p50 is the 50th value, p99 the 99th.
+		{"1..100", seq(100), Percentiles{50, 90, 99, 100, 100}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var s Samples
+			for _, v := range tc.ms {
+				s.Add(time.Duration(v) * time.Millisecond)
+			}
+			if got := s.Percentiles(); got != tc.want {
+				t.Fatalf("got %+v want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func seq(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = n - i // unsorted on purpose
+	}
+	return out
+}
