@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"os"
 	"strconv"
@@ -241,5 +240,3 @@ func statNotFound(what, path string) error {
 	}
 	return nil
 }
-
-var _ = io.EOF

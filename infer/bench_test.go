@@ -4,8 +4,6 @@ import (
 	"os"
 	"testing"
 
-	"gocv.io/x/gocv"
-
 	"sonolive/capture"
 	"sonolive/frame"
 )
@@ -100,5 +98,3 @@ func BenchmarkTracker(b *testing.B) {
 		tr.Output(uint64(i + 1))
 	}
 }
-
-var _ = gocv.NewMat

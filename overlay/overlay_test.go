@@ -2,7 +2,6 @@ package overlay
 
 import (
 	"encoding/json"
-	"image"
 	"strings"
 	"testing"
 	"time"
@@ -121,5 +120,3 @@ func BenchmarkDraw(b *testing.B) {
 		d.Draw(f, hud)
 	}
 }
-
-var _ = image.Pt
