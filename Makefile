@@ -9,7 +9,7 @@ PY      := /usr/bin/python3
 SOURCE  ?= phantom://?seed=1&lesions=2
 OUT     ?= out
 
-.PHONY: setup setup-train build run test test-train vet bench train testmodels clean
+.PHONY: setup setup-train build run test test-train vet bench train train-phantom testmodels clean
 
 setup:
 	bash scripts/setup.sh
@@ -41,9 +41,9 @@ test-train: setup-train
 	$(PY) -m unittest discover -s train -t .
 	$(PY) -m train.train --smoke --out $(OUT)/smoke.onnx
 
-# Reproduces models/phantom-interim.onnx (the default until the breast and
-# thyroid models land): phantom frames from the Go generator, then training.
-train: build setup-train
+# Reproduces models/phantom-interim.onnx (the phantom preset): phantom frames
+# from the Go generator, then training.
+train-phantom: build setup-train
 	./bin/sonolive phantom --out $(OUT)/phantom-train --frames 480 --every 4 --seeds 8 --first-seed 101
 	./bin/sonolive phantom --out $(OUT)/phantom-val --frames 300 --every 5 --seeds 2 --first-seed 1
 	$(PY) -m train.train --coco $(OUT)/phantom-train --val-coco $(OUT)/phantom-val --names lesion \

@@ -52,7 +52,7 @@ func num(x float64) *float64 {
 	if math.IsNaN(x) || math.IsInf(x, 0) {
 		return nil
 	}
-	v := stats.Round3(x*10) / 10 // 4 decimals
+	v := math.Round(x*1e4) / 1e4
 	return &v
 }
 
@@ -128,6 +128,8 @@ Flags:
 	if thr <= 0 {
 		thr = 0.3
 	}
+	// float32 metadata: keep the report free of float noise.
+	thr = math.Round(thr*1e4) / 1e4
 
 	var lat stats.Samples
 	results := make([]eval.Result, 0, len(ds.Images))
