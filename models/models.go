@@ -17,6 +17,7 @@ var files embed.FS
 // demo; "phantom" is the phantom-only model the latency benchmarks use.
 var Presets = map[string]string{
 	"breast":  "breast.onnx",
+	"thyroid": "thyroid.onnx",
 	"phantom": "phantom-interim.onnx",
 }
 

@@ -225,7 +225,63 @@ def grouped_split(recs, frac, dup_corr=0.8):
             else:
                 train.extend(g)
     dup_pairs = len(ii)
-    return sorted(train), sorted(val), dict(groups=len(groups), dup_pairs=int(dup_pairs))
+    vset = set(val)
+    info = dict(groups=len(groups), dup_pairs=int(dup_pairs),
+                val_groups=sum(1 for g in groups.values() if g[0] in vset),
+                # multi-image groups (near-duplicates / shared COCO group), as record indices
+                clusters=sorted(sorted(g) for g in groups.values() if len(g) > 1),
+                labels={lab: {"train": sum(len(g) for g in gs if g[0] not in vset),
+                              "val": sum(len(g) for g in gs if g[0] in vset)}
+                        for lab, gs in sorted(by_label.items())})
+    return sorted(train), sorted(val), info
+
+
+SPLIT_METHOD = ("grouped: images sharing a COCO `group` and near-duplicates (high-passed 32x32 "
+                "thumbnails correlating > {corr:g}) form groups; per image label, groups ordered by "
+                "their smallest key (image id or COCO group) and the last {frac:g} of them (a "
+                "contiguous range) are validation")
+
+
+def split_to_json(recs, train, val, info, source, frac, dup_corr=0.8):
+    """The split file: validation file_names (as in annotations.json) plus
+    counts and group information, so others (the Go eval command) can use
+    exactly the same validation images."""
+    files = [r["file"] for r in recs]
+    keyed = {}
+    for i in val:
+        keyed.setdefault(recs[i]["label"], []).append(recs[i]["key"])
+    return {
+        "source": source,
+        "method": SPLIT_METHOD.format(corr=dup_corr, frac=frac),
+        "val_frac": frac,
+        "dup_corr": dup_corr,
+        "images": len(recs),
+        "train_count": len(train),
+        "val_count": len(val),
+        "groups": info["groups"],
+        "val_groups": info["val_groups"],
+        "near_duplicate_pairs": info["dup_pairs"],
+        "labels": info["labels"],
+        # validation key range per label (image id for BUSI, COCO group for DDTI)
+        "val_key_range": {lab: [min(ks, key=_sortkey), max(ks, key=_sortkey)] for lab, ks in sorted(keyed.items())},
+        "val": sorted(files[i] for i in val),
+        "clusters": [sorted(files[i] for i in g) for g in info["clusters"]],
+    }
+
+
+def split_from_json(recs, split):
+    """(train, val) record indices from a split file's `val` list. Every
+    listed file must be in the source; everything else is training."""
+    idx = {}
+    for i, r in enumerate(recs):
+        idx.setdefault(r["file"], []).append(i)
+    missing = [f for f in split["val"] if f not in idx]
+    if missing:
+        raise ValueError(f"split file: {len(missing)} validation file(s) not in the source, e.g. {missing[:3]}")
+    vset = {i for f in split["val"] for i in idx[f]}
+    val = sorted(vset)
+    train = [i for i in range(len(recs)) if i not in vset]
+    return train, val
 
 
 def _sortkey(k):

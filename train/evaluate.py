@@ -115,16 +115,59 @@ def fit_temperature(logits, labels):
     return best[1], best[0]
 
 
+def reliability(logits, labels, T=1.0, bins=10):
+    """Calibration of sigmoid(logit / T): expected calibration error over
+    equal-width probability bins and the bins as [lo, hi, n, mean p, positive
+    fraction]."""
+    z = np.asarray(logits, float)
+    y = np.asarray(labels, float)
+    p = 1 / (1 + np.exp(-z / T))
+    rows, ece = [], 0.0
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        sel = (p >= lo) & ((p < hi) if b < bins - 1 else (p <= hi))
+        n = int(sel.sum())
+        if n:
+            mp, fy = float(p[sel].mean()), float(y[sel].mean())
+            ece += n / len(p) * abs(mp - fy)
+            rows.append([round(lo, 2), round(hi, 2), n, round(mp, 4), round(fy, 4)])
+    brier = float(np.mean((p - y) ** 2)) if len(p) else float("nan")
+    return {"malignancy_ece": round(ece, 4), "malignancy_brier": round(brier, 4),
+            "malignancy_reliability": rows}
+
+
+def _match(xyxy, s, gt, thr):
+    """Greedy matching of score-sorted detections to ground truth at IoU thr."""
+    tp = np.zeros(len(s))
+    if len(gt) and len(s):
+        iou = box_iou(xyxy, gt).numpy()
+        used = np.zeros(len(gt), bool)
+        for d in range(len(s)):
+            v = np.where(used, -1.0, iou[d])
+            g = int(v.argmax())
+            if v[g] >= thr:
+                tp[d] = 1
+                used[g] = True
+    return tp
+
+
 @torch.no_grad()
-def evaluate(model, ds, batch_size=8, log=None):
-    """Metrics on a non-augmented Detections dataset (class-agnostic)."""
+def evaluate(model, ds, batch_size=8, log=None, max_fp_per_negative=0.2):
+    """Metrics on a non-augmented Detections dataset (class-agnostic).
+
+    AP@0.5 and AP@[.5:.95]; the best-F1 threshold; the operating threshold =
+    best F1 among thresholds giving at most max_fp_per_negative false boxes
+    per negative image (when there are negatives), with precision, recall and
+    FP per negative image there; malignancy logits at ground-truth centres."""
     model.eval()
     S = ds.S
     all_tp, all_s = [], []
+    dets = []  # (xyxy, scores, gt) per image, for AP at other IoUs
     npos = 0
     neg_fp_scores = []  # best scores on negative images, per detection
     n_neg = 0
     mal_z, mal_y = [], []
+    top_z, top_y, top_skipped = [], [], 0  # per image: malignancy of its top detection
     for start in range(0, len(ds), batch_size):
         idx = list(range(start, min(len(ds), start + batch_size)))
         imgs, gts, keeps = [], [], []
@@ -137,27 +180,24 @@ def evaluate(model, ds, batch_size=8, log=None):
         heat = torch.sigmoid(heat)
         box = decode_box_distances(box)
         for k, i in enumerate(idx):
-            xyxy, s, _, _ = decode(heat[k], box[k])
+            xyxy, s, _, cells = decode(heat[k], box[k])
             gt = torch.from_numpy(gts[k]).float()
             npos += len(gt)
             if len(gt) == 0:
                 n_neg += 1
                 neg_fp_scores.extend(s.tolist())
-            tp = np.zeros(len(s))
-            if len(gt) and len(s):
-                iou = box_iou(xyxy, gt)
-                used = set()
-                for d in range(len(s)):  # already score-sorted by NMS
-                    cand = [(float(iou[d, g]), g) for g in range(len(gt)) if g not in used]
-                    if cand:
-                        v, g = max(cand)
-                        if v >= 0.5:
-                            tp[d] = 1
-                            used.add(g)
+            tp = _match(xyxy, s, gt, 0.5)  # detections are score-sorted by NMS
+            dets.append((xyxy, s, gt))
             all_tp.append(tp)
             all_s.append(s.numpy())
             if mal is not None:
                 r = ds.recs[i]
+                if r.get("label") in ("malignant", "benign"):
+                    if len(s):
+                        top_z.append(float(mal[k, 0, cells[0, 0], cells[0, 1]]))
+                        top_y.append(int(r["label"] == "malignant"))
+                    else:
+                        top_skipped += 1
                 labels = r["mal"][keeps[k]]
                 for b, y in zip(gts[k], labels):
                     if y < 0:
@@ -171,8 +211,17 @@ def evaluate(model, ds, batch_size=8, log=None):
     sc = np.concatenate(all_s) if all_s else np.zeros(0)
     m = {"val_images": len(ds), "val_boxes": int(npos), "val_negatives": n_neg}
     m["ap50"] = round(_ap(tp, sc, npos), 4)
-    # best-F1 operating point over score thresholds
+    aps = [m["ap50"]]
+    for thr in np.arange(0.55, 0.951, 0.05):
+        t = np.concatenate([_match(x, s, g, thr) for x, s, g in dets]) if dets else np.zeros(0)
+        aps.append(_ap(t, sc, npos))
+    m["ap50_95"] = round(float(np.mean(aps)), 4)
+    m["ap75"] = round(float(aps[5]), 4)
+    # operating points over score thresholds (thresholds are floored to 3
+    # decimals so that a decoder using the rounded value keeps the same boxes)
+    neg_s = np.sort(np.asarray(neg_fp_scores, float))
     best = (0.0, 0.5, 0.0, 0.0)
+    oper = (0.0, None, 0.0, 0.0)
     order = np.argsort(-sc, kind="stable")
     ctp = np.cumsum(tp[order])
     for k, o in enumerate(order):
@@ -183,11 +232,36 @@ def evaluate(model, ds, batch_size=8, log=None):
         f1 = 2 * p * r / max(p + r, 1e-9)
         if f1 > best[0]:
             best = (f1, float(sc[o]), float(p), float(r))
+        thr = math.floor(float(sc[o]) * 1000) / 1000
+        fpn = (len(neg_s) - np.searchsorted(neg_s, thr, "left")) / n_neg if n_neg else 0.0
+        if fpn <= max_fp_per_negative and f1 > oper[0]:
+            oper = (f1, thr, float(p), float(r))
     m.update(best_f1=round(best[0], 4), best_threshold=round(best[1], 3) if best[0] > 0 else None,
              precision_at_best=round(best[2], 4), recall_at_best=round(best[3], 4))
     if n_neg and best[0] > 0:
         m["fp_per_negative_image_at_best"] = round(sum(1 for s in neg_fp_scores if s >= best[1]) / n_neg, 4)
+    if oper[1] is not None:
+        thr = oper[1]
+        m.update(operating_threshold=thr, operating_rule=(
+                     f"best F1 with <= {max_fp_per_negative:g} false boxes per negative image" if n_neg
+                     else "best F1 (no negative images in validation)"),
+                 f1_at_operating=round(oper[0], 4), precision_at_operating=round(oper[2], 4),
+                 recall_at_operating=round(oper[3], 4))
+        # recompute at the floored threshold over all detections
+        sel = sc >= thr
+        m["precision_at_operating"] = round(float(tp[sel].sum() / max(1, sel.sum())), 4)
+        m["recall_at_operating"] = round(float(tp[sel].sum() / max(1, npos)), 4)
+        pr, rc = m["precision_at_operating"], m["recall_at_operating"]
+        m["f1_at_operating"] = round(2 * pr * rc / max(pr + rc, 1e-9), 4)
+        if n_neg:
+            m["fp_per_negative_image_at_operating"] = round(float((neg_s >= thr).sum()) / n_neg, 4)
     if mal_z:
         m["malignancy_auc"] = round(auc(mal_z, mal_y), 4)
         m["malignancy_cases"] = len(mal_y)
+    if top_z:
+        # as `sonolive eval` reports it: per benign/malignant image, the
+        # malignancy at its highest-scoring detection (images without one skipped)
+        m["malignancy_auc_top_detection"] = round(auc(top_z, top_y), 4)
+        m["malignancy_top_detection_images"] = len(top_z)
+        m["malignancy_top_detection_skipped"] = top_skipped
     return m, (mal_z, mal_y)

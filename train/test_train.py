@@ -85,7 +85,10 @@ class TestData(unittest.TestCase):
         ds = D.Detections(recs, 1, 320, augment=False)
         m, (z, y) = evaluate(Oracle(ds), ds, batch_size=1)
         self.assertEqual(m["ap50"], 1.0)
+        self.assertEqual(m["ap50_95"], 1.0)
         self.assertEqual(m["best_f1"], 1.0)
+        self.assertEqual(m["recall_at_operating"], 1.0)
+        self.assertEqual(m.get("fp_per_negative_image_at_operating", 0.0), 0.0)
         if 0 < sum(y) < len(y):
             self.assertEqual(m["malignancy_auc"], 1.0)
 
@@ -109,6 +112,33 @@ class TestData(unittest.TestCase):
         tr, va, _ = D.grouped_split(recs, 0.3)
         self.assertEqual(sorted(tr + va), list(range(len(recs))))
         self.assertEqual((0 in va), (len(recs) - 1 in va))
+
+    def test_split_file_roundtrip(self):
+        recs, _ = D.load_coco(self.ann, D.ClassMap(["lesion"]))
+        tr, va, info = D.grouped_split(recs, 0.3)
+        js = json.loads(json.dumps(D.split_to_json(recs, tr, va, info, "synth", 0.3)))
+        self.assertEqual((js["train_count"], js["val_count"]), (len(tr), len(va)))
+        self.assertEqual(js["val"], sorted(recs[i]["file"] for i in va))
+        self.assertEqual(D.split_from_json(recs, js), (tr, va))
+        with self.assertRaises(ValueError):
+            D.split_from_json(recs, dict(js, val=js["val"] + ["images/nope.png"]))
+
+    def test_train_only_share(self):
+        from train.train import InfiniteSampler
+        s = InfiniteSampler(100, 1, n_extra=60, share=0.2)  # 40 main + 60 extra
+        it = iter(s)
+        ids = [next(it) % 100 for _ in range(50 * 4)]
+        self.assertEqual(sorted(i for i in ids[:50] if i < 40), list(range(40)))  # each main once per epoch
+        self.assertAlmostEqual(sum(i >= 40 for i in ids) / len(ids), 0.2, places=2)
+        self.assertEqual(len(set(i for i in ids[:100] if i >= 40)), 20)  # extras rotate
+        plain = iter(InfiniteSampler(10, 1))
+        self.assertEqual(sorted(next(plain) for _ in range(10)), list(range(10)))
+
+    def test_reliability(self):
+        from train.evaluate import reliability
+        r = reliability([-10.0, 10.0, -10.0, 10.0], [0, 1, 0, 1])
+        self.assertLess(r["malignancy_ece"], 1e-3)
+        self.assertEqual(sum(row[2] for row in r["malignancy_reliability"]), 4)
 
     def test_decode_and_metrics(self):
         heat = torch.zeros(2, 8, 8)

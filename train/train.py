@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from . import data as D
-from .evaluate import evaluate, fit_temperature
+from .evaluate import evaluate, fit_temperature, reliability
 from .export import export_onnx
 from .loss import cnet_loss
 from .model import CNet, count_params, macs
@@ -39,6 +39,16 @@ def parse_args(argv=None):
     g.add_argument("--coco", action="append", default=[], metavar="PATH[:IMAGES_ROOT]",
                    help="training COCO source (repeatable); relative paths are also looked up under "
                         "$SONOLIVE_DATA (default ../shared/data), e.g. --coco busi")
+    g.add_argument("--coco-train", action="append", default=[], metavar="PATH[:IMAGES_ROOT]",
+                   help="training-only COCO source (repeatable), e.g. synthetic phantom frames: never "
+                        "split, never in validation or metrics")
+    g.add_argument("--coco-train-share", type=float, default=None, metavar="F",
+                   help="fraction of training samples drawn from the --coco-train sources "
+                        "(default: in proportion to their image count)")
+    g.add_argument("--split-file", action="append", default=[], metavar="PATH",
+                   help="train/validation split of the i-th --coco source: used exactly when PATH "
+                        "exists, else the grouped split is computed and written there (JSON: source, "
+                        "method, val file_names, counts, groups)")
     g.add_argument("--val-coco", action="append", default=[], metavar="PATH[:IMAGES_ROOT]",
                    help="validation COCO source (repeatable); without it --val-frac splits the training sources")
     g.add_argument("--val-frac", type=float, default=0.15,
@@ -70,10 +80,15 @@ def parse_args(argv=None):
     g.add_argument("--init", help="start from this checkpoint (.pt; fine-tuning)")
     g.add_argument("--smoke", action="store_true", help="a few steps on a few images, then export (CI)")
     g = ap.add_argument_group("output")
-    g.add_argument("--out", required=True, help="ONNX file to write")
+    g.add_argument("--out", help="ONNX file to write (required unless --split-only)")
+    g.add_argument("--split-only", action="store_true",
+                   help="load the --coco sources, write/check their --split-file and exit")
     g.add_argument("--ckpt", help="also save a PyTorch checkpoint here (for train.export / --init)")
     g.add_argument("--organ", default="phantom", help="metadata organ: breast, thyroid, phantom")
     g.add_argument("--version", default="0.1.0", help="metadata model version")
+    g.add_argument("--max-fp-per-negative", type=float, default=0.2,
+                   help="operating threshold: best F1 among thresholds with at most this many false "
+                        "boxes per negative validation image (best F1 overall without negatives)")
     g.add_argument("--temperature", type=float, default=0.0,
                    help="malignancy temperature; 0 = fit on validation (1 when there is none)")
     return ap.parse_args(argv)
@@ -159,15 +174,38 @@ class EMA:
 class InfiniteSampler(torch.utils.data.Sampler):
     """Yields epoch * n + i over seeded permutations; Detections derives the
     per-sample augmentation seed from it, so runs are reproducible with any
-    number of workers."""
+    number of workers.
 
-    def __init__(self, n, seed):
+    With n_extra > 0 the last n_extra indices are a training-only source: each
+    epoch is a permutation of the first n_main indices plus m extra ones (taken
+    from a running seeded permutation of the extra indices) with
+    m / (n_main + m) = share."""
+
+    def __init__(self, n, seed, n_extra=0, share=None):
         self.n, self.seed = n, seed
+        self.n_extra = n_extra
+        self.n_main = n - n_extra
+        if n_extra and share is not None and self.n_main:
+            share = min(max(share, 0.0), 0.95)
+            self.m = int(round(self.n_main * share / (1 - share)))
+        else:
+            self.m = n_extra
 
     def __iter__(self):
         epoch = 0
+        rng_x = np.random.default_rng([self.seed, 7919])
+        pool = []
         while True:
-            perm = np.random.default_rng(self.seed + epoch).permutation(self.n)
+            if self.m == self.n_extra:
+                perm = np.random.default_rng(self.seed + epoch).permutation(self.n)
+            else:
+                extra = []
+                while len(extra) < self.m:
+                    if not pool:
+                        pool = list(self.n_main + rng_x.permutation(self.n_extra))
+                    extra.append(pool.pop())
+                ids = np.concatenate([np.arange(self.n_main), np.array(extra, dtype=np.int64)])
+                perm = ids[np.random.default_rng(self.seed + epoch).permutation(len(ids))]
             for i in perm:
                 yield int(epoch * self.n + i)
             epoch += 1
@@ -221,6 +259,8 @@ def set_threads(n):
 
 def main(argv=None):
     args = parse_args(argv)
+    if not args.out and not args.split_only:
+        raise SystemExit("--out is required")
     t_start = time.time()
     set_threads(args.threads)
     random.seed(args.seed)
@@ -250,24 +290,72 @@ def main(argv=None):
             log(f"smoke: synthetic COCO in {tmpdir}")
     if not args.coco:
         raise SystemExit("no training data: give --coco PATH[:IMAGES_ROOT] (or --smoke)")
+    if len(args.split_file) > len(args.coco):
+        raise SystemExit(f"{len(args.split_file)} --split-file for {len(args.coco)} --coco source(s)")
+    if args.split_file and args.val_coco:
+        raise SystemExit("--split-file and --val-coco exclude each other")
 
     train_recs, val_recs, sources = [], [], []
-    for spec in args.coco:
+    split_desc = []
+    for k, spec in enumerate(args.coco):
         recs, ann = D.load_coco(spec, cmap, args.max_side, args.limit, log)
         info = {"annotations": _rel(ann), "images": len(recs),
                 **({"citation": CITATIONS[recs[0]["source"]]} if recs and recs[0]["source"] in CITATIONS else {}),
                 "boxes": int(sum(len(r["boxes"]) for r in recs)),
                 "negatives": sum(1 for r in recs if len(r["boxes"]) == 0)}
-        if not args.val_coco and args.val_frac > 0:
-            tr, va, sinfo = D.grouped_split(recs, args.val_frac)
+        sfile = args.split_file[k] if k < len(args.split_file) else None
+        if sfile and os.path.exists(sfile):
+            with open(sfile) as f:
+                split = json.load(f)
+            if args.limit:  # a subset: keep the listed validation files that were loaded
+                have = {r["file"] for r in recs}
+                split = dict(split, val=[v for v in split["val"] if v in have])
+            tr, va = D.split_from_json(recs, split)
+            if not args.limit and (len(tr), len(va)) != (split.get("train_count"), split.get("val_count")):
+                log(f"WARNING: {sfile}: counts {len(tr)}/{len(va)} differ from the file's "
+                    f"{split.get('train_count')}/{split.get('val_count')}")
+            log(f"  split from {sfile}: {len(tr)} train / {len(va)} val images")
+            info.update(train_images=len(tr), val_images=len(va), split_file=os.path.basename(sfile))
+            split_desc.append(f"{info['annotations']}: {os.path.basename(sfile)} ({split.get('method', '?')})")
+            train_recs += [recs[i] for i in tr]
+            val_recs += [recs[i] for i in va]
+        elif sfile or (not args.val_coco and args.val_frac > 0):
+            frac = args.val_frac if args.val_frac > 0 else 0.15
+            tr, va, sinfo = D.grouped_split(recs, frac)
             log(f"  grouped split: {len(tr)} train / {len(va)} val images "
                 f"({sinfo['groups']} groups, {sinfo['dup_pairs']} near-duplicate pairs)")
             info.update(train_images=len(tr), val_images=len(va))
+            if sfile:
+                if args.limit:
+                    log(f"WARNING: --limit: not writing the split of a subset to {sfile}")
+                else:
+                    src = _rel(ann)
+                    src = os.path.dirname(src) if os.path.basename(src) == "annotations.json" and os.path.dirname(src) else src
+                    js = D.split_to_json(recs, tr, va, sinfo, src, frac)
+                    os.makedirs(os.path.dirname(os.path.abspath(sfile)), exist_ok=True)
+                    with open(sfile, "w") as f:
+                        json.dump(js, f, indent=1)
+                        f.write("\n")
+                    log(f"  wrote split {sfile}")
+                    info.update(split_file=os.path.basename(sfile))
+            split_desc.append(f"{info['annotations']}: grouped {frac:g} (near-duplicates and groups kept together)")
             train_recs += [recs[i] for i in tr]
             val_recs += [recs[i] for i in va]
         else:
             train_recs += recs
         sources.append(info)
+    if args.split_only:
+        log("--split-only: " + json.dumps(sources))
+        return {"sources": sources}
+    n_main = len(train_recs)
+    extra_recs, train_only = [], []
+    for spec in args.coco_train:
+        recs, ann = D.load_coco(spec, cmap, args.max_side, args.limit, log)
+        extra_recs += recs
+        train_only.append({"annotations": _rel(ann), "images": len(recs),
+                           "boxes": int(sum(len(r["boxes"]) for r in recs)),
+                           "negatives": sum(1 for r in recs if len(r["boxes"]) == 0)})
+    train_recs += extra_recs
     val_sources = []
     for spec in args.val_coco:
         recs, ann = D.load_coco(spec, cmap, args.max_side, args.limit, log)
@@ -301,8 +389,12 @@ def main(argv=None):
     net.to(device)
 
     train_ds = D.Detections(train_recs, len(names), args.imgsz, augment=True, seed=args.seed)
+    sampler = InfiniteSampler(len(train_ds), args.seed, len(extra_recs), args.coco_train_share)
+    if extra_recs:
+        log(f"train-only sources: {len(extra_recs)} images, {sampler.m} per epoch of {n_main} "
+            f"({sampler.m / max(1, n_main + sampler.m):.0%} of samples)")
     loader = torch.utils.data.DataLoader(
-        _GlobalIndex(train_ds), batch_size=args.batch, sampler=InfiniteSampler(len(train_ds), args.seed),
+        _GlobalIndex(train_ds), batch_size=args.batch, sampler=sampler,
         num_workers=args.workers, persistent_workers=args.workers > 0, drop_last=True)
 
     decay, no_decay = [], []
@@ -352,20 +444,24 @@ def main(argv=None):
     T, calibrated = (args.temperature or 1.0), False
     if val_recs:
         vds = D.Detections(val_recs, len(names), args.imgsz, augment=False)
-        m, (mz, my) = evaluate(final, vds)
+        m, (mz, my) = evaluate(final, vds, max_fp_per_negative=args.max_fp_per_negative)
         if has_mal and not args.temperature and len(my) >= 10 and 0 < sum(my) < len(my):
             T, nll = fit_temperature(mz, my)
             calibrated = True
             m["malignancy_nll"] = round(nll, 4)
         if has_mal:
             m["malignancy_temperature"] = round(T, 4)
+            if mz:
+                m.update(reliability(mz, my, T))
         metrics.update(m)
-        metrics["split"] = ("--val-coco" if args.val_coco else
-                            f"grouped {args.val_frac:g} per source (near-duplicates and groups kept together)")
+        metrics["split"] = ("--val-coco" if args.val_coco else "; ".join(split_desc))
         log("validation: " + json.dumps(m).replace("NaN", "null"))
     train_data = {
         "sources": sources, "val_sources": val_sources, "names": names,
+        "train_only_sources": train_only,
+        "train_only_share": (round(sampler.m / max(1, n_main + sampler.m), 4) if extra_recs else None),
         "class_map": _pairs(args.class_map), "malignancy": args.malignancy or None,
+        "init": (os.path.basename(args.init) if args.init else None),
         "seed": args.seed, "minutes": round(train_s / 60, 2), "steps": step, "batch": args.batch,
         "imgsz": args.imgsz, "arch": {"name": "cnet", **final.config}, "params": nparams,
         "smoke": bool(args.smoke),
