@@ -251,9 +251,11 @@ func (p *Pipeline) record(f *frame.Frame) {
 	defer p.mu.Unlock()
 	p.frames++
 	t := f.Timings
-	for name, d := range map[string]time.Duration{"queue": t.Queue, "wait": t.Wait, "track": t.Track, "overlay": t.Overlay, "total": t.Total} {
-		p.stages[name].Add(d)
-	}
+	p.stages["queue"].Add(t.Queue)
+	p.stages["wait"].Add(t.Wait)
+	p.stages["track"].Add(t.Track)
+	p.stages["overlay"].Add(t.Overlay)
+	p.stages["total"].Add(t.Total)
 	now := time.Now()
 	if !p.lastAt.IsZero() {
 		if dt := now.Sub(p.lastAt).Seconds(); dt > 0 {

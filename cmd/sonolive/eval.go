@@ -167,7 +167,6 @@ Flags:
 		AP5095:    num(eval.APRange(results, "")),
 		Threshold: thr, Recall: stats.Round3(op.Recall), Precision: stats.Round3(op.Precision),
 		RecallCI:     ci(func(r []eval.Result) float64 { return eval.Operating(r, thr).Recall }),
-		FPNormal:     num(map[bool]float64{true: op.FPPerNormalImg, false: math.NaN()}[op.NormalImages > 0]),
 		NormalImages: op.NormalImages,
 		AUC:          num(eval.AUC(pos, neg)),
 		AUCCI: ci(func(r []eval.Result) float64 {
@@ -177,6 +176,9 @@ Flags:
 		AUCCounts: map[string]int{"malignant": len(pos), "benign": len(neg), "no_score": skipped},
 		PerClass:  map[string]classReport{},
 		LatencyMS: lat.Percentiles(), Threads: mf.threads,
+	}
+	if op.NormalImages > 0 {
+		rep.FPNormal = num(op.FPPerNormalImg)
 	}
 	cats := map[string]int{}
 	for _, r := range results {
