@@ -230,16 +230,19 @@ def grouped_split(recs, frac, dup_corr=0.8):
                 val_groups=sum(1 for g in groups.values() if g[0] in vset),
                 # multi-image groups (near-duplicates / shared COCO group), as record indices
                 clusters=sorted(sorted(g) for g in groups.values() if len(g) > 1),
-                labels={lab: {"train": sum(len(g) for g in gs if g[0] not in vset),
-                              "val": sum(len(g) for g in gs if g[0] in vset)}
-                        for lab, gs in sorted(by_label.items())})
+                # images per image label (a group is stratified by its first image's label;
+                # a few BUSI near-duplicate groups mix labels)
+                labels={lab: {"train": sum(1 for i in range(n) if recs[i]["label"] == lab and i not in vset),
+                              "val": sum(1 for i in range(n) if recs[i]["label"] == lab and i in vset)}
+                        for lab in sorted({r["label"] for r in recs})},
+                mixed_label_groups=sum(1 for g in groups.values() if len({recs[i]["label"] for i in g}) > 1))
     return sorted(train), sorted(val), info
 
 
 SPLIT_METHOD = ("grouped: images sharing a COCO `group` and near-duplicates (high-passed 32x32 "
-                "thumbnails correlating > {corr:g}) form groups; per image label, groups ordered by "
-                "their smallest key (image id or COCO group) and the last {frac:g} of them (a "
-                "contiguous range) are validation")
+                "thumbnails correlating > {corr:g}) form groups; per label (of a group's first "
+                "image), groups ordered by their smallest key (image id or COCO group) and the "
+                "last {frac:g} of them (a contiguous range) are validation")
 
 
 def split_to_json(recs, train, val, info, source, frac, dup_corr=0.8):
@@ -262,6 +265,7 @@ def split_to_json(recs, train, val, info, source, frac, dup_corr=0.8):
         "val_groups": info["val_groups"],
         "near_duplicate_pairs": info["dup_pairs"],
         "labels": info["labels"],
+        "mixed_label_groups": info["mixed_label_groups"],
         # validation key range per label (image id for BUSI, COCO group for DDTI)
         "val_key_range": {lab: [min(ks, key=_sortkey), max(ks, key=_sortkey)] for lab, ks in sorted(keyed.items())},
         "val": sorted(files[i] for i in val),
