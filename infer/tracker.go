@@ -168,6 +168,3 @@ func (tr *Tracker) Output(seq uint64) []frame.Detection {
 	sort.Slice(out, func(a, b int) bool { return out[a].TrackID < out[b].TrackID })
 	return out
 }
-
-// Len is the number of live tracks, confirmed or not.
-func (tr *Tracker) Len() int { return len(tr.tracks) }
