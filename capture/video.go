@@ -132,13 +132,13 @@ func openStream(ctx context.Context, url string, opts Options) (Source, error) {
 		propOpenTimeoutMsec, gocv.VideoCaptureProperties(opts.OpenTimeout.Milliseconds()),
 		propReadTimeoutMsec, gocv.VideoCaptureProperties(opts.ReadTimeout.Milliseconds()),
 	}
-	vc, err := openCapture(ctx, redact(url), opts.OpenTimeout, func() (*gocv.VideoCapture, error) {
+	vc, err := openCapture(ctx, Redact(url), opts.OpenTimeout, func() (*gocv.VideoCapture, error) {
 		return gocv.VideoCaptureFileWithAPIParams(url, gocv.VideoCaptureFFmpeg, params)
 	})
 	if err != nil {
 		return nil, err
 	}
-	s, err := newCVSource(ctx, vc, redact(url), opts, false)
+	s, err := newCVSource(ctx, vc, Redact(url), opts, false)
 	if err != nil {
 		return nil, err
 	}
@@ -186,8 +186,8 @@ func openGStreamer(ctx context.Context, pipeline string, opts Options) (Source, 
 	return newCVSource(ctx, vc, "gst", opts, false)
 }
 
-// redact hides credentials in a stream URL before it reaches logs.
-func redact(u string) string {
+// Redact hides credentials in a stream URL before it reaches logs.
+func Redact(u string) string {
 	if i := strings.Index(u, "://"); i >= 0 {
 		if j := strings.Index(u[i+3:], "@"); j >= 0 {
 			return u[:i+3] + "***@" + u[i+3+j+1:]

@@ -36,6 +36,8 @@ type Frame struct {
 	Stale bool
 	// Timings are per-stage durations for this frame.
 	Timings Timings
+	// Overlaid is true when the boxes and HUD are burned into Image.
+	Overlaid bool
 }
 
 // Close frees the image.

@@ -23,9 +23,12 @@ type Metadata struct {
 	Width         int       `json:"width"`
 	Height        int       `json:"height"`
 	Stale         bool      `json:"stale"`
-	TimingsMS     TimingsMS `json:"timings_ms"`
-	Detections    []DetMeta `json:"detections"`
-	Truth         []BoxMeta `json:"truth,omitempty"`
+	// BurnedIn is true when the boxes are already drawn into the frame's
+	// pixels, so a viewer should not draw them again.
+	BurnedIn   bool      `json:"burned_in"`
+	TimingsMS  TimingsMS `json:"timings_ms"`
+	Detections []DetMeta `json:"detections"`
+	Truth      []BoxMeta `json:"truth,omitempty"`
 }
 
 // TimingsMS are per-stage durations in milliseconds.
@@ -69,7 +72,7 @@ func NewMetadata(f *frame.Frame) Metadata {
 		CaptureTime:   f.Captured.UTC(),
 		CaptureUnixMS: float64(f.Captured.UnixMicro()) / 1e3,
 		Width:         f.Image.Cols(), Height: f.Image.Rows(),
-		Stale: f.Stale,
+		Stale: f.Stale, BurnedIn: f.Overlaid,
 		TimingsMS: TimingsMS{
 			Queue: ms(f.Timings.Queue), Preprocess: ms(f.Timings.Preprocess), Infer: ms(f.Timings.Infer),
 			Decode: ms(f.Timings.Decode), Wait: ms(f.Timings.Wait), Track: ms(f.Timings.Track),

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -56,9 +57,13 @@ type Config struct {
 
 // Pipeline runs one source through the stages.
 type Pipeline struct {
-	cfg   Config
-	log   *zap.Logger
-	sched *infer.Scheduler
+	cfg     Config
+	log     *zap.Logger
+	sched   *infer.Scheduler
+	overlay atomic.Bool // burn-in, switchable while running
+	status  atomic.Value // string: the AI status of the newest frame
+
+	capQ, sinkQ atomic.Pointer[queue.Queue[*frame.Frame]]
 
 	mu      sync.Mutex // guards stats below, read by Snapshot
 	stages  map[string]*stats.Samples
@@ -100,7 +105,22 @@ func New(cfg Config) (*Pipeline, error) {
 	for _, s := range Stages {
 		p.stages[s] = &stats.Samples{}
 	}
+	p.overlay.Store(cfg.Overlay)
 	return p, nil
+}
+
+// SetOverlay switches burning boxes and the HUD into the frames, from the
+// next frame on. Viewers that draw their own boxes from the metadata want
+// clean pixels; a plain video player wants them burned in.
+func (p *Pipeline) SetOverlay(on bool) { p.overlay.Store(on) }
+
+// Overlay reports whether boxes are burned in.
+func (p *Pipeline) Overlay() bool { return p.overlay.Load() }
+
+// AIStatus is "ok", "stale" or "unavailable: <why>" for the newest frame.
+func (p *Pipeline) AIStatus() string {
+	s, _ := p.status.Load().(string)
+	return s
 }
 
 // Budget is the per-frame inference budget in force (after defaults).
@@ -123,6 +143,8 @@ func (p *Pipeline) Run(ctx context.Context) (Report, error) {
 	}
 	capQ := queue.New(2, capPolicy, release)
 	sinkQ := queue.New(p.cfg.SinkQueue, sinkPolicy, release)
+	p.capQ.Store(capQ)
+	p.sinkQ.Store(sinkQ)
 
 	if p.cfg.Detector != nil {
 		p.sched = infer.NewScheduler(ctx, p.cfg.Detector, infer.SchedulerConfig{
@@ -217,9 +239,11 @@ func (p *Pipeline) process(ctx context.Context, f *frame.Frame, drawer *overlay.
 			status = "ok"
 		}
 	}
+	p.status.Store(status)
 	t0 := time.Now()
-	if p.cfg.Overlay {
+	if p.overlay.Load() {
 		drawer.Draw(f, p.hud(status))
+		f.Overlaid = true
 	}
 	f.Timings.Overlay = time.Since(t0)
 	f.Timings.Total = time.Since(f.Captured)
@@ -320,7 +344,14 @@ func (p *Pipeline) logStats() {
 
 // Snapshot is the report so far, for periodic logs and metrics.
 func (p *Pipeline) Snapshot() Report {
-	return p.report(0, 0, 0)
+	var capDropped, sinkDropped uint64
+	if q := p.capQ.Load(); q != nil {
+		capDropped = q.Dropped()
+	}
+	if q := p.sinkQ.Load(); q != nil {
+		sinkDropped = q.Dropped()
+	}
+	return p.report(0, capDropped, sinkDropped)
 }
 
 func (p *Pipeline) report(seconds float64, capDropped, sinkDropped uint64) Report {

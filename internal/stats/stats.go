@@ -11,6 +11,7 @@ import (
 type Percentiles struct {
 	P50 float64 `json:"p50"`
 	P90 float64 `json:"p90"`
+	P95 float64 `json:"p95"`
 	P99 float64 `json:"p99"`
 	Max float64 `json:"max"`
 	N   int     `json:"n"`
@@ -47,16 +48,55 @@ func (s *Samples) Add(d time.Duration) {
 
 // Percentiles are nearest-rank percentiles of what was added.
 func (s *Samples) Percentiles() Percentiles {
-	if len(s.v) == 0 {
+	return percentiles(append([]float64(nil), s.v...), s.seen)
+}
+
+// percentiles sorts v in place.
+func percentiles(v []float64, seen int) Percentiles {
+	if len(v) == 0 {
 		return Percentiles{}
 	}
-	v := append([]float64(nil), s.v...)
 	sort.Float64s(v)
 	q := func(p float64) float64 {
 		i := int(math.Ceil(p*float64(len(v)))) - 1
 		return Round3(v[max(0, min(i, len(v)-1))])
 	}
-	return Percentiles{P50: q(0.50), P90: q(0.90), P99: q(0.99), Max: Round3(v[len(v)-1]), N: s.seen}
+	return Percentiles{P50: q(0.50), P90: q(0.90), P95: q(0.95), P99: q(0.99), Max: Round3(v[len(v)-1]), N: seen}
+}
+
+// Window keeps the newest values (milliseconds) for a live view: the HUD
+// wants the last seconds, not the whole session. Not safe for concurrent
+// use.
+type Window struct {
+	v    []float64
+	next int
+	full bool
+}
+
+// NewWindow keeps the last n values.
+func NewWindow(n int) *Window { return &Window{v: make([]float64, n)} }
+
+// Add records one value in milliseconds.
+func (w *Window) Add(ms float64) {
+	w.v[w.next] = ms
+	w.next++
+	if w.next == len(w.v) {
+		w.next, w.full = 0, true
+	}
+}
+
+// Len is the number of values held.
+func (w *Window) Len() int {
+	if w.full {
+		return len(w.v)
+	}
+	return w.next
+}
+
+// Percentiles of the values held.
+func (w *Window) Percentiles() Percentiles {
+	n := w.Len()
+	return percentiles(append([]float64(nil), w.v[:n]...), n)
 }
 
 // Round3 rounds to three decimals, for reports.

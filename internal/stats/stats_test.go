@@ -12,9 +12,9 @@ func TestPercentiles(t *testing.T) {
 		want Percentiles
 	}{
 		{"empty", nil, Percentiles{}},
-		{"one", []int{5}, Percentiles{5, 5, 5, 5, 1}},
+		{"one", []int{5}, Percentiles{5, 5, 5, 5, 5, 1}},
 		// Nearest rank over 1..100: p50 is the 50th value, p99 the 99th.
-		{"1..100", seq(100), Percentiles{50, 90, 99, 100, 100}},
+		{"1..100", seq(100), Percentiles{50, 90, 95, 99, 100, 100}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -35,4 +35,18 @@ func seq(n int) []int {
 		out[i] = n - i // unsorted on purpose
 	}
 	return out
+}
+
+func TestWindow(t *testing.T) {
+	w := NewWindow(4)
+	if p := w.Percentiles(); p.N != 0 {
+		t.Fatalf("empty window: %+v", p)
+	}
+	for _, v := range []float64{100, 100, 1, 2, 3, 4} {
+		w.Add(v)
+	}
+	p := w.Percentiles()
+	if p.N != 4 || p.Max != 4 || p.P50 != 2 {
+		t.Fatalf("window kept the wrong values: %+v", p)
+	}
 }

@@ -1,0 +1,337 @@
+// Package whepclient is a small WHEP player made of pion: it offers to
+// receive H.264 and the metadata DataChannel, counts what arrives and
+// leaves with DELETE. The loopback tests and `sonolive bench viewers` use
+// it as a stand-in for a remote expert's browser.
+package whepclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/pion/interceptor"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// Options tune a session.
+type Options struct {
+	// Token goes in "Authorization: Bearer".
+	Token string
+	// NoMetadata offers video only, like a third-party WHEP player.
+	NoMetadata bool
+	// HTTP is the client for signalling (default: 10 s timeout).
+	HTTP *http.Client
+}
+
+// Session is one connected viewer.
+type Session struct {
+	pc       *webrtc.PeerConnection
+	resource string
+	http     *http.Client
+	token    string
+	started  time.Time
+
+	mu        sync.Mutex
+	frames    int
+	keyframes int
+	packets   int
+	lost      int
+	metas     int
+	metaTS    map[uint32]bool
+	matched   int
+	firstKey  time.Time
+	first     time.Time
+	last      time.Time
+	lastSeq   uint16
+	haveSeq   bool
+	bytes     int
+	inKey     bool
+	state     webrtc.PeerConnectionState
+	frameTS   []uint32
+	lastMeta  []byte
+	readDelay time.Duration
+	done      chan struct{}
+}
+
+// Stats is what a session has received.
+type Stats struct {
+	Frames, Keyframes, Packets, Lost, Bytes int
+	// Metadata messages, and how many named the RTP timestamp of a frame
+	// that arrived.
+	Metadata, Matched int
+	// FirstKeyframe is the time from Dial to the first decodable frame.
+	FirstKeyframe time.Duration
+	// FPS over the received frames.
+	FPS   float64
+	State string
+}
+
+// HTTPError is a non-2xx answer from the server.
+type HTTPError struct {
+	Code int
+	Body string
+}
+
+func (e *HTTPError) Error() string { return fmt.Sprintf("whep: HTTP %d: %s", e.Code, e.Body) }
+
+func newAPI() (*webrtc.API, error) {
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{
+		MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
+		SDPFmtpLine:  "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+		RTCPFeedback: []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}},
+	}, PayloadType: 102}, webrtc.RTPCodecTypeVideo); err != nil {
+		return nil, err
+	}
+	reg := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(m, reg); err != nil {
+		return nil, err
+	}
+	se := webrtc.SettingEngine{}
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetICETimeouts(4*time.Second, 8*time.Second, time.Second)
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se)), nil
+}
+
+// Dial offers to the WHEP endpoint at endpoint and returns once the answer
+// is applied; media arrives in the background.
+func Dial(ctx context.Context, endpoint string, opt Options) (*Session, error) {
+	api, err := newAPI()
+	if err != nil {
+		return nil, err
+	}
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, err
+	}
+	s := &Session{pc: pc, http: opt.HTTP, token: opt.Token, started: time.Now(), metaTS: map[uint32]bool{}, done: make(chan struct{})}
+	if s.http == nil {
+		s.http = &http.Client{Timeout: 10 * time.Second}
+	}
+	fail := func(err error) (*Session, error) { pc.Close(); return nil, err }
+	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+		return fail(err)
+	}
+	if !opt.NoMetadata {
+		ordered, negotiated := false, true
+		var retransmits, id uint16 = 0, 0
+		dc, err := pc.CreateDataChannel("metadata", &webrtc.DataChannelInit{Ordered: &ordered, MaxRetransmits: &retransmits, Negotiated: &negotiated, ID: &id})
+		if err != nil {
+			return fail(err)
+		}
+		dc.OnMessage(s.onMeta)
+	}
+	pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) { go s.readTrack(t) })
+	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		s.mu.Lock()
+		s.state = st
+		s.mu.Unlock()
+	})
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		return fail(err)
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		return fail(err)
+	}
+	select {
+	case <-gathered:
+	case <-ctx.Done():
+		return fail(ctx.Err())
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewBufferString(pc.LocalDescription().SDP))
+	if err != nil {
+		return fail(err)
+	}
+	req.Header.Set("Content-Type", "application/sdp")
+	if opt.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+opt.Token)
+	}
+	resp, err := s.http.Do(req)
+	if err != nil {
+		return fail(err)
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return fail(&HTTPError{Code: resp.StatusCode, Body: string(bytes.TrimSpace(body))})
+	}
+	loc, err := resp.Location()
+	if err != nil {
+		return fail(fmt.Errorf("whep: answer without Location: %w", err))
+	}
+	s.resource = loc.String()
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
+		return fail(fmt.Errorf("whep: bad answer: %w", err))
+	}
+	return s, nil
+}
+
+// Resource is the session's WHEP resource URL.
+func (s *Session) Resource() string { return s.resource }
+
+// SetReadDelay makes the viewer read each packet this late: a slow client.
+func (s *Session) SetReadDelay(d time.Duration) {
+	s.mu.Lock()
+	s.readDelay = d
+	s.mu.Unlock()
+}
+
+func (s *Session) onMeta(m webrtc.DataChannelMessage) {
+	var msg struct {
+		RTPTimestamp uint32 `json:"rtp_ts"`
+	}
+	if json.Unmarshal(m.Data, &msg) != nil {
+		return
+	}
+	s.mu.Lock()
+	s.metas++
+	s.metaTS[msg.RTPTimestamp] = true
+	s.lastMeta = m.Data
+	s.mu.Unlock()
+}
+
+func (s *Session) readTrack(t *webrtc.TrackRemote) {
+	pkt := &rtp.Packet{}
+	buf := make([]byte, 1600)
+	for {
+		n, _, err := t.Read(buf)
+		if err != nil {
+			return
+		}
+		if err := pkt.Unmarshal(buf[:n]); err != nil {
+			continue
+		}
+		s.mu.Lock()
+		d := s.readDelay
+		s.onPacket(pkt, n)
+		s.mu.Unlock()
+		if d > 0 {
+			time.Sleep(d)
+		}
+	}
+}
+
+// onPacket counts a packet; a frame is complete at its marker bit.
+func (s *Session) onPacket(p *rtp.Packet, n int) {
+	s.packets++
+	s.bytes += n
+	if s.haveSeq {
+		if gap := p.SequenceNumber - s.lastSeq - 1; gap > 0 && gap < 1000 {
+			s.lost += int(gap)
+		}
+	}
+	s.lastSeq, s.haveSeq = p.SequenceNumber, true
+	if isIDR(p.Payload) {
+		s.inKey = true
+	}
+	if !p.Marker {
+		return
+	}
+	now := time.Now()
+	s.frames++
+	if s.first.IsZero() {
+		s.first = now
+	}
+	s.last = now
+	if s.inKey {
+		s.keyframes++
+		if s.firstKey.IsZero() {
+			s.firstKey = now
+		}
+	}
+	s.inKey = false
+	s.frameTS = append(s.frameTS, p.Timestamp)
+}
+
+// isIDR looks for an IDR slice in an H.264 RTP payload (single NAL, STAP-A
+// or the start of an FU-A).
+func isIDR(pl []byte) bool {
+	if len(pl) < 2 {
+		return false
+	}
+	switch pl[0] & 0x1f {
+	case 5:
+		return true
+	case 24: // STAP-A
+		for i := 1; i+2 < len(pl); {
+			size := int(pl[i])<<8 | int(pl[i+1])
+			if i+2 < len(pl) && pl[i+2]&0x1f == 5 {
+				return true
+			}
+			i += 2 + size
+		}
+	case 28: // FU-A
+		return pl[1]&0x80 != 0 && pl[1]&0x1f == 5
+	}
+	return false
+}
+
+// Stats returns what has arrived so far.
+func (s *Session) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Stats{Frames: s.frames, Keyframes: s.keyframes, Packets: s.packets, Lost: s.lost, Bytes: s.bytes,
+		Metadata: s.metas, State: s.state.String()}
+	for _, ts := range s.frameTS {
+		if s.metaTS[ts] {
+			st.Matched++
+		}
+	}
+	if !s.firstKey.IsZero() {
+		st.FirstKeyframe = s.firstKey.Sub(s.started)
+	}
+	if s.frames > 1 {
+		st.FPS = float64(s.frames-1) / s.last.Sub(s.first).Seconds()
+	}
+	return st
+}
+
+// LastMetadata is the newest DataChannel message.
+func (s *Session) LastMetadata() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastMeta
+}
+
+// Reset zeroes the counters, to measure a window.
+func (s *Session) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.frames, s.keyframes, s.packets, s.lost, s.metas, s.bytes = 0, 0, 0, 0, 0, 0
+	s.first, s.last = time.Time{}, time.Time{}
+	s.frameTS = s.frameTS[:0]
+	s.metaTS = map[uint32]bool{}
+}
+
+// Close leaves with DELETE and closes the peer connection.
+func (s *Session) Close(ctx context.Context) error {
+	var errs []error
+	if s.resource != "" {
+		req, err := http.NewRequestWithContext(ctx, http.MethodDelete, s.resource, nil)
+		if err == nil {
+			if s.token != "" {
+				req.Header.Set("Authorization", "Bearer "+s.token)
+			}
+			resp, err := s.http.Do(req)
+			if err != nil {
+				errs = append(errs, err)
+			} else {
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
+					errs = append(errs, &HTTPError{Code: resp.StatusCode})
+				}
+			}
+		}
+	}
+	errs = append(errs, s.pc.Close())
+	return errors.Join(errs...)
+}

@@ -1,0 +1,441 @@
+// Package stream takes the annotated frames out of the pipeline to the
+// people watching: it encodes each frame once (H.264, x264), packetises it
+// once into RTP and fans the same packets out to every WebRTC viewer, each
+// with its own bounded send queue, and sends every frame's findings on the
+// viewer's DataChannel keyed by the frame's RTP timestamp. A slow viewer
+// drops frames and waits for the next keyframe; it never slows the source or
+// the other viewers.
+package stream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/rtp/codecs"
+	"github.com/pion/sdp/v3"
+	"github.com/pion/webrtc/v4"
+	"go.uber.org/zap"
+
+	"sonolive/frame"
+	"sonolive/internal/stats"
+	"sonolive/overlay"
+)
+
+// Errors callers map to HTTP statuses.
+var (
+	// ErrBadOffer: the offer is not SDP, or offers nothing we can send.
+	ErrBadOffer = errors.New("bad SDP offer")
+	// ErrFull: the relay has its maximum number of viewers.
+	ErrFull = errors.New("too many viewers")
+	// ErrNoViewer: no viewer with that id.
+	ErrNoViewer = errors.New("no such viewer")
+	// ErrClosed: the relay is shutting down.
+	ErrClosed = errors.New("relay closed")
+)
+
+// Config sets up a relay for one source.
+type Config struct {
+	Source  string
+	Encoder EncoderConfig
+	// API builds the peer connections (NewAPI); shared by all relays so
+	// they can share one UDP port.
+	API        *webrtc.API
+	ICEServers []webrtc.ICEServer
+	// ViewerQueue is each viewer's send queue in frames (default 15,
+	// half a second at 30 fps): a viewer that falls further behind drops.
+	ViewerQueue int
+	// MaxViewers bounds the number of viewers (default 100).
+	MaxViewers int
+	// MetaBuffer is the most DataChannel bytes queued for one viewer
+	// before its metadata messages are dropped (default 256 KiB).
+	MetaBuffer int
+	// GatherTimeout bounds ICE gathering before an answer goes out
+	// (default 2 s).
+	GatherTimeout time.Duration
+	// KeyframeGap is the shortest gap between keyframes forced on
+	// request, so a burst of joins or PLIs costs one keyframe (default
+	// 200 ms).
+	KeyframeGap time.Duration
+	// OnViewer, when set, hears about viewers joining and leaving. It must
+	// not block.
+	OnViewer func(ViewerEvent)
+	// OnEncode, when set, receives each frame's encode time and size.
+	OnEncode func(d time.Duration, bytes int)
+	Logger   *zap.Logger
+}
+
+// ViewerEvent tells that a viewer joined or left.
+type ViewerEvent struct {
+	Source  string `json:"source"`
+	Event   string `json:"event"` // "joined" or "left"
+	ID      string `json:"id"`
+	Role    string `json:"role"`
+	Viewers int    `json:"viewers"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// Relay is one source's encoder and its viewers. It is a pipeline sink.
+type Relay struct {
+	cfg       Config
+	log       *zap.Logger
+	enc       *Encoder
+	payloader codecs.H264Payloader
+
+	// Written only by the sink goroutine (Write).
+	tsBase  uint32
+	t0      time.Time
+	lastTS  uint32
+	lastKey time.Time
+
+	wantKey atomic.Bool
+
+	mu      sync.RWMutex
+	viewers map[string]*Viewer
+	closed  bool
+	nextID  uint64
+
+	smu       sync.Mutex // guards the stats below
+	frames    uint64
+	keyframes uint64
+	bytes     uint64
+	encErrs   uint64
+	lastErr   string
+	encode    stats.Samples
+	lastFrame time.Time
+	width     int
+	height    int
+}
+
+// mtu leaves room for SRTP and TURN headers on common paths.
+const mtu = 1200
+
+// New returns a relay; Write feeds it.
+func New(cfg Config) (*Relay, error) {
+	if cfg.API == nil {
+		return nil, errors.New("stream: Config.API is nil")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.ViewerQueue <= 0 {
+		cfg.ViewerQueue = 15
+	}
+	if cfg.MaxViewers <= 0 {
+		cfg.MaxViewers = 100
+	}
+	if cfg.MetaBuffer <= 0 {
+		cfg.MetaBuffer = 256 << 10
+	}
+	if cfg.GatherTimeout <= 0 {
+		cfg.GatherTimeout = 2 * time.Second
+	}
+	if cfg.KeyframeGap <= 0 {
+		cfg.KeyframeGap = 200 * time.Millisecond
+	}
+	return &Relay{
+		cfg: cfg, log: cfg.Logger.With(zap.String("source", cfg.Source)),
+		enc:     NewEncoder(cfg.Encoder),
+		tsBase:  rand.Uint32(),
+		viewers: map[string]*Viewer{},
+	}, nil
+}
+
+// sample is one encoded frame, shared read-only by every viewer.
+type sample struct {
+	seq  uint64
+	ts   uint32
+	key  bool
+	pkts []*rtp.Packet
+	meta []byte
+}
+
+// wireMeta is the DataChannel message: the frame's metadata plus the RTP
+// timestamp that ties it to the video frame.
+type wireMeta struct {
+	*overlay.Metadata
+	RTPTimestamp uint32 `json:"rtp_ts"`
+}
+
+// Write encodes one annotated frame and queues it to every viewer. Encode
+// failures are counted and logged, never returned: the pipeline would
+// disable the sink, and one bad frame must not end the stream.
+func (r *Relay) Write(f *frame.Frame, meta *overlay.Metadata) error {
+	if r.wantKey.Load() && time.Since(r.lastKey) >= r.cfg.KeyframeGap {
+		r.wantKey.Store(false)
+		r.enc.ForceKeyframe()
+	}
+	t0 := time.Now()
+	au, key, err := r.enc.Encode(f.Image)
+	d := time.Since(t0)
+	if err != nil {
+		r.smu.Lock()
+		r.encErrs++
+		n := r.encErrs
+		r.lastErr = err.Error()
+		r.smu.Unlock()
+		if n == 1 || n%100 == 0 {
+			r.log.Error("encode failed", zap.Uint64("seq", f.Seq), zap.Uint64("encode_errors", n), zap.Error(err))
+		}
+		return nil
+	}
+	if key {
+		r.lastKey = t0
+	}
+	if r.cfg.OnEncode != nil {
+		r.cfg.OnEncode(d, len(au))
+	}
+
+	// RTP time follows capture time, so the browser's jitter buffer sees
+	// the source's real pacing and the timestamp maps back to capture.
+	if r.t0.IsZero() {
+		r.t0 = f.Captured
+	}
+	ts := r.tsBase + uint32(f.Captured.Sub(r.t0).Seconds()*90000)
+	if r.frames > 0 && int32(ts-r.lastTS) <= 0 {
+		ts = r.lastTS + 1
+	}
+	r.lastTS = ts
+
+	payloads := r.payloader.Payload(mtu-12, au)
+	s := &sample{seq: f.Seq, ts: ts, key: key, pkts: make([]*rtp.Packet, len(payloads))}
+	for i, p := range payloads {
+		s.pkts[i] = &rtp.Packet{Header: rtp.Header{Version: 2, Marker: i == len(payloads)-1, Timestamp: ts}, Payload: p}
+	}
+	if s.meta, err = json.Marshal(wireMeta{Metadata: meta, RTPTimestamp: ts}); err != nil {
+		return fmt.Errorf("stream: metadata: %w", err)
+	}
+
+	r.smu.Lock()
+	r.frames++
+	r.bytes += uint64(len(au))
+	if key {
+		r.keyframes++
+	}
+	r.encode.Add(d)
+	r.lastFrame = time.Now()
+	r.width, r.height = f.Image.Cols(), f.Image.Rows()
+	r.smu.Unlock()
+
+	r.mu.RLock()
+	for _, v := range r.viewers {
+		v.offer(s)
+	}
+	r.mu.RUnlock()
+	return nil
+}
+
+// requestKeyframe asks for an IDR soon; requests within KeyframeGap of the
+// last keyframe coalesce into one.
+func (r *Relay) requestKeyframe() { r.wantKey.Store(true) }
+
+// AddViewer answers a WHEP offer: a new viewer that will receive the video
+// (and the metadata DataChannel when the offer has an application
+// section). The answer carries all our ICE candidates.
+func (r *Relay) AddViewer(ctx context.Context, offer, role string) (*Viewer, string, error) {
+	hasApp, err := checkOffer(offer)
+	if err != nil {
+		return nil, "", err
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, "", ErrClosed
+	}
+	if len(r.viewers) >= r.cfg.MaxViewers {
+		r.mu.Unlock()
+		return nil, "", fmt.Errorf("%w: %d", ErrFull, r.cfg.MaxViewers)
+	}
+	r.nextID++
+	id := fmt.Sprintf("v%d-%04x", r.nextID, rand.Uint32()&0xffff)
+	r.mu.Unlock()
+
+	pc, err := r.cfg.API.NewPeerConnection(webrtc.Configuration{ICEServers: r.cfg.ICEServers})
+	if err != nil {
+		return nil, "", fmt.Errorf("stream: peer connection: %w", err)
+	}
+	v, answer, err := r.negotiate(ctx, pc, id, role, offer, hasApp)
+	if err != nil {
+		pc.Close()
+		return nil, "", err
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		v.close("relay closed")
+		return nil, "", ErrClosed
+	}
+	r.viewers[id] = v
+	n := len(r.viewers)
+	r.mu.Unlock()
+	v.start()
+	r.requestKeyframe()
+	r.log.Info("viewer joined", zap.String("viewer", id), zap.String("role", role), zap.Int("viewers", n))
+	r.emit(ViewerEvent{Event: "joined", ID: id, Role: role, Viewers: n})
+	return v, answer, nil
+}
+
+func (r *Relay) negotiate(ctx context.Context, pc *webrtc.PeerConnection, id, role, offer string, hasApp bool) (*Viewer, string, error) {
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
+		return nil, "", fmt.Errorf("%w: %v", ErrBadOffer, err)
+	}
+	track, err := webrtc.NewTrackLocalStaticRTP(h264Codec, "video", "sonolive-"+r.cfg.Source)
+	if err != nil {
+		return nil, "", err
+	}
+	sender, err := pc.AddTrack(track)
+	if err != nil {
+		return nil, "", fmt.Errorf("stream: add track: %w", err)
+	}
+	var dc *webrtc.DataChannel
+	if hasApp {
+		ordered, negotiated := false, true
+		var retransmits, chID uint16 = 0, 0
+		dc, err = pc.CreateDataChannel("metadata", &webrtc.DataChannelInit{
+			Ordered: &ordered, MaxRetransmits: &retransmits, Negotiated: &negotiated, ID: &chID,
+		})
+		if err != nil {
+			return nil, "", fmt.Errorf("stream: data channel: %w", err)
+		}
+	}
+	answer, err := pc.CreateAnswer(nil)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %v", ErrBadOffer, err)
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(answer); err != nil {
+		return nil, "", fmt.Errorf("%w: %v", ErrBadOffer, err)
+	}
+	select {
+	case <-gathered:
+	case <-time.After(r.cfg.GatherTimeout):
+		r.log.Warn("ICE gathering incomplete; answering with what we have", zap.String("viewer", id))
+	case <-ctx.Done():
+		return nil, "", ctx.Err()
+	}
+	v := newViewer(r, id, role, pc, track, sender, dc)
+	return v, pc.LocalDescription().SDP, nil
+}
+
+// checkOffer rejects what is not SDP or offers no H.264 video before any
+// WebRTC state is made, with a reason a client developer can act on.
+func checkOffer(offer string) (hasApp bool, err error) {
+	if strings.TrimSpace(offer) == "" {
+		return false, fmt.Errorf("%w: empty body", ErrBadOffer)
+	}
+	var sd sdp.SessionDescription
+	if err := sd.UnmarshalString(offer); err != nil {
+		return false, fmt.Errorf("%w: %v", ErrBadOffer, err)
+	}
+	hasH264 := false
+	for _, m := range sd.MediaDescriptions {
+		switch m.MediaName.Media {
+		case "application":
+			hasApp = true
+		case "video":
+			for _, a := range m.Attributes {
+				if a.Key == "rtpmap" && strings.Contains(strings.ToUpper(a.Value), "H264/90000") {
+					hasH264 = true
+				}
+			}
+		}
+	}
+	if !hasH264 {
+		return false, fmt.Errorf("%w: no H.264 video section (sonolive sends H.264 constrained baseline)", ErrBadOffer)
+	}
+	return hasApp, nil
+}
+
+// Viewer returns the viewer with id.
+func (r *Relay) Viewer(id string) (*Viewer, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	v, ok := r.viewers[id]
+	return v, ok
+}
+
+// RemoveViewer disconnects a viewer and waits for its goroutines.
+func (r *Relay) RemoveViewer(id, reason string) error {
+	r.mu.Lock()
+	v, ok := r.viewers[id]
+	delete(r.viewers, id)
+	n := len(r.viewers)
+	r.mu.Unlock()
+	if !ok {
+		return ErrNoViewer
+	}
+	v.close(reason)
+	st := v.Stats()
+	r.log.Info("viewer left", zap.String("viewer", id), zap.String("reason", reason), zap.Int("viewers", n),
+		zap.Uint64("frames_sent", st.Frames), zap.Uint64("frames_dropped", st.Dropped))
+	r.emit(ViewerEvent{Event: "left", ID: id, Role: v.role, Viewers: n, Reason: reason})
+	return nil
+}
+
+func (r *Relay) emit(ev ViewerEvent) {
+	if r.cfg.OnViewer != nil {
+		ev.Source = r.cfg.Source
+		r.cfg.OnViewer(ev)
+	}
+}
+
+// Close disconnects every viewer and frees the encoder. The pipeline's
+// sink Close does not call it: a relay outlives a source that reconnects.
+func (r *Relay) Close() error {
+	r.mu.Lock()
+	r.closed = true
+	ids := make([]string, 0, len(r.viewers))
+	for id := range r.viewers {
+		ids = append(ids, id)
+	}
+	r.mu.Unlock()
+	for _, id := range ids {
+		r.RemoveViewer(id, "server stopping")
+	}
+	return r.enc.Close()
+}
+
+// Stats is a snapshot of the relay.
+type Stats struct {
+	Frames       uint64        `json:"frames"`
+	Keyframes    uint64        `json:"keyframes"`
+	Bytes        uint64        `json:"bytes"`
+	EncodeErrors uint64        `json:"encode_errors"`
+	LastError    string        `json:"last_error,omitempty"`
+	EncodeMS     Percentiles   `json:"encode_ms"`
+	LastFrame    time.Time     `json:"last_frame"`
+	Width        int           `json:"width"`
+	Height       int           `json:"height"`
+	Viewers      []ViewerStats `json:"viewers"`
+}
+
+// Percentiles summarise a latency in milliseconds.
+type Percentiles = stats.Percentiles
+
+// Stats returns counters and every viewer's counters.
+func (r *Relay) Stats() Stats {
+	r.smu.Lock()
+	s := Stats{Frames: r.frames, Keyframes: r.keyframes, Bytes: r.bytes, EncodeErrors: r.encErrs, LastError: r.lastErr,
+		EncodeMS: r.encode.Percentiles(), LastFrame: r.lastFrame, Width: r.width, Height: r.height}
+	r.smu.Unlock()
+	r.mu.RLock()
+	for _, v := range r.viewers {
+		s.Viewers = append(s.Viewers, v.Stats())
+	}
+	r.mu.RUnlock()
+	return s
+}
+
+// ViewerCount is the number of connected viewers.
+func (r *Relay) ViewerCount() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.viewers)
+}

@@ -1,0 +1,224 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+	"go.uber.org/zap"
+)
+
+// Viewer is one WebRTC peer watching a relay.
+type Viewer struct {
+	relay  *Relay
+	id     string
+	role   string
+	joined time.Time
+	pc     *webrtc.PeerConnection
+	track  *webrtc.TrackLocalStaticRTP
+	sender *webrtc.RTPSender
+	dc     *webrtc.DataChannel // nil when the offer had no application section
+
+	// q is the bounded send queue. offer (relay goroutine) never blocks on
+	// it: when full the frame is dropped and the viewer waits for the next
+	// keyframe, since H.264 after a gap would only show corruption.
+	q       chan *sample
+	waitKey atomic.Bool
+	// write sends one packet; swappable so tests can slow one viewer down.
+	write atomic.Pointer[func(*rtp.Packet) error]
+	seq   uint16 // the viewer's own RTP sequence: no gaps when it drops
+
+	frames, dropped, waiting atomic.Uint64
+	metaSent, metaDropped    atomic.Uint64
+	plis                     atomic.Uint64
+	state                    atomic.Value // webrtc.PeerConnectionState
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+func newViewer(r *Relay, id, role string, pc *webrtc.PeerConnection, track *webrtc.TrackLocalStaticRTP, sender *webrtc.RTPSender, dc *webrtc.DataChannel) *Viewer {
+	ctx, cancel := context.WithCancel(context.Background())
+	v := &Viewer{relay: r, id: id, role: role, joined: time.Now(), pc: pc, track: track, sender: sender, dc: dc,
+		q: make(chan *sample, r.cfg.ViewerQueue), ctx: ctx, cancel: cancel}
+	w := track.WriteRTP
+	v.write.Store(&w)
+	v.waitKey.Store(true)
+	v.state.Store(pc.ConnectionState())
+	return v
+}
+
+// ID is the viewer's id, the last element of its WHEP resource URL.
+func (v *Viewer) ID() string { return v.id }
+
+// Role is the role of the token the viewer joined with.
+func (v *Viewer) Role() string { return v.role }
+
+func (v *Viewer) start() {
+	v.pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		v.state.Store(s)
+		switch s {
+		case webrtc.PeerConnectionStateConnected:
+			v.relay.requestKeyframe()
+		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
+			// Not from inside pion's callback: RemoveViewer waits for
+			// pion's goroutines.
+			go v.relay.RemoveViewer(v.id, "connection "+s.String())
+		}
+	})
+	v.wg.Add(2)
+	go v.sendLoop()
+	go v.rtcpLoop()
+}
+
+// offer queues s without blocking; called for every frame by the relay.
+func (v *Viewer) offer(s *sample) {
+	if v.waitKey.Load() && !s.key {
+		v.waiting.Add(1)
+		return
+	}
+	select {
+	case v.q <- s:
+		if s.key {
+			v.waitKey.Store(false)
+		}
+	default:
+		v.dropped.Add(1)
+		if !v.waitKey.Swap(true) {
+			v.relay.log.Debug("viewer behind; dropping to next keyframe", zap.String("viewer", v.id), zap.Uint64("seq", s.seq))
+		}
+		v.relay.requestKeyframe()
+	}
+}
+
+func (v *Viewer) sendLoop() {
+	defer v.wg.Done()
+	for {
+		select {
+		case <-v.ctx.Done():
+			return
+		case s := <-v.q:
+			if err := v.send(s); err != nil {
+				if !errors.Is(err, io.ErrClosedPipe) {
+					v.relay.log.Warn("viewer send failed", zap.String("viewer", v.id), zap.Uint64("seq", s.seq), zap.Error(err))
+				}
+				return
+			}
+		}
+	}
+}
+
+// send writes the frame's metadata, then its packets: the findings should
+// be in the browser before the frame is on screen.
+func (v *Viewer) send(s *sample) error {
+	if v.dc != nil && v.dc.ReadyState() == webrtc.DataChannelStateOpen {
+		// SCTP buffers without bound; a viewer that cannot keep up loses
+		// metadata rather than our memory.
+		if int(v.dc.BufferedAmount()) > v.relay.cfg.MetaBuffer {
+			v.metaDropped.Add(1)
+		} else if err := v.dc.Send(s.meta); err != nil {
+			v.metaDropped.Add(1)
+		} else {
+			v.metaSent.Add(1)
+		}
+	}
+	for _, p := range s.pkts {
+		pkt := *p
+		pkt.SequenceNumber = v.seq
+		v.seq++
+		if err := (*v.write.Load())(&pkt); err != nil {
+			return err
+		}
+	}
+	v.frames.Add(1)
+	return nil
+}
+
+// rtcpLoop reads the viewer's RTCP, which also lets pion's interceptors
+// (NACK responder, reports) work, and turns PLI/FIR into a keyframe.
+func (v *Viewer) rtcpLoop() {
+	defer v.wg.Done()
+	for {
+		pkts, _, err := v.sender.ReadRTCP()
+		if err != nil {
+			return
+		}
+		for _, p := range pkts {
+			switch p.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				v.plis.Add(1)
+				v.relay.requestKeyframe()
+			}
+		}
+	}
+}
+
+// AddCandidates applies a trickle-ICE SDP fragment (RFC 8840).
+func (v *Viewer) AddCandidates(frag string) error {
+	mid := ""
+	n := 0
+	for _, line := range strings.Split(strings.ReplaceAll(frag, "\r\n", "\n"), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(line, "a=mid:"):
+			mid = strings.TrimPrefix(line, "a=mid:")
+		case strings.HasPrefix(line, "a=candidate:"):
+			c := webrtc.ICECandidateInit{Candidate: strings.TrimPrefix(line, "a=")}
+			if mid != "" {
+				m := mid
+				c.SDPMid = &m
+			}
+			if err := v.pc.AddICECandidate(c); err != nil {
+				return fmt.Errorf("%w: candidate %q: %v", ErrBadOffer, line, err)
+			}
+			n++
+		case strings.HasPrefix(line, "a=end-of-candidates"):
+		}
+	}
+	return nil
+}
+
+func (v *Viewer) close(reason string) {
+	v.closeOnce.Do(func() {
+		v.cancel()
+		if err := v.pc.Close(); err != nil {
+			v.relay.log.Debug("closing peer connection", zap.String("viewer", v.id), zap.Error(err))
+		}
+		v.wg.Wait()
+	})
+}
+
+// ViewerStats are one viewer's counters.
+type ViewerStats struct {
+	ID     string    `json:"id"`
+	Role   string    `json:"role"`
+	State  string    `json:"state"`
+	Joined time.Time `json:"joined"`
+	// Frames sent; Dropped because the queue was full; Waiting skipped
+	// while waiting for a keyframe (after joining or a drop).
+	Frames      uint64 `json:"frames"`
+	Dropped     uint64 `json:"dropped"`
+	Waiting     uint64 `json:"waiting"`
+	MetaSent    uint64 `json:"meta_sent"`
+	MetaDropped uint64 `json:"meta_dropped"`
+	PLIs        uint64 `json:"plis"`
+	Queued      int    `json:"queued"`
+}
+
+// Stats returns the viewer's counters.
+func (v *Viewer) Stats() ViewerStats {
+	st, _ := v.state.Load().(webrtc.PeerConnectionState)
+	return ViewerStats{ID: v.id, Role: v.role, State: st.String(), Joined: v.joined,
+		Frames: v.frames.Load(), Dropped: v.dropped.Load(), Waiting: v.waiting.Load(),
+		MetaSent: v.metaSent.Load(), MetaDropped: v.metaDropped.Load(), PLIs: v.plis.Load(), Queued: len(v.q)}
+}
