@@ -60,7 +60,7 @@ type Pipeline struct {
 	cfg     Config
 	log     *zap.Logger
 	sched   *infer.Scheduler
-	overlay atomic.Bool // burn-in, switchable while running
+	overlay atomic.Bool  // burn-in, switchable while running
 	status  atomic.Value // string: the AI status of the newest frame
 
 	capQ, sinkQ atomic.Pointer[queue.Queue[*frame.Frame]]
