@@ -1,5 +1,6 @@
 // Command sonolive is the real-time ultrasound AI streaming service.
 //
+//	sonolive serve    serve the live annotated stream to the web pages and WHEP players
 //	sonolive run      run the live pipeline on one source (offline or paced)
 //	sonolive eval     measure a detector on a COCO data set through the live path
 //	sonolive phantom  write synthetic phantom frames with ground truth (COCO)
@@ -26,6 +27,8 @@ func main() {
 		err = runCmd(os.Args[2:])
 	case "phantom":
 		err = phantomCmd(os.Args[2:])
+	case "serve":
+		err = serveCmd(os.Args[2:])
 	case "eval":
 		err = evalCmd(os.Args[2:])
 	case "-h", "--help", "help":
@@ -47,6 +50,7 @@ func usage() {
 	fmt.Fprint(os.Stderr, `usage: sonolive <command> [flags]
 
 commands:
+  serve     serve the live annotated stream: web pages for the sonographer and experts, WebRTC/WHEP
   run       run the live pipeline on one source: capture -> AI within a latency budget -> overlay
   eval      measure a detector on a COCO data set through the live pipeline's preprocessing and decoding
   phantom   write synthetic phantom frames and their ground truth as a COCO data set

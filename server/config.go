@@ -1,0 +1,182 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is `sonolive serve`'s configuration. sonolive.example.yaml shows
+// every field with its default; keep the two together.
+type Config struct {
+	// Listen is the HTTP(S) address.
+	Listen string `yaml:"listen"`
+	// PublicURL is the base of the links we print and hand out
+	// (default: http(s)://localhost<port>). Set it to the address
+	// experts reach, e.g. https://scanner-3.clinic.example:8443.
+	PublicURL string    `yaml:"public_url"`
+	TLS       TLSConfig `yaml:"tls"`
+	Auth      Auth      `yaml:"auth"`
+	WebRTC    WebRTC    `yaml:"webrtc"`
+	Stream    Stream    `yaml:"stream"`
+	AI        AI        `yaml:"ai"`
+	Sources   []Source  `yaml:"sources"`
+	LogLevel  string    `yaml:"log_level"`
+}
+
+// TLSConfig enables HTTPS when both files are set. Browsers only allow
+// WebRTC pages on https or localhost, so a remote expert needs this (or a
+// TLS proxy in front).
+type TLSConfig struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Auth sets the invite tokens.
+type Auth struct {
+	// Secret signs tokens; empty: random per start (links die with the
+	// process).
+	Secret string `yaml:"secret"`
+	// SonographerTTL is the lifetime of the sonographer's link printed
+	// at start-up.
+	SonographerTTL time.Duration `yaml:"sonographer_ttl"`
+	// InviteTTL is the default lifetime of an expert invite.
+	InviteTTL time.Duration `yaml:"invite_ttl"`
+	// MaxInviteTTL caps what the page may ask for.
+	MaxInviteTTL time.Duration `yaml:"max_invite_ttl"`
+}
+
+// WebRTC sets the ICE side.
+type WebRTC struct {
+	// UDPPort multiplexes all peers on one UDP port; 0: ephemeral ports.
+	UDPPort int `yaml:"udp_port"`
+	// NAT1To1IPs: public IPs to advertise behind a static NAT.
+	NAT1To1IPs []string `yaml:"nat_1to1_ips"`
+	// ICEServers: STUN/TURN URLs handed to the server's peers.
+	ICEServers []string `yaml:"ice_servers"`
+	// IncludeLoopback offers 127.0.0.1 candidates (same-host viewers).
+	IncludeLoopback bool `yaml:"include_loopback"`
+}
+
+// Stream sets the encoder and the fan-out.
+type Stream struct {
+	// BitrateKbps is the delivered H.264 bitrate target.
+	BitrateKbps int `yaml:"bitrate_kbps"`
+	// KeyframeInterval is the longest gap between keyframes.
+	KeyframeInterval time.Duration `yaml:"keyframe_interval"`
+	// ViewerQueue is each viewer's send queue, in frames.
+	ViewerQueue int `yaml:"viewer_queue"`
+	// MaxViewers per source.
+	MaxViewers int `yaml:"max_viewers"`
+	// BurnIn draws boxes and the HUD into the video at start; the
+	// sonographer's page switches it per session.
+	BurnIn bool `yaml:"burn_in"`
+}
+
+// AI selects the detector, shared by all sources unless a source says
+// otherwise.
+type AI struct {
+	// Preset is the embedded model to use when Model is empty.
+	Preset string `yaml:"preset"`
+	// Model is an ONNX file; "none" runs without AI.
+	Model string `yaml:"model"`
+	// ORTLib is the ONNX Runtime library (default: $ORT_LIB, .cache, system).
+	ORTLib string `yaml:"ort_lib"`
+	// Threads for ONNX Runtime's intra-op pool.
+	Threads int `yaml:"threads"`
+	// Threshold: minimum score; 0 takes the model's operating point.
+	Threshold float64 `yaml:"threshold"`
+	// Budget: longest a frame waits for its own inference; 0: one frame
+	// interval.
+	Budget time.Duration `yaml:"budget"`
+	// MinHits: inferences that must see a lesion before it is shown.
+	MinHits int `yaml:"min_hits"`
+}
+
+// Source is one live input; each runs its own pipeline and relay.
+type Source struct {
+	// ID names the source in URLs, metrics and logs ([a-z0-9_-]).
+	ID string `yaml:"id"`
+	// URL is a capture spec (see `sonolive run --help`).
+	URL string `yaml:"url"`
+	// Crop is x,y,w,h of the scanner's image area; empty: whole frame.
+	Crop string `yaml:"crop"`
+	// Masks are x,y,w,h areas filled black first (PHI).
+	Masks []string `yaml:"masks"`
+	// Preset overrides ai.preset for this source (e.g. thyroid).
+	Preset string `yaml:"preset"`
+}
+
+// Default is the configuration with nothing set: the phantom at 720p30,
+// the shipped breast model, http://localhost:8080.
+func Default() Config {
+	return Config{
+		Listen: ":8080",
+		Auth:   Auth{SonographerTTL: 12 * time.Hour, InviteTTL: time.Hour, MaxInviteTTL: 24 * time.Hour},
+		WebRTC: WebRTC{IncludeLoopback: true},
+		Stream: Stream{BitrateKbps: 2500, KeyframeInterval: 2 * time.Second, ViewerQueue: 15, MaxViewers: 100, BurnIn: true},
+		AI:     AI{Preset: "breast", Threads: 1, MinHits: 2},
+		Sources: []Source{{
+			ID: "phantom", URL: "phantom://?seed=1&lesions=2&width=1280&height=720&fps=30",
+		}},
+		LogLevel: "info",
+	}
+}
+
+// Load reads a YAML file over the defaults. Unknown keys are errors: a
+// typo in a clinic's config should not silently do nothing.
+func Load(path string) (Config, error) {
+	cfg := Default()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	// An empty file means all defaults.
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, cfg.Validate()
+}
+
+var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
+
+// Validate checks what would otherwise fail later and obscurely.
+func (c *Config) Validate() error {
+	if len(c.Sources) == 0 {
+		return errors.New("config: no sources")
+	}
+	seen := map[string]bool{}
+	for _, s := range c.Sources {
+		if !idRE.MatchString(s.ID) {
+			return fmt.Errorf("config: source id %q: want 1-32 of [a-z0-9_-]", s.ID)
+		}
+		if seen[s.ID] {
+			return fmt.Errorf("config: source id %q twice", s.ID)
+		}
+		seen[s.ID] = true
+		if s.URL == "" {
+			return fmt.Errorf("config: source %q has no url", s.ID)
+		}
+	}
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		return errors.New("config: tls needs both cert and key")
+	}
+	if c.Auth.Secret != "" && len(c.Auth.Secret) < 16 {
+		return errors.New("config: auth.secret must be at least 16 characters")
+	}
+	if c.Stream.BitrateKbps < 100 {
+		return fmt.Errorf("config: stream.bitrate_kbps %d is too low", c.Stream.BitrateKbps)
+	}
+	if c.Auth.InviteTTL <= 0 || c.Auth.MaxInviteTTL < c.Auth.InviteTTL || c.Auth.SonographerTTL <= 0 {
+		return errors.New("config: auth ttls must be positive and invite_ttl ≤ max_invite_ttl")
+	}
+	return nil
+}

@@ -1,0 +1,275 @@
+// Package server is `sonolive serve`: one live session per configured
+// source (pipeline → relay), the HTTP surface around them (WHEP, the
+// WebSocket session events, the invite and overlay API, the web UI,
+// /metrics and /healthz) and the tokens that guard it. Protocol details
+// live in docs/streaming.md.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+	"go.uber.org/zap"
+
+	"sonolive/auth"
+	"sonolive/infer"
+	"sonolive/metrics"
+	"sonolive/stream"
+	"sonolive/ui"
+)
+
+// DetectorOpener loads the detector for a source; nil detector means no AI.
+// The server closes what it returns that implements io.Closer.
+type DetectorOpener func(src Source) (det infer.Detector, name string, err error)
+
+// Server holds the sessions and serves them.
+type Server struct {
+	cfg        Config
+	log        *zap.Logger
+	signer     *auth.Signer
+	api        *webrtc.API
+	apiClose   func() error
+	iceServers []webrtc.ICEServer
+	metrics    *metrics.Metrics
+	hub        *hub
+	sessions   map[string]*Session
+	order      []string
+	base       string // public base URL, set when listening
+	baseMu     sync.RWMutex
+}
+
+// New builds the server and its sessions; Run starts them.
+func New(cfg Config, log *zap.Logger, open DetectorOpener) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	signer, err := auth.NewSigner(cfg.Auth.Secret)
+	if err != nil {
+		return nil, err
+	}
+	api, apiClose, err := stream.NewAPI(stream.APIConfig{
+		UDPPort: cfg.WebRTC.UDPPort, NAT1To1IPs: cfg.WebRTC.NAT1To1IPs, IncludeLoopback: cfg.WebRTC.IncludeLoopback,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, signer: signer, api: api, apiClose: apiClose,
+		metrics: metrics.New(), hub: newHub(log), sessions: map[string]*Session{}}
+	for _, u := range cfg.WebRTC.ICEServers {
+		s.iceServers = append(s.iceServers, webrtc.ICEServer{URLs: []string{u}})
+	}
+	for _, src := range cfg.Sources {
+		var det infer.Detector
+		var name string
+		if open != nil {
+			if det, name, err = open(src); err != nil {
+				s.closeDetectors()
+				apiClose()
+				return nil, fmt.Errorf("source %s: %w", src.ID, err)
+			}
+		}
+		ses, err := newSession(s, src, det, name)
+		if err != nil {
+			s.closeDetectors()
+			apiClose()
+			return nil, err
+		}
+		s.sessions[src.ID] = ses
+		s.order = append(s.order, src.ID)
+	}
+	if err := s.metrics.Register(metrics.NewSessionCollector(s.snapshots)); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) snapshots() []metrics.Snapshot {
+	out := make([]metrics.Snapshot, 0, len(s.order))
+	for _, id := range s.order {
+		out = append(out, s.sessions[id].snapshot())
+	}
+	return out
+}
+
+// Handler is the whole HTTP surface.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("POST /whep/{source}", cors(http.HandlerFunc(s.whepOffer)))
+	mux.Handle("PATCH /whep/{source}/{id}", cors(http.HandlerFunc(s.whepPatch)))
+	mux.Handle("DELETE /whep/{source}/{id}", cors(http.HandlerFunc(s.whepDelete)))
+	mux.Handle("OPTIONS /whep/", cors(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	})))
+	mux.HandleFunc("GET /ws/{source}", s.serveWS)
+	mux.HandleFunc("POST /api/sources/{source}/invites", s.createInvite)
+	mux.HandleFunc("PUT /api/sources/{source}/overlay", s.setOverlay)
+	mux.HandleFunc("GET /api/sources", s.listSources)
+	mux.Handle("GET /metrics", s.metrics.Handler())
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.Handle("/", ui.Handler())
+	return mux
+}
+
+// cors lets WHEP players served from other origins in: the token is a
+// bearer header, not a cookie, so no credentials are exposed.
+func cors(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("Access-Control-Allow-Origin", "*")
+		hd.Set("Access-Control-Allow-Methods", "POST, PATCH, DELETE, OPTIONS")
+		hd.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match")
+		hd.Set("Access-Control-Expose-Headers", "Location, ETag, Link")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// session returns the named session or writes 404.
+func (s *Server) session(w http.ResponseWriter, r *http.Request) (*Session, bool) {
+	ses, ok := s.sessions[r.PathValue("source")]
+	if !ok {
+		http.Error(w, fmt.Sprintf("%v %q", errUnknownSource, r.PathValue("source")), http.StatusNotFound)
+	}
+	return ses, ok
+}
+
+// Run serves on ln until ctx ends, then stops the sessions and closes
+// everything. The links for the sonographers are logged once listening.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	s.baseMu.RLock()
+	unset := s.base == ""
+	s.baseMu.RUnlock()
+	if unset {
+		s.SetAddr(ln.Addr())
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, id := range s.order {
+		ses := s.sessions[id]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ses.run(ctx)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.tickStats(ctx)
+	}()
+
+	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(s.log.Named("http"))}
+	errc := make(chan error, 1)
+	go func() {
+		var err error
+		if s.cfg.TLS.Cert != "" {
+			err = hs.ServeTLS(ln, s.cfg.TLS.Cert, s.cfg.TLS.Key)
+		} else {
+			err = hs.Serve(ln)
+		}
+		errc <- err
+	}()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+	}
+	cancel()
+	shutCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	hs.Shutdown(shutCtx)
+	s.hub.closeAll()
+	wg.Wait()
+	for _, id := range s.order {
+		s.sessions[id].relay.Close()
+	}
+	s.closeDetectors()
+	if cerr := s.apiClose(); cerr != nil {
+		s.log.Warn("closing WebRTC UDP port", zap.Error(cerr))
+	}
+	return err
+}
+
+func (s *Server) closeDetectors() {
+	for _, ses := range s.sessions {
+		if c, ok := ses.detector.(interface{ Close() error }); ok {
+			c.Close()
+		}
+	}
+}
+
+// tickStats pushes every session's HUD numbers to its pages once a second.
+func (s *Server) tickStats(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			for _, id := range s.order {
+				s.hub.broadcast(id, s.sessions[id].stats())
+			}
+		}
+	}
+}
+
+// SetAddr sets the base of the links from the listening address, unless
+// public_url is configured.
+func (s *Server) SetAddr(addr net.Addr) {
+	base := s.cfg.PublicURL
+	if base == "" {
+		scheme := "http"
+		if s.cfg.TLS.Cert != "" {
+			scheme = "https"
+		}
+		port := ""
+		if ta, ok := addr.(*net.TCPAddr); ok {
+			port = fmt.Sprintf(":%d", ta.Port)
+		}
+		base = scheme + "://localhost" + port
+	}
+	s.baseMu.Lock()
+	s.base = strings.TrimRight(base, "/")
+	s.baseMu.Unlock()
+}
+
+// Link issues a token and returns the page URL for it: the sonographer's
+// live page or the expert's page.
+func (s *Server) Link(source string, role auth.Role, ttl time.Duration) (string, auth.Claims, error) {
+	if _, ok := s.sessions[source]; !ok {
+		return "", auth.Claims{}, fmt.Errorf("%w %q", errUnknownSource, source)
+	}
+	tok, c, err := s.signer.Issue(role, source, ttl)
+	if err != nil {
+		return "", c, err
+	}
+	page := "expert"
+	if role == auth.Sonographer {
+		page = "live"
+	}
+	s.baseMu.RLock()
+	base := s.base
+	s.baseMu.RUnlock()
+	return fmt.Sprintf("%s/%s/%s?token=%s", base, page, url.PathEscape(source), url.QueryEscape(tok)), c, nil
+}
+
+// Sources lists the source ids in config order.
+func (s *Server) Sources() []string { return append([]string(nil), s.order...) }
+
+// SonographerTTL is how long the start-up links live.
+func (s *Server) SonographerTTL() time.Duration { return s.cfg.Auth.SonographerTTL }

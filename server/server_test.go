@@ -1,0 +1,287 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"sonolive/auth"
+	"sonolive/internal/whepclient"
+)
+
+// startServer runs a server on loopback with a small phantom and no AI
+// (the AI path has its own tests; here the HTTP surface is under test).
+func startServer(t *testing.T) (*Server, string) {
+	t.Helper()
+	cfg := Default()
+	cfg.Sources = []Source{{ID: "phantom", URL: "phantom://?seed=2&width=320&height=240"}}
+	cfg.Stream.BitrateKbps = 600
+	srv, err := New(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	base := "http://" + ln.Addr().String()
+	// Wait for the first frames so tests see a live session.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("server not healthy within 10 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return srv, base
+}
+
+func token(t *testing.T, s *Server, role auth.Role, ttl time.Duration) string {
+	t.Helper()
+	link, _, err := s.Link("phantom", role, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(link)
+	return u.Query().Get("token")
+}
+
+func do(t *testing.T, method, u, ctype, tok, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, u, strings.NewReader(body))
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	return resp.StatusCode, string(b)
+}
+
+func TestAccessAndBadInput(t *testing.T) {
+	srv, base := startServer(t)
+	sono := token(t, srv, auth.Sonographer, time.Hour)
+	expert := token(t, srv, auth.Expert, time.Hour)
+	expired := token(t, srv, auth.Expert, time.Second)
+	other, _ := auth.NewSigner("")
+	forged, _, _ := other.Issue(auth.Sonographer, "phantom", time.Hour)
+	time.Sleep(1100 * time.Millisecond) // let `expired` expire
+
+	const sdpType, jsonType = "application/sdp", "application/json"
+	for _, tc := range []struct {
+		name, method, path, ctype, tok, body string
+		code                                 int
+		msg                                  string
+	}{
+		{"whep no token", "POST", "/whep/phantom", sdpType, "", "v=0", 401, "missing token"},
+		{"whep forged", "POST", "/whep/phantom", sdpType, forged, "v=0", 401, "invalid token"},
+		{"whep garbage token", "POST", "/whep/phantom", sdpType, "abc.def", "v=0", 401, "invalid token"},
+		{"whep expired", "POST", "/whep/phantom", sdpType, expired, "v=0", 401, "token expired"},
+		{"whep unknown source", "POST", "/whep/nope", sdpType, expert, "v=0", 404, "unknown source"},
+		{"whep wrong type", "POST", "/whep/phantom", "text/plain", expert, "v=0", 415, "application/sdp"},
+		{"whep garbage sdp", "POST", "/whep/phantom", sdpType, expert, "hello", 400, "bad SDP"},
+		{"whep too large", "POST", "/whep/phantom", sdpType, expert, strings.Repeat("a", maxSDP+1), 413, "larger"},
+		{"patch unknown viewer", "PATCH", "/whep/phantom/v99", "application/trickle-ice-sdpfrag", expert, "a=candidate:1 1 udp 1 127.0.0.1 9 typ host", 404, "no such viewer"},
+		{"delete unknown viewer", "DELETE", "/whep/phantom/v99", "", expert, "", 404, "no such viewer"},
+		{"invite as expert", "POST", "/api/sources/phantom/invites", jsonType, expert, `{}`, 403, "may not"},
+		{"invite bad json", "POST", "/api/sources/phantom/invites", jsonType, sono, `{"role":`, 400, "bad JSON"},
+		{"invite unknown field", "POST", "/api/sources/phantom/invites", jsonType, sono, `{"rol":"expert"}`, 400, "unknown field"},
+		{"invite bad role", "POST", "/api/sources/phantom/invites", jsonType, sono, `{"role":"admin"}`, 400, "role"},
+		{"invite ttl too long", "POST", "/api/sources/phantom/invites", jsonType, sono, `{"ttl_s":999999}`, 400, "ttl_s"},
+		{"invite ok", "POST", "/api/sources/phantom/invites", jsonType, sono, `{"role":"expert","ttl_s":600}`, 201, "/expert/phantom?token="},
+		{"overlay as expert", "PUT", "/api/sources/phantom/overlay", jsonType, expert, `{"burn_in":false}`, 403, "may not"},
+		{"overlay missing field", "PUT", "/api/sources/phantom/overlay", jsonType, sono, `{}`, 400, "burn_in"},
+		{"overlay wrong type", "PUT", "/api/sources/phantom/overlay", jsonType, sono, `{"burn_in":"no"}`, 400, "bad JSON"},
+		{"sources no token", "GET", "/api/sources", "", "", "", 401, "missing token"},
+		{"sources", "GET", "/api/sources", "", expert, "", 200, `"state":"live"`},
+		{"ws no token", "GET", "/ws/phantom", "", "", "", 401, "missing token"},
+		{"healthz", "GET", "/healthz", "", "", "", 200, "ok"},
+		{"metrics", "GET", "/metrics", "", "", "", 200, "sonolive_"},
+		{"page", "GET", "/expert/phantom", "", "", "", 200, "<!doctype html>"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := do(t, tc.method, base+tc.path, tc.ctype, tc.tok, tc.body)
+			if code != tc.code || !strings.Contains(strings.ToLower(body), strings.ToLower(tc.msg)) {
+				t.Fatalf("%s %s: %d %q, want %d containing %q", tc.method, tc.path, code, body, tc.code, tc.msg)
+			}
+		})
+	}
+}
+
+// wsRead returns the next message of the given type.
+func wsRead(t *testing.T, c *websocket.Conn, typ string) map[string]any {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		_, b, err := c.ReadMessage()
+		if err != nil {
+			t.Fatalf("waiting for %q: %v", typ, err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatalf("bad message %s: %v", b, err)
+		}
+		if m["type"] == typ {
+			return m
+		}
+	}
+}
+
+func TestSessionEndToEnd(t *testing.T) {
+	srv, base := startServer(t)
+	sono := token(t, srv, auth.Sonographer, time.Hour)
+	ctx := context.Background()
+
+	ws, _, err := websocket.DefaultDialer.Dial(strings.Replace(base, "http", "ws", 1)+"/ws/phantom?token="+url.QueryEscape(sono), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if st := wsRead(t, ws, "stats"); st["state"] != "live" {
+		t.Fatalf("first stats: %v", st)
+	}
+
+	// The sonographer invites an expert; the expert's token plays WHEP.
+	code, body := do(t, "POST", base+"/api/sources/phantom/invites", "application/json", sono, `{"role":"expert"}`)
+	if code != http.StatusCreated {
+		t.Fatalf("invite: %d %s", code, body)
+	}
+	var inv struct{ URL, Token string }
+	json.Unmarshal([]byte(body), &inv)
+	viewer, err := whepclient.Dial(ctx, base+"/whep/phantom", whepclient.Options{Token: inv.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer viewer.Close(ctx)
+	if ev := wsRead(t, ws, "viewer"); ev["event"] != "joined" || ev["role"] != "expert" {
+		t.Fatalf("viewer event: %v", ev)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for viewer.Stats().Matched < 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no frames with metadata: %+v", viewer.Stats())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// Burn-in off: the pages hear it and the metadata says so.
+	if code, body := do(t, "PUT", base+"/api/sources/phantom/overlay", "application/json", sono, `{"burn_in":false}`); code != 200 {
+		t.Fatalf("overlay: %d %s", code, body)
+	}
+	if ev := wsRead(t, ws, "overlay"); ev["burn_in"] != false {
+		t.Fatalf("overlay event: %v", ev)
+	}
+	time.Sleep(300 * time.Millisecond)
+	var meta struct {
+		BurnedIn *bool  `json:"burned_in"`
+		RTPTS    uint32 `json:"rtp_ts"`
+	}
+	if err := json.Unmarshal(viewer.LastMetadata(), &meta); err != nil || meta.BurnedIn == nil || *meta.BurnedIn || meta.RTPTS == 0 {
+		t.Fatalf("metadata after burn-in off: %s", viewer.LastMetadata())
+	}
+
+	// Glass-to-glass reports reach the HUD; junk does not kill the socket.
+	ws.WriteMessage(websocket.TextMessage, []byte(`not json`))
+	ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"g2g","samples_ms":[80,90,100,-5,99999]}`))
+	for i := 0; ; i++ {
+		st := wsRead(t, ws, "stats")
+		g := st["g2g_ms"].(map[string]any)
+		if g["n"].(float64) == 3 && g["p50"].(float64) == 90 {
+			if st["viewers"].(float64) != 1 || st["burn_in"] != false {
+				t.Fatalf("stats: %v", st)
+			}
+			break
+		}
+		if i > 3 {
+			t.Fatalf("g2g not in stats: %v", st)
+		}
+	}
+
+	// Leaving with DELETE is announced and frees the viewer.
+	if err := viewer.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ev := wsRead(t, ws, "viewer"); ev["event"] != "left" {
+		t.Fatalf("leave event: %v", ev)
+	}
+	if n := srv.sessions["phantom"].relay.ViewerCount(); n != 0 {
+		t.Fatalf("%d viewers after leave", n)
+	}
+	_, metricsBody := do(t, "GET", base+"/metrics", "", "", "")
+	for _, want := range []string{`sonolive_stage_latency_seconds_bucket{source="phantom",stage="encode"`, `sonolive_glass_to_glass_seconds_count{source="phantom"} 3`} {
+		if !strings.Contains(metricsBody, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+func TestLoadConfig(t *testing.T) {
+	dir := t.TempDir()
+	write := func(s string) string {
+		p := filepath.Join(dir, "c.yaml")
+		os.WriteFile(p, []byte(s), 0o600)
+		return p
+	}
+	for _, tc := range []struct {
+		name, yaml, err string
+		check          func(Config) bool
+	}{
+		{"empty is defaults", "", "", func(c Config) bool { return c.Listen == ":8080" && len(c.Sources) == 1 && c.Stream.BurnIn }},
+		{"durations", "stream:\n  keyframe_interval: 1s\nauth:\n  invite_ttl: 30m\n", "", func(c Config) bool {
+			return c.Stream.KeyframeInterval == time.Second && c.Auth.InviteTTL == 30*time.Minute
+		}},
+		{"two sources", "sources:\n  - {id: a, url: 'phantom://'}\n  - {id: b, url: /dev/video0, preset: thyroid}\n", "", func(c Config) bool {
+			return len(c.Sources) == 2 && c.Sources[1].Preset == "thyroid"
+		}},
+		{"unknown key", "listn: ':1'\n", "not found", nil},
+		{"bad id", "sources:\n  - {id: 'A B', url: x}\n", "source id", nil},
+		{"dup id", "sources:\n  - {id: a, url: x}\n  - {id: a, url: y}\n", "twice", nil},
+		{"short secret", "auth:\n  secret: abc\n", "at least 16", nil},
+		{"half tls", "tls:\n  cert: c.pem\n", "both", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Load(write(tc.yaml))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || !tc.check(c) {
+				t.Fatalf("err %v, cfg %+v", err, c)
+			}
+		})
+	}
+}

@@ -1,0 +1,315 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"sonolive/capture"
+	"sonolive/frame"
+	"sonolive/infer"
+	"sonolive/internal/stats"
+	"sonolive/metrics"
+	"sonolive/overlay"
+	"sonolive/pipeline"
+	"sonolive/stream"
+)
+
+// Session is one source's live session: its pipeline (restarted when the
+// source is lost) and its relay (which outlives restarts, so viewers stay
+// connected and see the stream come back).
+type Session struct {
+	id       string
+	cfg      Source
+	deps     *Server
+	log      *zap.Logger
+	relay    *stream.Relay
+	detector infer.Detector
+	model    string
+
+	pipe   atomic.Pointer[pipeline.Pipeline]
+	burnIn atomic.Bool
+	ended  atomic.Bool
+	errMsg atomic.Value // string
+
+	mu       sync.Mutex // guards the windows and bitrate
+	win      map[string]*stats.Window
+	g2g      *stats.Window
+	bitrate  float64
+	lastB    uint64
+	lastBAt  time.Time
+	restarts int
+}
+
+// liveStages are the stages shown in the HUD, in path order.
+var liveStages = append(append([]string(nil), pipeline.Stages...), "encode")
+
+// window is ten seconds at 30 fps.
+const window = 300
+
+func newSession(s *Server, src Source, det infer.Detector, model string) (*Session, error) {
+	ses := &Session{id: src.ID, cfg: src, deps: s, log: s.log.With(zap.String("source", src.ID)),
+		detector: det, model: model, win: map[string]*stats.Window{}, g2g: stats.NewWindow(600)}
+	for _, st := range liveStages {
+		ses.win[st] = stats.NewWindow(window)
+	}
+	ses.burnIn.Store(s.cfg.Stream.BurnIn)
+	relay, err := stream.New(stream.Config{
+		Source: src.ID,
+		Encoder: stream.EncoderConfig{
+			Bitrate: s.cfg.Stream.BitrateKbps * 1000, KeyframeInterval: s.cfg.Stream.KeyframeInterval,
+		},
+		API: s.api, ICEServers: s.iceServers,
+		ViewerQueue: s.cfg.Stream.ViewerQueue, MaxViewers: s.cfg.Stream.MaxViewers,
+		OnViewer: func(ev stream.ViewerEvent) { s.hub.broadcast(src.ID, event{Type: "viewer", Viewer: &ev}) },
+		OnEncode: func(d time.Duration, _ int) {
+			s.metrics.ObserveStage(src.ID, "encode", d)
+			ses.mu.Lock()
+			ses.win["encode"].Add(float64(d) / 1e6)
+			ses.mu.Unlock()
+		},
+		Logger: s.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ses.relay = relay
+	return ses, nil
+}
+
+// run keeps the pipeline going until ctx ends: a source that fails is
+// reopened with backoff, the relay and its viewers stay.
+func (s *Session) run(ctx context.Context) {
+	backoff := time.Second
+	for ctx.Err() == nil {
+		started := time.Now()
+		err := s.runOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		msg := "source ended"
+		if err != nil {
+			msg = err.Error()
+		}
+		s.errMsg.Store(msg)
+		s.mu.Lock()
+		s.restarts++
+		s.mu.Unlock()
+		if time.Since(started) > time.Minute {
+			backoff = time.Second
+		}
+		s.log.Warn("source lost; reopening", zap.String("reason", msg), zap.Duration("backoff", backoff))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+func (s *Session) runOnce(ctx context.Context) error {
+	region := capture.Region{}
+	if s.cfg.Crop != "" {
+		r, err := capture.ParseRect(s.cfg.Crop)
+		if err != nil {
+			return fmt.Errorf("crop: %w", err)
+		}
+		region.Crop = r
+	}
+	for _, m := range s.cfg.Masks {
+		r, err := capture.ParseRect(m)
+		if err != nil {
+			return fmt.Errorf("mask: %w", err)
+		}
+		region.Masks = append(region.Masks, r)
+	}
+	src, err := capture.Open(ctx, s.cfg.URL, capture.Options{
+		Realtime: true, Loop: true, OpenTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second,
+		Reconnect: true, Region: region, Logger: s.log,
+	})
+	if err != nil {
+		return err
+	}
+	ai := s.deps.cfg.AI
+	p, err := pipeline.New(pipeline.Config{
+		Source: src, Detector: s.detector, ModelName: s.model, Budget: ai.Budget,
+		Tracker: infer.TrackerConfig{MinHits: ai.MinHits},
+		Overlay: s.burnIn.Load(), HUDTiming: true,
+		Sinks:         []pipeline.Sink{statsSink{s}, relaySink{s.relay}},
+		StatsInterval: time.Minute, Logger: s.log,
+	})
+	if err != nil {
+		src.Close()
+		return err
+	}
+	s.pipe.Store(p)
+	s.errMsg.Store("")
+	s.log.Info("session live", zap.String("url", capture.Redact(s.cfg.URL)), zap.Duration("budget", p.Budget()))
+	_, err = p.Run(ctx)
+	return err
+}
+
+// SetBurnIn switches the burned-in overlay for this session.
+func (s *Session) SetBurnIn(on bool) {
+	s.burnIn.Store(on)
+	if p := s.pipe.Load(); p != nil {
+		p.SetOverlay(on)
+	}
+}
+
+// statsSink feeds the HUD windows and the Prometheus histograms.
+type statsSink struct{ s *Session }
+
+func (k statsSink) Write(f *frame.Frame, _ *overlay.Metadata) error {
+	t := f.Timings
+	obs := [...]struct {
+		stage string
+		d     time.Duration
+	}{{"queue", t.Queue}, {"preprocess", t.Preprocess}, {"infer", t.Infer}, {"decode", t.Decode},
+		{"wait", t.Wait}, {"track", t.Track}, {"overlay", t.Overlay}, {"total", t.Total}}
+	s := k.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, o := range obs {
+		// A frame that had no inference of its own has no preprocess,
+		// infer or decode time; zeros would drag the percentiles down.
+		if o.d == 0 && (o.stage == "preprocess" || o.stage == "infer" || o.stage == "decode") {
+			continue
+		}
+		s.win[o.stage].Add(float64(o.d) / 1e6)
+		s.deps.metrics.ObserveStage(s.id, o.stage, o.d)
+	}
+	return nil
+}
+
+func (statsSink) Close() error { return nil }
+
+// relaySink keeps the relay open when a pipeline run ends.
+type relaySink struct{ r *stream.Relay }
+
+func (k relaySink) Write(f *frame.Frame, m *overlay.Metadata) error { return k.r.Write(f, m) }
+func (relaySink) Close() error                                      { return nil }
+
+// addG2G records glass-to-glass samples a page reported.
+func (s *Session) addG2G(samples []float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := s.deps.metrics.GlassToGlass.WithLabelValues(s.id)
+	for _, v := range samples {
+		// A sample outside 0..10 s is a clock problem on that machine,
+		// not a latency.
+		if v <= 0 || v > 10000 {
+			continue
+		}
+		s.g2g.Add(v)
+		h.Observe(v / 1000)
+	}
+}
+
+// lostAfter without a frame marks the source lost.
+const lostAfter = 2 * time.Second
+
+// state is "starting", "live" or "lost".
+func (s *Session) state(rs stream.Stats) string {
+	switch {
+	case rs.LastFrame.IsZero():
+		if msg, _ := s.errMsg.Load().(string); msg != "" {
+			return "lost"
+		}
+		return "starting"
+	case time.Since(rs.LastFrame) > lostAfter:
+		return "lost"
+	}
+	return "live"
+}
+
+// statsMessage is the once-a-second WebSocket `stats` event.
+type statsMessage struct {
+	Type           string                 `json:"type"`
+	Source         string                 `json:"source"`
+	State          string                 `json:"state"`
+	Error          string                 `json:"error,omitempty"`
+	Model          string                 `json:"model"`
+	FPS            float64                `json:"fps"`
+	Frames         int                    `json:"frames"`
+	Width          int                    `json:"width"`
+	Height         int                    `json:"height"`
+	BudgetMS       float64                `json:"budget_ms"`
+	LatencyMS      map[string]Percentiles `json:"latency_ms"`
+	DeadlineMisses uint64                 `json:"deadline_misses"`
+	Skipped        uint64                 `json:"skipped"`
+	Dropped        uint64                 `json:"dropped"`
+	AI             string                 `json:"ai"`
+	Viewers        int                    `json:"viewers"`
+	BitrateKbps    float64                `json:"bitrate_kbps"`
+	BurnIn         bool                   `json:"burn_in"`
+	G2G            Percentiles            `json:"g2g_ms"`
+	Restarts       int                    `json:"restarts"`
+}
+
+// Percentiles summarise a latency in milliseconds.
+type Percentiles = stats.Percentiles
+
+// stats builds the HUD message and updates the bitrate estimate.
+func (s *Session) stats() statsMessage {
+	rs := s.relay.Stats()
+	m := statsMessage{Type: "stats", Source: s.id, State: s.state(rs), Model: s.model,
+		Width: rs.Width, Height: rs.Height, LatencyMS: map[string]Percentiles{},
+		Viewers: len(rs.Viewers), BurnIn: s.burnIn.Load()}
+	if msg, _ := s.errMsg.Load().(string); msg != "" && m.State != "live" {
+		m.Error = msg
+	}
+	if p := s.pipe.Load(); p != nil {
+		r := p.Snapshot()
+		m.FPS, m.Frames, m.BudgetMS = r.FPS, r.Frames, r.BudgetMS
+		m.DeadlineMisses, m.Skipped, m.Dropped = r.DeadlineMisses, r.Skipped, r.Dropped
+		m.AI = p.AIStatus()
+	}
+	if m.State != "live" {
+		m.FPS = 0
+	}
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for st, w := range s.win {
+		m.LatencyMS[st] = w.Percentiles()
+	}
+	m.G2G = s.g2g.Percentiles()
+	if !s.lastBAt.IsZero() {
+		if dt := now.Sub(s.lastBAt).Seconds(); dt > 0.5 {
+			s.bitrate = float64(rs.Bytes-s.lastB) * 8 / dt
+			s.lastB, s.lastBAt = rs.Bytes, now
+		}
+	} else {
+		s.lastB, s.lastBAt = rs.Bytes, now
+	}
+	m.BitrateKbps = stats.Round3(s.bitrate / 1000)
+	m.Restarts = s.restarts
+	return m
+}
+
+// snapshot is the session's counters for Prometheus.
+func (s *Session) snapshot() metrics.Snapshot {
+	rs := s.relay.Stats()
+	snap := metrics.Snapshot{Source: s.id, Up: s.state(rs) == "live", EncodeErrors: rs.EncodeErrors, StreamBytes: rs.Bytes}
+	if p := s.pipe.Load(); p != nil {
+		r := p.Snapshot()
+		snap.Frames, snap.DeadlineMisses, snap.Inferences, snap.Skipped = uint64(r.Frames), r.DeadlineMisses, r.Inferences, r.Skipped
+		snap.Dropped = r.DroppedBy
+	}
+	s.mu.Lock()
+	snap.BitrateBPS = s.bitrate
+	s.mu.Unlock()
+	for _, v := range rs.Viewers {
+		snap.Viewers = append(snap.Viewers, metrics.Viewer{ID: v.ID, Role: v.Role, Frames: v.Frames, Dropped: v.Dropped, MetaSent: v.MetaSent, MetaDropped: v.MetaDropped})
+	}
+	return snap
+}
+
+var errUnknownSource = errors.New("unknown source")

@@ -1,0 +1,126 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"time"
+
+	"go.uber.org/zap"
+
+	"sonolive/auth"
+	"sonolive/stream"
+)
+
+// maxSDP bounds an offer; real ones are a few KB.
+const maxSDP = 64 << 10
+
+// readBody reads a request body of the given media type, writing the 4xx
+// itself when it is the wrong type or too large.
+func readBody(w http.ResponseWriter, r *http.Request, mediaType string, limit int64) ([]byte, bool) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != mediaType {
+		http.Error(w, fmt.Sprintf("Content-Type must be %s", mediaType), http.StatusUnsupportedMediaType)
+		return nil, false
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			http.Error(w, fmt.Sprintf("body larger than %d bytes", limit), http.StatusRequestEntityTooLarge)
+		} else {
+			http.Error(w, "reading body: "+err.Error(), http.StatusBadRequest)
+		}
+		return nil, false
+	}
+	return b, true
+}
+
+// whepOffer is WHEP's POST: an SDP offer in, a viewer and its answer out.
+func (s *Server) whepOffer(w http.ResponseWriter, r *http.Request) {
+	ses, ok := s.session(w, r)
+	if !ok {
+		return
+	}
+	claims, err := s.signer.Check(r, ses.id, auth.Expert, auth.Sonographer)
+	if err != nil {
+		auth.Deny(w, err)
+		return
+	}
+	offer, ok := readBody(w, r, "application/sdp", maxSDP)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	v, answer, err := ses.relay.AddViewer(ctx, string(offer), string(claims.Role))
+	switch {
+	case errors.Is(err, stream.ErrBadOffer):
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	case errors.Is(err, stream.ErrFull), errors.Is(err, stream.ErrClosed):
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	case err != nil:
+		s.log.Error("whep offer", zap.String("source", ses.id), zap.Error(err))
+		http.Error(w, "could not set up the connection", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/sdp")
+	w.Header().Set("Location", "/whep/"+url.PathEscape(ses.id)+"/"+v.ID())
+	w.Header().Set("ETag", `"`+v.ID()+`"`)
+	w.WriteHeader(http.StatusCreated)
+	io.WriteString(w, answer)
+}
+
+// viewerFor authenticates a WHEP resource request and finds its viewer.
+func (s *Server) viewerFor(w http.ResponseWriter, r *http.Request) (*Session, *stream.Viewer, bool) {
+	ses, ok := s.session(w, r)
+	if !ok {
+		return nil, nil, false
+	}
+	if _, err := s.signer.Check(r, ses.id, auth.Expert, auth.Sonographer); err != nil {
+		auth.Deny(w, err)
+		return nil, nil, false
+	}
+	v, ok := ses.relay.Viewer(r.PathValue("id"))
+	if !ok {
+		http.Error(w, stream.ErrNoViewer.Error(), http.StatusNotFound)
+		return nil, nil, false
+	}
+	return ses, v, true
+}
+
+// whepPatch applies trickled ICE candidates (RFC 8840 fragments).
+func (s *Server) whepPatch(w http.ResponseWriter, r *http.Request) {
+	_, v, ok := s.viewerFor(w, r)
+	if !ok {
+		return
+	}
+	frag, ok := readBody(w, r, "application/trickle-ice-sdpfrag", maxSDP)
+	if !ok {
+		return
+	}
+	if err := v.AddCandidates(string(frag)); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// whepDelete ends a viewer's session.
+func (s *Server) whepDelete(w http.ResponseWriter, r *http.Request) {
+	ses, v, ok := s.viewerFor(w, r)
+	if !ok {
+		return
+	}
+	if err := ses.relay.RemoveViewer(v.ID(), "left (DELETE)"); err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
