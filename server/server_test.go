@@ -256,7 +256,7 @@ func TestLoadConfig(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name, yaml, err string
-		check          func(Config) bool
+		check           func(Config) bool
 	}{
 		{"empty is defaults", "", "", func(c Config) bool { return c.Listen == ":8080" && len(c.Sources) == 1 && c.Stream.BurnIn }},
 		{"durations", "stream:\n  keyframe_interval: 1s\nauth:\n  invite_ttl: 30m\n", "", func(c Config) bool {
