@@ -9,7 +9,7 @@ PY      := /usr/bin/python3
 SOURCE  ?= phantom://?seed=1&lesions=2
 OUT     ?= out
 
-.PHONY: setup setup-train build run test test-train vet bench train train-phantom testmodels clean
+.PHONY: setup setup-train setup-browser build run run-offline test test-train vet bench bench-viewers train train-phantom testmodels clean
 
 setup:
 	bash scripts/setup.sh
@@ -17,13 +17,21 @@ setup:
 setup-train:
 	SETUP_TRAIN=1 bash scripts/setup.sh
 
+setup-browser:
+	SETUP_BROWSER=1 bash scripts/setup.sh
+
 build: setup
 	go build -o bin/sonolive ./cmd/sonolive
 
-# The live demo on the embedded default: the phantom and the shipped model,
-# paced at 30 fps, annotated video and report under $(OUT)/. Ctrl-C stops it
-# and finalises the files.
+# The live demo on the embedded default: the phantom at 720p30 and the
+# shipped breast model, served on http://localhost:8080. It prints the
+# sonographer's link; that page makes invite links for experts. Ctrl-C stops.
 run: build
+	./bin/sonolive serve $(if $(CONFIG),--config $(CONFIG))
+
+# The same pipeline offline, no server: annotated video, metadata and report
+# under $(OUT)/.
+run-offline: build
 	mkdir -p $(OUT)
 	./bin/sonolive run --source '$(SOURCE)' --realtime --out $(OUT)/annotated.mp4 --metadata $(OUT)/metadata.jsonl --report $(OUT)/report.json
 
@@ -32,8 +40,9 @@ vet:
 	go vet ./...
 
 # All tests. matprofile lets the tests count live gocv Mats.
-test: setup-train vet test-train
-	SONOLIVE_SMOKE_MODEL=$(CURDIR)/$(OUT)/smoke.onnx go test -tags $(TAGS),matprofile -count=1 -timeout 45m ./...
+test: setup-train setup-browser vet test-train
+	mkdir -p $(OUT)/e2e
+	SONOLIVE_SMOKE_MODEL=$(CURDIR)/$(OUT)/smoke.onnx SONOLIVE_E2E_OUT=$(CURDIR)/$(OUT)/e2e go test -tags $(TAGS),matprofile -count=1 -timeout 45m ./...
 
 # The training code must not rot: unit tests, then a few steps and an export.
 test-train: setup-train
@@ -64,7 +73,14 @@ train-phantom: build setup-train
 
 bench: setup
 	mkdir -p $(OUT)
-	go test -run '^$$' -bench . -benchmem -count 6 ./infer/ ./overlay/ ./capture/ | tee $(OUT)/bench.txt
+	go test -run '^$$' -bench . -benchmem -count 6 ./infer/ ./overlay/ ./capture/ ./stream/ | tee $(OUT)/bench.txt
+
+# N pion viewers against a server started here (720p30 phantom, shipped
+# model): frames per viewer, relay CPU and memory per viewer.
+VIEWERS ?= 50
+bench-viewers: build
+	mkdir -p $(OUT)
+	bash scripts/bench-viewers.sh $(VIEWERS) $(OUT)
 
 testmodels: setup-train
 	$(PY) train/export_testmodels.py

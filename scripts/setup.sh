@@ -4,6 +4,9 @@
 #
 #   scripts/setup.sh            system packages + ONNX Runtime library
 #   SETUP_TRAIN=1 scripts/setup.sh   also the Python training stack
+#   SETUP_BROWSER=1 scripts/setup.sh Debian's Chromium and the e2e scripts'
+#                                    npm packages (playwright-core drives
+#                                    /usr/bin/chromium; it never downloads one)
 #
 # ORT_LIB=/path/libonnxruntime.so skips the download when that file exists.
 set -euo pipefail
@@ -59,4 +62,13 @@ else
   mkdir -p "$ort_dir"
   install -m 0644 "$tmp/package/bin/napi-v6/linux/x64/libonnxruntime.so.1" "$ort_dir/libonnxruntime.so"
   log "ONNX Runtime $ort_version cached in $ort_dir"
+fi
+
+# Browser tests: npm packages pinned by e2e/package-lock.json. npm ci does not
+# fetch browsers (playwright-core has no install script).
+if [ "${SETUP_BROWSER:-0}" = 1 ]; then
+  if [ ! -d "$root/e2e/node_modules/playwright-core" ] || [ "$root/e2e/package-lock.json" -nt "$root/e2e/node_modules/.package-lock.json" ]; then
+    log "installing e2e npm packages"
+    (cd "$root/e2e" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
+  fi
 fi

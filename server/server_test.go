@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -283,5 +284,19 @@ func TestLoadConfig(t *testing.T) {
 				t.Fatalf("err %v, cfg %+v", err, c)
 			}
 		})
+	}
+}
+
+// The example file documents every default; it must stay equal to them.
+func TestExampleConfigIsTheDefault(t *testing.T) {
+	c, err := Load("../sonolive.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	want.Sources[0].Masks = []string{}
+	want.WebRTC.NAT1To1IPs, want.WebRTC.ICEServers = []string{}, []string{}
+	if !reflect.DeepEqual(c, want) {
+		t.Fatalf("sonolive.example.yaml differs from Default():\n got %+v\nwant %+v", c, want)
 	}
 }

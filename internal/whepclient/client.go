@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"sort"
 	"sync"
 	"time"
 
@@ -68,6 +70,10 @@ type Stats struct {
 	Metadata, Matched int
 	// FirstKeyframe is the time from Dial to the first decodable frame.
 	FirstKeyframe time.Duration
+	// Expected is how many frames the RTP timestamps span at the
+	// stream's usual frame interval: Frames/Expected is the share
+	// received, whatever the measurement window's edges.
+	Expected int
 	// FPS over the received frames.
 	FPS   float64
 	State string
@@ -252,6 +258,24 @@ func (s *Session) onPacket(p *rtp.Packet, n int) {
 	s.frameTS = append(s.frameTS, p.Timestamp)
 }
 
+// expectedFrames counts the frames between the first and last timestamp
+// at the median interval.
+func expectedFrames(ts []uint32) int {
+	if len(ts) < 3 {
+		return len(ts)
+	}
+	d := make([]int, 0, len(ts)-1)
+	for i := 1; i < len(ts); i++ {
+		d = append(d, int(int32(ts[i]-ts[i-1])))
+	}
+	sort.Ints(d)
+	step := d[len(d)/2]
+	if step <= 0 {
+		return len(ts)
+	}
+	return int(math.Round(float64(int32(ts[len(ts)-1]-ts[0]))/float64(step))) + 1
+}
+
 // isIDR looks for an IDR slice in an H.264 RTP payload (single NAL, STAP-A
 // or the start of an FU-A).
 func isIDR(pl []byte) bool {
@@ -292,6 +316,7 @@ func (s *Session) Stats() Stats {
 	if s.frames > 1 {
 		st.FPS = float64(s.frames-1) / s.last.Sub(s.first).Seconds()
 	}
+	st.Expected = expectedFrames(s.frameTS)
 	return st
 }
 
