@@ -195,3 +195,18 @@ func TestExpertPageInChromium(t *testing.T) {
 		t.Errorf("glass-to-glass p95 %v ms", g2g["p95"])
 	}
 }
+
+// A WHEP player we did not write (Eyevinn's @eyevinn/webrtc-player, its
+// dist bundle unmodified) plays /whep/phantom in Chromium and leaves with
+// DELETE.
+func TestThirdPartyWHEPPlayer(t *testing.T) {
+	chromium := browser(t)
+	out := outDir(t)
+	s := startServe(t)
+	res := node(t, "whep-eyevinn.js", 90*time.Second,
+		"CHROMIUM="+chromium, "WHEP_URL="+s.base+"/whep/phantom", "TOKEN="+s.token, "OUT_DIR="+out)
+	t.Logf("%v: %v frames at %vx%v, POST %v, DELETE %v", res["client"], res["frames"], res["width"], res["height"], res["post"], res["delete"])
+	if res["width"] != 1280.0 || res["height"] != 720.0 {
+		t.Errorf("video %vx%v, want 1280x720", res["width"], res["height"])
+	}
+}
