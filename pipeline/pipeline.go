@@ -70,7 +70,7 @@ type Pipeline struct {
 	frames  int
 	dets    DetectionCounts
 	acc     *Accuracy
-	hudFPS  ewma
+	hudDT   ewma // seconds between frames; fps is its inverse
 	hudInf  ewma
 	hudTot  ewma
 	lastAt  time.Time
@@ -253,7 +253,7 @@ func (p *Pipeline) process(ctx context.Context, f *frame.Frame, drawer *overlay.
 func (p *Pipeline) hud(status string) overlay.HUD {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	h := overlay.HUD{FPS: p.hudFPS.v, InferMS: p.hudInf.v, TotalMS: p.hudTot.v, AIStatus: status, ShowTiming: p.cfg.HUDTiming}
+	h := overlay.HUD{FPS: p.hudDT.inverse(), InferMS: p.hudInf.v, TotalMS: p.hudTot.v, AIStatus: status, ShowTiming: p.cfg.HUDTiming}
 	if p.sched != nil && p.frames > 0 {
 		h.MissRate = float64(p.sched.Stats().Misses) / float64(p.frames)
 	}
@@ -283,7 +283,9 @@ func (p *Pipeline) record(f *frame.Frame) {
 	now := time.Now()
 	if !p.lastAt.IsZero() {
 		if dt := now.Sub(p.lastAt).Seconds(); dt > 0 {
-			p.hudFPS.add(1/dt, 0.05)
+			// Average the interval, not 1/interval: two frames handed
+			// over back to back would add thousands of "fps".
+			p.hudDT.add(dt, 0.05)
 		}
 	}
 	p.lastAt = now
@@ -367,7 +369,7 @@ func (p *Pipeline) report(seconds float64, capDropped, sinkDropped uint64) Repor
 	if seconds > 0 {
 		r.FPS = round3(float64(p.frames) / seconds)
 	} else {
-		r.FPS = round3(p.hudFPS.v)
+		r.FPS = round3(p.hudDT.inverse())
 	}
 	for _, s := range Stages {
 		r.LatencyMS[s] = p.stages[s].Percentiles()

@@ -203,3 +203,15 @@ type slowSink struct{ delay time.Duration }
 
 func (s *slowSink) Write(*frame.Frame, *overlay.Metadata) error { time.Sleep(s.delay); return nil }
 func (s *slowSink) Close() error                                { return nil }
+
+func TestEWMAFPSIgnoresBursts(t *testing.T) {
+	var e ewma
+	// 30 fps with every other frame handed over back to back.
+	for i := 0; i < 200; i++ {
+		e.add(0.0666, 0.05)
+		e.add(0.00005, 0.05)
+	}
+	if fps := e.inverse(); fps < 25 || fps > 35 {
+		t.Fatalf("fps %v, want about 30", fps)
+	}
+}

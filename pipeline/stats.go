@@ -13,6 +13,14 @@ type ewma struct {
 	set bool
 }
 
+// inverse is 1/v, or 0 before the first value.
+func (e *ewma) inverse() float64 {
+	if !e.set || e.v <= 0 {
+		return 0
+	}
+	return 1 / e.v
+}
+
 func (e *ewma) add(x, alpha float64) {
 	if !e.set {
 		e.v, e.set = x, true

@@ -154,7 +154,7 @@ type sample struct {
 	ts   uint32
 	key  bool
 	pkts []*rtp.Packet
-	meta []byte
+	meta string // JSON, sent as a text message as docs/streaming.md says
 }
 
 // wireMeta is the DataChannel message: the frame's metadata plus the RTP
@@ -209,9 +209,11 @@ func (r *Relay) Write(f *frame.Frame, meta *overlay.Metadata) error {
 	for i, p := range payloads {
 		s.pkts[i] = &rtp.Packet{Header: rtp.Header{Version: 2, Marker: i == len(payloads)-1, Timestamp: ts}, Payload: p}
 	}
-	if s.meta, err = json.Marshal(wireMeta{Metadata: meta, RTPTimestamp: ts}); err != nil {
+	mb, err := json.Marshal(wireMeta{Metadata: meta, RTPTimestamp: ts})
+	if err != nil {
 		return fmt.Errorf("stream: metadata: %w", err)
 	}
+	s.meta = string(mb)
 
 	r.smu.Lock()
 	r.frames++

@@ -126,7 +126,7 @@ func (v *Viewer) send(s *sample) error {
 		// metadata rather than our memory.
 		if int(v.dc.BufferedAmount()) > v.relay.cfg.MetaBuffer {
 			v.metaDropped.Add(1)
-		} else if err := v.dc.Send(s.meta); err != nil {
+		} else if err := v.dc.SendText(s.meta); err != nil {
 			v.metaDropped.Add(1)
 		} else {
 			v.metaSent.Add(1)

@@ -195,7 +195,8 @@ func (s *Session) onMeta(m webrtc.DataChannelMessage) {
 	var msg struct {
 		RTPTimestamp uint32 `json:"rtp_ts"`
 	}
-	if json.Unmarshal(m.Data, &msg) != nil {
+	// The protocol sends text; a binary message is a server bug to see.
+	if !m.IsString || json.Unmarshal(m.Data, &msg) != nil {
 		return
 	}
 	s.mu.Lock()

@@ -1,0 +1,219 @@
+#!/usr/bin/env node
+// End-to-end check of the sonolive web UI in the system Chromium (never
+// downloads a browser). Plain node script, no test runner.
+//
+//   LIVE_URL    sonographer page with token   (http://host:port/live/phantom?token=…)
+//   EXPERT_URL  expert page with token        (http://host:port/expert/phantom?token=…)
+//   BAD_URL     expert page with a bad token  (default: EXPERT_URL with a forged token)
+//   OUT_DIR     where expert.png and live.png go (default: .)
+//   SECONDS     how long to watch the expert page (default 8)
+//   CHROMIUM    browser binary (default /usr/bin/chromium)
+//
+// Steps: (a) live page plays, switch "AI overlay in video" off and see the
+// server confirm burn_in:false over the WebSocket; (b) expert page plays and
+// draws client-side boxes matched to frames by RTP timestamp, with
+// glass-to-glass samples; (c) screenshots; (d) a bad link shows the
+// invalid/expired message; (e) one JSON line on stdout, exit 0 (ok) or 1.
+// Everything else goes to stderr. The whole run is capped at 90 s.
+
+'use strict';
+
+const fs = require('fs');
+const path = require('path');
+const { chromium } = require('playwright-core');
+
+const RUN_LIMIT_MS = 88000;
+const env = process.env;
+const LIVE_URL = env.LIVE_URL || '';
+const EXPERT_URL = env.EXPERT_URL || '';
+const BAD_URL = env.BAD_URL || forgeBadUrl(EXPERT_URL);
+const OUT_DIR = env.OUT_DIR || '.';
+const SECONDS = Number(env.SECONDS || 8);
+
+const result = { ok: false, error: null, expert: null, live: null, bad: null };
+let browser = null;
+let finished = false;
+
+// forgeBadUrl keeps the URL but swaps the token for one with a wrong signature.
+function forgeBadUrl(url) {
+  if (!url) return '';
+  try {
+    const u = new URL(url);
+    const tok = u.searchParams.get('token') || 'x';
+    u.searchParams.set('token', `${tok.split('.')[0]}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA`);
+    return u.href;
+  } catch {
+    return '';
+  }
+}
+
+const log = (...args) => console.error('[e2e]', ...args);
+
+// finish prints the one result line, closes the browser (bounded) and exits.
+async function finish(code) {
+  if (finished) return;
+  finished = true;
+  if (browser) {
+    await Promise.race([browser.close().catch(() => {}), sleep(5000)]);
+  }
+  process.stdout.write(JSON.stringify(result) + '\n');
+  process.exit(code);
+}
+
+function fail(message) {
+  result.ok = false;
+  // Playwright errors carry a multi-line, coloured call log: keep the first line.
+  const clean = String(message).replace(/\u001b\[[0-9;]*m/g, '').split('\n')[0];
+  result.error = result.error || clean;
+  return finish(1);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// forward browser console errors and page exceptions to stderr, tagged.
+function watchConsole(page, name) {
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') console.error(`[${name}] console error: ${msg.text()}`);
+  });
+  page.on('pageerror', (err) => console.error(`[${name}] page error: ${err.message}`));
+}
+
+// snapshot copies window.sonolive.stats out of the page.
+async function snapshot(page) {
+  try {
+    return await page.evaluate(() => (window.sonolive ? JSON.parse(JSON.stringify(window.sonolive.stats)) : null));
+  } catch (err) {
+    return { error: `snapshot failed: ${err.message}` };
+  }
+}
+
+// waitStat waits until predicate (a function run in the page, reading
+// window.sonolive.stats) is true; on timeout it throws with the step name and
+// the page's state at that moment.
+async function waitStat(page, name, predicate, timeout) {
+  try {
+    await page.waitForFunction(predicate, null, { timeout, polling: 100 });
+  } catch (err) {
+    const s = await snapshot(page);
+    const brief = s && { state: s.state, pcState: s.pcState, framesDecoded: s.framesDecoded, burnIn: s.burnIn, lastError: s.lastError };
+    throw new Error(`${name}: not reached in ${timeout} ms (${JSON.stringify(brief)})`);
+  }
+}
+
+// Predicates, evaluated in the page.
+const decodedOver30 = () => !!window.sonolive && window.sonolive.stats.framesDecoded > 30;
+const burnInKnown = () => !!window.sonolive && typeof window.sonolive.stats.burnIn === 'boolean';
+const burnInOff = () => !!window.sonolive && window.sonolive.stats.burnIn === false;
+const burnInOn = () => !!window.sonolive && window.sonolive.stats.burnIn === true;
+
+async function openPage(context, url, name) {
+  const page = await context.newPage();
+  watchConsole(page, name);
+  page.setDefaultTimeout(10000);
+  const res = await page.goto(url, { waitUntil: 'domcontentloaded', timeout: 15000 });
+  return { page, status: res ? res.status() : 0 };
+}
+
+// (a) the sonographer's page: plays, then burn-in off, confirmed over the WebSocket.
+async function stepLive() {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const { page, status } = await openPage(context, LIVE_URL, 'live');
+  if (status >= 400) throw new Error(`live page: HTTP ${status}`);
+  await waitStat(page, 'live: framesDecoded > 30', decodedOver30, 20000);
+  await waitStat(page, 'live: burn-in state from the WebSocket', burnInKnown, 5000);
+  const toggle = page.locator('#burn-in');
+  const initial = await page.evaluate(() => window.sonolive.stats.burnIn);
+  if (await toggle.isChecked()) await toggle.click({ timeout: 5000 });
+  await waitStat(page, 'live: WebSocket reports burn_in false', burnInOff, 5000);
+  log(`live: burn-in ${initial} -> false`);
+  return { page, initialBurnIn: initial };
+}
+
+// (b) the expert's page: plays, draws boxes in sync, measures glass-to-glass.
+async function stepExpert() {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const { page, status } = await openPage(context, EXPERT_URL, 'expert');
+  if (status >= 400) throw new Error(`expert page: HTTP ${status}`);
+  await waitStat(page, 'expert: framesDecoded > 30', decodedOver30, 20000);
+  log(`expert: playing, watching ${SECONDS} s`);
+  await sleep(SECONDS * 1000);
+  const s = await snapshot(page);
+  result.expert = s;
+  const problems = [];
+  if (!(s && s.matchedFrames > 0)) problems.push('no frame matched its metadata by RTP timestamp (matchedFrames = 0)');
+  if (!(s && s.boxesDrawn > 0)) problems.push('no client-side box drawn (boxesDrawn = 0)');
+  if (!(s && s.g2g && s.g2g.n >= 30)) problems.push(`too few glass-to-glass samples (g2g.n = ${s && s.g2g && s.g2g.n})`);
+  if (problems.length) throw new Error(`expert: ${problems.join('; ')}`);
+  return page;
+}
+
+// (d) a bad link must say so clearly: the page's own message, so the server
+// has to serve the page's HTML for /expert/{source} even when the token is
+// bad (with status 401 is fine); the page then finds out from the API.
+async function stepBadLink() {
+  const context = await browser.newContext({ viewport: { width: 1024, height: 700 } });
+  const { page, status } = await openPage(context, BAD_URL, 'bad');
+  const uiMessage = page.locator('#fatal-title', { hasText: 'invalid or has expired' });
+  try {
+    await uiMessage.waitFor({ state: 'visible', timeout: 8000 });
+    result.bad = { status, text: (await uiMessage.textContent()).trim() };
+    return;
+  } catch {
+    // fall through to report what the browser shows instead
+  }
+  const text = ((await page.evaluate(() => (document.body ? document.body.innerText : '')).catch(() => '')) || '').trim();
+  result.bad = { status, text: text.slice(0, 200) };
+  throw new Error(`bad link: the page does not show the invalid/expired message (HTTP ${status}, body "${text.slice(0, 120)}"); ` +
+    'the server must serve expert.html for bad tokens too');
+}
+
+async function main() {
+  if (!LIVE_URL || !EXPERT_URL) return fail('LIVE_URL and EXPERT_URL must be set');
+  if (!BAD_URL) return fail('BAD_URL must be set (or EXPERT_URL parseable)');
+  if (!(SECONDS > 0 && SECONDS <= 60)) return fail('SECONDS must be between 1 and 60');
+  fs.mkdirSync(OUT_DIR, { recursive: true });
+
+  browser = await chromium.launch({
+    executablePath: env.CHROMIUM || '/usr/bin/chromium',
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--use-fake-ui-for-media-stream', '--autoplay-policy=no-user-gesture-required',
+    ],
+    timeout: 20000,
+  });
+  log(`chromium ${browser.version()}`);
+
+  const live = await stepLive();
+  let expertPage;
+  try {
+    expertPage = await stepExpert();
+  } finally {
+    result.live = await snapshot(live.page);
+  }
+
+  // (c) screenshots: the expert's client-side boxes, and the live page (burn-in off).
+  await expertPage.screenshot({ path: path.join(OUT_DIR, 'expert.png'), timeout: 10000 });
+  await live.page.screenshot({ path: path.join(OUT_DIR, 'live.png'), timeout: 10000 });
+  result.expert = await snapshot(expertPage);
+  result.live = await snapshot(live.page);
+
+  await stepBadLink();
+
+  // Leave the server as we found it.
+  if (live.initialBurnIn === true) {
+    try {
+      await live.page.locator('#burn-in').click({ timeout: 5000 });
+      await waitStat(live.page, 'live: burn-in restored', burnInOn, 5000);
+    } catch (err) {
+      log(`could not restore burn-in: ${err.message}`);
+    }
+  }
+
+  result.ok = true;
+  return finish(0);
+}
+
+setTimeout(() => fail(`run exceeded ${RUN_LIMIT_MS} ms`), RUN_LIMIT_MS).unref();
+process.on('unhandledRejection', (err) => fail(String(err && err.message ? err.message : err)));
+
+main().catch((err) => fail(err && err.message ? err.message : String(err)));
