@@ -23,6 +23,7 @@ import (
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 	"go.uber.org/zap"
+	"gocv.io/x/gocv"
 
 	"sonolive/frame"
 	"sonolive/internal/stats"
@@ -46,7 +47,8 @@ type Config struct {
 	Source  string
 	Encoder EncoderConfig
 	// API builds the peer connections (NewAPI); shared by all relays so
-	// they can share one UDP port.
+	// they can share one UDP port. Nil: no viewers, taps only (offline
+	// recording).
 	API        *webrtc.API
 	ICEServers []webrtc.ICEServer
 	// ViewerQueue is each viewer's send queue in frames (default 15,
@@ -99,6 +101,7 @@ type Relay struct {
 
 	mu      sync.RWMutex
 	viewers map[string]*Viewer
+	taps    []Tap
 	closed  bool
 	nextID  uint64
 
@@ -119,9 +122,6 @@ const mtu = 1200
 
 // New returns a relay; Write feeds it.
 func New(cfg Config) (*Relay, error) {
-	if cfg.API == nil {
-		return nil, errors.New("stream: Config.API is nil")
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
@@ -230,9 +230,58 @@ func (r *Relay) Write(f *frame.Frame, meta *overlay.Metadata) error {
 	for _, v := range r.viewers {
 		v.offer(s)
 	}
+	if len(r.taps) > 0 {
+		ef := &EncodedFrame{AU: au, Key: key, RTPTime: ts, Seq: f.Seq, Captured: f.Captured, Image: f.Image, Meta: meta}
+		for _, t := range r.taps {
+			t.WriteFrame(ef)
+		}
+	}
 	r.mu.RUnlock()
 	return nil
 }
+
+// EncodedFrame is one frame as the relay encoded it, handed to taps.
+type EncodedFrame struct {
+	// AU is the H.264 access unit (Annex B), shared: read only.
+	AU       []byte
+	Key      bool
+	RTPTime  uint32 // 90 kHz, the same timestamp the viewers get
+	Seq      uint64
+	Captured time.Time
+	// Image is the annotated frame, valid only during WriteFrame.
+	Image gocv.Mat
+	Meta  *overlay.Metadata
+}
+
+// Tap receives every encoded frame on the relay's goroutine, after the
+// viewers have theirs. It must not block: the recorder queues and returns.
+type Tap interface {
+	WriteFrame(f *EncodedFrame)
+}
+
+// AddTap starts handing frames to t, from a keyframe requested now.
+func (r *Relay) AddTap(t Tap) {
+	r.mu.Lock()
+	r.taps = append(r.taps, t)
+	r.mu.Unlock()
+	r.requestKeyframe()
+}
+
+// RemoveTap stops handing frames to t; no call is in progress once it
+// returns.
+func (r *Relay) RemoveTap(t Tap) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, x := range r.taps {
+		if x == t {
+			r.taps = append(r.taps[:i], r.taps[i+1:]...)
+			return
+		}
+	}
+}
+
+// RequestKeyframe asks the encoder for a keyframe soon (coalesced).
+func (r *Relay) RequestKeyframe() { r.requestKeyframe() }
 
 // requestKeyframe asks for an IDR soon; requests within KeyframeGap of the
 // last keyframe coalesce into one.
@@ -242,6 +291,9 @@ func (r *Relay) requestKeyframe() { r.wantKey.Store(true) }
 // (and the metadata DataChannel when the offer has an application
 // section). The answer carries all our ICE candidates.
 func (r *Relay) AddViewer(ctx context.Context, offer, role string) (*Viewer, string, error) {
+	if r.cfg.API == nil {
+		return nil, "", fmt.Errorf("%w: this relay takes no viewers", ErrClosed)
+	}
 	hasApp, err := checkOffer(offer)
 	if err != nil {
 		return nil, "", err

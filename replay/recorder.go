@@ -1,0 +1,365 @@
+// Package replay is the teaching library: it records live sessions (the
+// relay's H.264, stored as is, in fragmented MP4) with a timeline of every
+// frame's findings, recovers recordings a crash left unfinished, enforces
+// retention, and serves what the library and replay pages need. File
+// layout and API: docs/recording.md.
+package replay
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"image"
+	"math"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"gocv.io/x/gocv"
+
+	"sonolive/overlay"
+	"sonolive/stream"
+)
+
+// Entry is one line of timeline.jsonl.
+type Entry struct {
+	T             float64           `json:"t"`
+	Seq           uint64            `json:"seq"`
+	CaptureUnixMS float64           `json:"capture_unix_ms"`
+	Stale         bool              `json:"stale"`
+	Detections    []overlay.DetMeta `json:"detections"`
+}
+
+// segmentLine is one line of segments.jsonl.
+type segmentLine struct {
+	N         int     `json:"n"`
+	StartS    float64 `json:"start_s"`
+	DurationS float64 `json:"duration_s"`
+	Bytes     int     `json:"bytes"`
+	Frames    int     `json:"frames"`
+	Duration  uint32  `json:"duration_ticks"`
+}
+
+// RecorderConfig sets up one recording.
+type RecorderConfig struct {
+	Source string
+	Model  string
+	// Segment is the shortest fragment; a fragment ends at the first
+	// keyframe after it, which bounds what a crash loses (default 2 s).
+	Segment time.Duration
+	// Queue is the frames buffered between the relay and the disk
+	// (default 90, three seconds at 30 fps).
+	Queue int
+	// RequestKeyframe asks the encoder for a keyframe (after a drop).
+	RequestKeyframe func()
+	Logger          *zap.Logger
+}
+
+// Recorder writes one recording. WriteFrame never blocks: frames go
+// through a bounded queue to the writer goroutine; when the disk cannot
+// keep up, frames are dropped (counted) until the next keyframe.
+type Recorder struct {
+	cfg   RecorderConfig
+	lib   *Library
+	id    string
+	dir   string
+	log   *zap.Logger
+	start time.Time
+
+	q        chan *recFrame
+	done     chan struct{}
+	dropped  atomic.Uint64
+	needKey  atomic.Bool
+	thumbSet atomic.Bool
+	closed   atomic.Bool
+	closeMu  sync.Mutex
+
+	// writer goroutine state
+	info      trackInfo
+	initDone  bool
+	firstTS   uint32
+	lastTS    uint32
+	pending   *pendingSample
+	frag      []sample
+	fragStart uint64 // decode time of the fragment's first sample
+	decode    uint64 // decode time of pending
+	segN      int
+	timeline  *os.File
+	tw        *bufio.Writer
+	segs      *os.File
+	frames    int
+	err       error
+	durations []uint32
+
+	mu       sync.Mutex // guards progress, read by the library
+	progress float64
+}
+
+type recFrame struct {
+	au    []byte
+	key   bool
+	ts    uint32
+	entry Entry
+	thumb *gocv.Mat // small copy of the annotated frame, or nil
+	w, h  int
+}
+
+type pendingSample struct {
+	data []byte
+	key  bool
+	ts   uint32
+}
+
+// ID is the recording's id.
+func (r *Recorder) ID() string { return r.id }
+
+// WriteFrame is the relay tap.
+func (r *Recorder) WriteFrame(f *stream.EncodedFrame) {
+	if r.closed.Load() {
+		return
+	}
+	if r.needKey.Load() {
+		if !f.Key {
+			r.dropped.Add(1)
+			return
+		}
+		r.needKey.Store(false)
+	}
+	rf := &recFrame{au: f.AU, key: f.Key, ts: f.RTPTime, w: f.Image.Cols(), h: f.Image.Rows()}
+	if f.Meta != nil {
+		rf.entry = Entry{Seq: f.Seq, CaptureUnixMS: f.Meta.CaptureUnixMS, Stale: f.Meta.Stale, Detections: f.Meta.Detections}
+	}
+	// The thumbnail: the first frame with a finding, else the first frame
+	// (replaced once a finding shows up).
+	if !r.thumbSet.Load() && !f.Image.Empty() && (len(rf.entry.Detections) > 0 || !r.hasAnyThumb()) {
+		small := gocv.NewMat()
+		w := 320
+		h := max(1, f.Image.Rows()*w/max(1, f.Image.Cols()))
+		gocv.Resize(f.Image, &small, image.Pt(w, h), 0, 0, gocv.InterpolationArea)
+		rf.thumb = &small
+		if len(rf.entry.Detections) > 0 {
+			r.thumbSet.Store(true)
+		}
+	}
+	select {
+	case r.q <- rf:
+	default:
+		if rf.thumb != nil {
+			rf.thumb.Close()
+		}
+		r.dropped.Add(1)
+		r.needKey.Store(true)
+		if r.cfg.RequestKeyframe != nil {
+			r.cfg.RequestKeyframe()
+		}
+	}
+}
+
+func (r *Recorder) hasAnyThumb() bool {
+	_, err := os.Stat(filepath.Join(r.dir, "thumb.jpg"))
+	return err == nil
+}
+
+func (r *Recorder) run() {
+	defer close(r.done)
+	for f := range r.q {
+		if r.err == nil {
+			if err := r.write(f); err != nil {
+				r.err = err
+				r.log.Error("recording failed; dropping the rest", zap.String("recording", r.id), zap.Error(err))
+			}
+		}
+		if f.thumb != nil {
+			if r.err == nil {
+				r.writeThumb(*f.thumb)
+			}
+			f.thumb.Close()
+		}
+	}
+}
+
+func (r *Recorder) writeThumb(m gocv.Mat) {
+	buf, err := gocv.IMEncode(gocv.JPEGFileExt, m)
+	if err != nil {
+		r.log.Warn("thumbnail", zap.Error(err))
+		return
+	}
+	defer buf.Close()
+	if err := writeFileSync(filepath.Join(r.dir, "thumb.jpg"), buf.GetBytes()); err != nil {
+		r.log.Warn("thumbnail", zap.Error(err))
+	}
+}
+
+// write handles one frame on the writer goroutine.
+func (r *Recorder) write(f *recFrame) error {
+	data, sps, pps, err := annexBToAVCC(f.au)
+	if err != nil {
+		return err
+	}
+	if !r.initDone {
+		if !f.key || sps == nil || pps == nil {
+			return nil // wait for the first keyframe with parameter sets
+		}
+		// The encoder codes even sizes: an odd last row or column is left out.
+		r.info = trackInfo{sps: sps, pps: pps, width: f.w &^ 1, height: f.h &^ 1}
+		b, err := initSegment(r.info)
+		if err != nil {
+			return err
+		}
+		if err := writeFileSync(filepath.Join(r.dir, "init.mp4"), b); err != nil {
+			return err
+		}
+		r.initDone = true
+		r.firstTS = f.ts
+		r.lastTS = f.ts
+	}
+	if r.pending != nil {
+		d := uint32(int32(f.ts - r.pending.ts))
+		if int32(d) <= 0 {
+			d = 1
+		}
+		r.frag = append(r.frag, sample{data: r.pending.data, duration: d, key: r.pending.key})
+		r.durations = append(r.durations, d)
+		if len(r.durations) > 64 {
+			r.durations = r.durations[1:]
+		}
+		r.decode += uint64(d)
+	}
+	// A keyframe after at least Segment of samples closes the fragment.
+	if f.key && len(r.frag) > 0 && r.decode-r.fragStart >= uint64(r.cfg.Segment.Seconds()*timescale) {
+		if err := r.flushFragment(); err != nil {
+			return err
+		}
+	}
+	r.pending = &pendingSample{data: data, key: f.key, ts: f.ts}
+	f.entry.T = math.Round(float64(r.decode)/timescale*1e3) / 1e3
+	b, err := json.Marshal(f.entry)
+	if err != nil {
+		return err
+	}
+	r.tw.Write(b)
+	r.tw.WriteByte('\n')
+	r.frames++
+	r.mu.Lock()
+	r.progress = f.entry.T
+	r.mu.Unlock()
+	return nil
+}
+
+// flushFragment writes the fragment as the next segment: to .tmp, fsync,
+// rename, then its line in segments.jsonl and the timeline so far, both
+// fsynced. A crash leaves at most the fragment in progress unwritten.
+func (r *Recorder) flushFragment() error {
+	if len(r.frag) == 0 {
+		return nil
+	}
+	r.segN++
+	frag := fragment(uint32(r.segN), r.fragStart, r.frag)
+	name := filepath.Join(r.dir, fmt.Sprintf("seg-%05d.m4s", r.segN))
+	if err := writeFileSync(name, frag); err != nil {
+		return err
+	}
+	var dur uint32
+	for _, s := range r.frag {
+		dur += s.duration
+	}
+	line, _ := json.Marshal(segmentLine{N: r.segN, StartS: float64(r.fragStart) / timescale, DurationS: float64(dur) / timescale,
+		Bytes: len(frag), Frames: len(r.frag), Duration: dur})
+	if _, err := r.segs.Write(append(line, '\n')); err != nil {
+		return err
+	}
+	if err := r.segs.Sync(); err != nil {
+		return err
+	}
+	if err := r.tw.Flush(); err != nil {
+		return err
+	}
+	if err := r.timeline.Sync(); err != nil {
+		return err
+	}
+	r.fragStart += uint64(dur)
+	r.frag = r.frag[:0]
+	return nil
+}
+
+// Close flushes what is buffered, finishes the recording (video.mp4,
+// meta.json) and returns its description.
+func (r *Recorder) Close() (Meta, error) {
+	r.closeMu.Lock()
+	defer r.closeMu.Unlock()
+	if !r.closed.Swap(true) {
+		close(r.q)
+	}
+	<-r.done
+	defer r.lib.finished(r.id)
+	if r.pending != nil && r.err == nil {
+		d := uint32(3000)
+		if n := len(r.durations); n > 0 {
+			d = r.durations[n-1]
+		}
+		r.frag = append(r.frag, sample{data: r.pending.data, duration: d, key: r.pending.key})
+		r.decode += uint64(d)
+		r.pending = nil
+		if err := r.flushFragment(); err != nil && r.err == nil {
+			r.err = err
+		}
+	}
+	if r.tw != nil {
+		r.tw.Flush()
+		r.timeline.Close()
+	}
+	if r.segs != nil {
+		r.segs.Close()
+	}
+	if n := r.dropped.Load(); n > 0 {
+		r.log.Warn("recording dropped frames", zap.String("recording", r.id), zap.Uint64("dropped", n))
+	}
+	status := "complete"
+	if r.err != nil {
+		status = "recovered"
+	}
+	m, err := finish(r.dir, r.id, r.cfg.Source, r.cfg.Model, r.start, status, r.log)
+	if err != nil {
+		return m, err
+	}
+	return m, r.err
+}
+
+// Progress is the recorded length so far, in seconds.
+func (r *Recorder) Progress() float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.progress
+}
+
+// writeFileSync writes a file durably: tmp, fsync, rename, fsync the dir.
+func writeFileSync(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
