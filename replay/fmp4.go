@@ -218,6 +218,7 @@ func fragment(seq uint32, base uint64, samples []sample) []byte {
 type sidxEntry struct {
 	size     uint32
 	duration uint32
+	sap      bool // starts with a keyframe
 }
 
 // sidx indexes the fragments that follow it, so players seek without
@@ -234,7 +235,11 @@ func sidx(entries []sidxEntry) []byte {
 		for _, e := range entries {
 			u32(b, e.size&0x7fffffff)
 			u32(b, e.duration)
-			u32(b, 0x90000000) // starts with a SAP of type 1
+			if e.sap {
+				u32(b, 0x90000000) // starts with a SAP of type 1
+			} else {
+				u32(b, 0)
+			}
 		}
 	})
 	return w.Bytes()

@@ -84,7 +84,7 @@ func (l *Library) Dir() string { return l.dir }
 // NewRecorder starts a recording; feed it as a relay tap, then Close it.
 func (l *Library) NewRecorder(cfg RecorderConfig) (*Recorder, error) {
 	if cfg.Segment <= 0 {
-		cfg.Segment = 2 * time.Second
+		cfg.Segment = time.Second
 	}
 	if cfg.Queue <= 0 {
 		cfg.Queue = 90
@@ -92,6 +92,7 @@ func (l *Library) NewRecorder(cfg RecorderConfig) (*Recorder, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = l.log
 	}
+	cfg.Source = SourceID(cfg.Source)
 	start := time.Now().UTC()
 	suffix := make([]byte, 2)
 	rand.Read(suffix)
@@ -358,7 +359,7 @@ func assemble(dir, initPath string, segs []segmentLine) error {
 	var total uint64
 	entries := make([]sidxEntry, len(segs))
 	for i, s := range segs {
-		entries[i] = sidxEntry{size: uint32(s.Bytes), duration: s.Duration}
+		entries[i] = sidxEntry{size: uint32(s.Bytes), duration: s.Duration, sap: s.Key}
 		total += uint64(s.Duration)
 	}
 	info.duration = total
@@ -495,6 +496,25 @@ func readMeta(path string) (Meta, error) {
 		return m, fmt.Errorf("%s: %w", path, err)
 	}
 	return m, nil
+}
+
+// SourceID turns any source name ("file:clip.mp4") into the id form used
+// in recording ids and URLs: lower case, [a-z0-9_-], at most 32.
+func SourceID(s string) string {
+	b := []byte(strings.ToLower(s))
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	out := strings.Trim(string(b), "-")
+	if len(out) > 32 {
+		out = out[:32]
+	}
+	if out == "" {
+		out = "source"
+	}
+	return out
 }
 
 // Source is the source id encoded in a recording id.

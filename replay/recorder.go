@@ -8,6 +8,7 @@ package replay
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"image"
 	"math"
@@ -41,18 +42,22 @@ type segmentLine struct {
 	Bytes     int     `json:"bytes"`
 	Frames    int     `json:"frames"`
 	Duration  uint32  `json:"duration_ticks"`
+	Key       bool    `json:"key"` // starts with a keyframe
 }
 
 // RecorderConfig sets up one recording.
 type RecorderConfig struct {
 	Source string
 	Model  string
-	// Segment is the shortest fragment; a fragment ends at the first
-	// keyframe after it, which bounds what a crash loses (default 2 s).
+	// Segment is the fragment length, which bounds what a crash loses
+	// (default 1 s).
 	Segment time.Duration
 	// Queue is the frames buffered between the relay and the disk
 	// (default 90, three seconds at 30 fps).
 	Queue int
+	// Block makes WriteFrame wait for the disk instead of dropping: for
+	// offline runs, which have no live viewer to protect.
+	Block bool
 	// RequestKeyframe asks the encoder for a keyframe (after a drop).
 	RequestKeyframe func()
 	Logger          *zap.Logger
@@ -144,6 +149,10 @@ func (r *Recorder) WriteFrame(f *stream.EncodedFrame) {
 			r.thumbSet.Store(true)
 		}
 	}
+	if r.cfg.Block {
+		r.q <- rf
+		return
+	}
 	select {
 	case r.q <- rf:
 	default:
@@ -228,8 +237,10 @@ func (r *Recorder) write(f *recFrame) error {
 		}
 		r.decode += uint64(d)
 	}
-	// A keyframe after at least Segment of samples closes the fragment.
-	if f.key && len(r.frag) > 0 && r.decode-r.fragStart >= uint64(r.cfg.Segment.Seconds()*timescale) {
+	// Fragments close on time, not on keyframes: a fragment may start
+	// with a P frame (its trun says so), and the loss on a crash stays
+	// bounded by Segment whatever the keyframe interval.
+	if len(r.frag) > 0 && r.decode-r.fragStart >= uint64(r.cfg.Segment.Seconds()*timescale) {
 		if err := r.flushFragment(); err != nil {
 			return err
 		}
@@ -267,7 +278,7 @@ func (r *Recorder) flushFragment() error {
 		dur += s.duration
 	}
 	line, _ := json.Marshal(segmentLine{N: r.segN, StartS: float64(r.fragStart) / timescale, DurationS: float64(dur) / timescale,
-		Bytes: len(frag), Frames: len(r.frag), Duration: dur})
+		Bytes: len(frag), Frames: len(r.frag), Duration: dur, Key: r.frag[0].key})
 	if _, err := r.segs.Write(append(line, '\n')); err != nil {
 		return err
 	}
@@ -322,6 +333,12 @@ func (r *Recorder) Close() (Meta, error) {
 		status = "recovered"
 	}
 	m, err := finish(r.dir, r.id, r.cfg.Source, r.cfg.Model, r.start, status, r.log)
+	if errors.Is(err, errEmpty) {
+		// Nothing playable was recorded (the source never delivered a
+		// keyframe): leave no empty entry in the library.
+		os.RemoveAll(r.dir)
+		return m, ErrNotFound
+	}
 	if err != nil {
 		return m, err
 	}

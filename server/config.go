@@ -26,6 +26,7 @@ type Config struct {
 	WebRTC    WebRTC    `yaml:"webrtc"`
 	Stream    Stream    `yaml:"stream"`
 	AI        AI        `yaml:"ai"`
+	Record    Record    `yaml:"record"`
 	Sources   []Source  `yaml:"sources"`
 	LogLevel  string    `yaml:"log_level"`
 }
@@ -79,6 +80,20 @@ type Stream struct {
 	BurnIn bool `yaml:"burn_in"`
 }
 
+// Record sets the teaching library (docs/recording.md).
+type Record struct {
+	// Enabled records every live session.
+	Enabled bool `yaml:"enabled"`
+	// Dir holds the recordings.
+	Dir string `yaml:"dir"`
+	// Segment is the fragment length: a crash loses at most about this.
+	Segment time.Duration `yaml:"segment"`
+	// MaxAge and MaxGB bound the library; the oldest finished
+	// recordings go first. 0: no limit.
+	MaxAge time.Duration `yaml:"max_age"`
+	MaxGB  float64       `yaml:"max_gb"`
+}
+
 // AI selects the detector, shared by all sources unless a source says
 // otherwise.
 type AI struct {
@@ -122,6 +137,7 @@ func Default() Config {
 		WebRTC: WebRTC{IncludeLoopback: true},
 		Stream: Stream{BitrateKbps: 2500, KeyframeInterval: 2 * time.Second, ViewerQueue: 15, MaxViewers: 100, BurnIn: true},
 		AI:     AI{Preset: "breast", Threads: 1, MinHits: 2},
+		Record: Record{Enabled: true, Dir: "recordings", Segment: time.Second, MaxAge: 30 * 24 * time.Hour, MaxGB: 20},
 		Sources: []Source{{
 			ID: "phantom", URL: "phantom://?seed=1&lesions=2&width=1280&height=720&fps=30",
 		}},
@@ -174,6 +190,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Stream.BitrateKbps < 100 {
 		return fmt.Errorf("config: stream.bitrate_kbps %d is too low", c.Stream.BitrateKbps)
+	}
+	if c.Record.Enabled && (c.Record.Dir == "" || c.Record.Segment < 500*time.Millisecond) {
+		return errors.New("config: record needs a dir and a segment of at least 500ms")
 	}
 	if c.Auth.InviteTTL <= 0 || c.Auth.MaxInviteTTL < c.Auth.InviteTTL || c.Auth.SonographerTTL <= 0 {
 		return errors.New("config: auth ttls must be positive and invite_ttl ≤ max_invite_ttl")

@@ -22,6 +22,7 @@ import (
 	"sonolive/auth"
 	"sonolive/infer"
 	"sonolive/metrics"
+	"sonolive/replay"
 	"sonolive/stream"
 	"sonolive/ui"
 )
@@ -40,6 +41,7 @@ type Server struct {
 	iceServers []webrtc.ICEServer
 	metrics    *metrics.Metrics
 	hub        *hub
+	lib        *replay.Library // nil when recording is off
 	sessions   map[string]*Session
 	order      []string
 	base       string // public base URL, set when listening
@@ -66,6 +68,13 @@ func New(cfg Config, log *zap.Logger, open DetectorOpener) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: log, signer: signer, api: api, apiClose: apiClose,
 		metrics: metrics.New(), hub: newHub(log), sessions: map[string]*Session{}}
+	if cfg.Record.Enabled {
+		// Opening recovers what a crash left unfinished.
+		if s.lib, err = replay.OpenLibrary(cfg.Record.Dir, log.Named("record")); err != nil {
+			apiClose()
+			return nil, err
+		}
+	}
 	for _, u := range cfg.WebRTC.ICEServers {
 		s.iceServers = append(s.iceServers, webrtc.ICEServer{URLs: []string{u}})
 	}
@@ -115,6 +124,10 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /api/sources/{source}/invites", s.createInvite)
 	mux.HandleFunc("PUT /api/sources/{source}/overlay", s.setOverlay)
 	mux.HandleFunc("GET /api/sources", s.listSources)
+	mux.HandleFunc("GET /api/recordings", s.listRecordings)
+	mux.HandleFunc("GET /api/recordings/{id}", s.getRecording)
+	mux.HandleFunc("GET /api/recordings/{id}/{file}", s.recordingFile)
+	mux.HandleFunc("DELETE /api/recordings/{id}", s.deleteRecording)
 	mux.Handle("GET /metrics", s.metrics.Handler())
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.Handle("/", ui.Handler())
@@ -168,6 +181,13 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		defer wg.Done()
 		s.tickStats(ctx)
 	}()
+	if s.lib != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.retain(ctx)
+		}()
+	}
 
 	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(s.log.Named("http"))}
 	errc := make(chan error, 1)

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,10 +32,18 @@ import (
 // startServer runs a server on loopback with a small phantom and no AI
 // (the AI path has its own tests; here the HTTP surface is under test).
 func startServer(t *testing.T) (*Server, string) {
+	srv, base, _ := startServerIn(t, t.TempDir())
+	return srv, base
+}
+
+// startServerIn records into dir; stop ends the server (also at cleanup).
+func startServerIn(t *testing.T, dir string) (srv *Server, base string, stop func()) {
 	t.Helper()
 	cfg := Default()
 	cfg.Sources = []Source{{ID: "phantom", URL: "phantom://?seed=2&width=320&height=240"}}
 	cfg.Stream.BitrateKbps = 600
+	cfg.Record.Dir = dir
+	cfg.Record.Segment = time.Second
 	srv, err := New(cfg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -46,13 +55,17 @@ func startServer(t *testing.T) (*Server, string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	base := "http://" + ln.Addr().String()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	base = "http://" + ln.Addr().String()
 	// Wait for the first frames so tests see a live session.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -68,7 +81,7 @@ func startServer(t *testing.T) (*Server, string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return srv, base
+	return srv, base, stop
 }
 
 func token(t *testing.T, s *Server, role auth.Role, ttl time.Duration) string {
@@ -317,6 +330,7 @@ func TestTLS(t *testing.T) {
 	cfg := Default()
 	cfg.Sources = []Source{{ID: "phantom", URL: "phantom://?width=160&height=120"}}
 	cfg.TLS = TLSConfig{Cert: cert, Key: key}
+	cfg.Record.Enabled = false
 	srv, err := New(cfg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -360,4 +374,88 @@ func writeSelfSigned(t *testing.T, certPath, keyPath string) {
 	kb, _ := x509.MarshalECPrivateKey(k)
 	os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
 	os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+}
+
+func TestRecordingsAPI(t *testing.T) {
+	dir := t.TempDir()
+	srv, base, stop := startServerIn(t, dir)
+	sono := token(t, srv, auth.Sonographer, time.Hour)
+	expert := token(t, srv, auth.Expert, time.Hour)
+	list := func(base, tok string) []map[string]any {
+		code, body := do(t, "GET", base+"/api/recordings", "", tok, "")
+		var out []map[string]any
+		if code != 200 || json.Unmarshal([]byte(body), &out) != nil {
+			t.Fatalf("list: %d %s", code, body)
+		}
+		return out
+	}
+	time.Sleep(2500 * time.Millisecond)
+	recs := list(base, expert)
+	if len(recs) != 1 || recs[0]["status"] != "recording" {
+		t.Fatalf("while live: %v", recs)
+	}
+	live := recs[0]["id"].(string)
+	if code, body := do(t, "DELETE", base+"/api/recordings/"+live, "", sono, ""); code != http.StatusConflict {
+		t.Fatalf("delete while recording: %d %s", code, body)
+	}
+	stop() // ends the session: the recording is finished
+
+	srv2, base2, _ := startServerIn(t, dir)
+	sono2 := token(t, srv2, auth.Sonographer, time.Hour)
+	expert2 := token(t, srv2, auth.Expert, time.Hour)
+	var done map[string]any
+	for _, m := range list(base2, expert2) {
+		if m["id"] == live {
+			done = m
+		}
+	}
+	if done == nil || done["status"] != "complete" || done["duration_s"].(float64) < 2 || done["width"].(float64) != 320 {
+		t.Fatalf("finished recording: %v", done)
+	}
+	u := base2 + "/api/recordings/" + live
+	for _, tc := range []struct {
+		name, method, path, tok string
+		code                    int
+		want                    string
+	}{
+		{"meta", "GET", "", expert2, 200, `"lesion_events"`},
+		{"meta from the old server's token", "GET", "", expert, 401, "invalid token"},
+		{"no token", "GET", "", "", 401, "missing token"},
+		{"timeline", "GET", "/timeline.jsonl", expert2, 200, `"t":0`},
+		{"thumb", "GET", "/thumb.jpg", expert2, 200, ""},
+		{"other file", "GET", "/meta.json", expert2, 404, "no such recording"},
+		{"bad id", "GET", "/../../etc/passwd", expert2, 404, ""},
+		{"expert cannot delete", "DELETE", "", expert2, 403, "may not"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := do(t, tc.method, u+tc.path, "", tc.tok, "")
+			if code != tc.code || !strings.Contains(body, tc.want) {
+				t.Fatalf("%d %.200q, want %d with %q", code, body, tc.code, tc.want)
+			}
+		})
+	}
+	for _, bad := range []string{"nope", "20261123T170102Z-phantom-zzzz", "20261123T170102Z-other-abcd"} {
+		code, _ := do(t, "GET", base2+"/api/recordings/"+bad, "", expert2, "")
+		if code != 404 && code != 403 {
+			t.Errorf("GET %s: %d", bad, code)
+		}
+	}
+	// Seeking needs range requests.
+	req, _ := http.NewRequest("GET", u+"/video.mp4?token="+url.QueryEscape(expert2), nil)
+	req.Header.Set("Range", "bytes=0-99")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || len(b) != 100 || string(b[4:8]) != "ftyp" {
+		t.Fatalf("range: %d, %d bytes %q", resp.StatusCode, len(b), b[:8])
+	}
+	if code, body := do(t, "DELETE", u, "", sono2, ""); code != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", code, body)
+	}
+	if code, _ := do(t, "GET", u, "", expert2, ""); code != 404 {
+		t.Fatalf("after delete: %d", code)
+	}
 }

@@ -17,6 +17,7 @@ import (
 	"sonolive/metrics"
 	"sonolive/overlay"
 	"sonolive/pipeline"
+	"sonolive/replay"
 	"sonolive/stream"
 )
 
@@ -151,6 +152,31 @@ func (s *Session) runOnce(ctx context.Context) error {
 	s.pipe.Store(p)
 	s.errMsg.Store("")
 	s.log.Info("session live", zap.String("url", capture.Redact(s.cfg.URL)), zap.Duration("budget", p.Budget()))
+	if lib := s.deps.lib; lib != nil {
+		rec, err := lib.NewRecorder(replay.RecorderConfig{
+			Source: s.id, Model: s.model, Segment: s.deps.cfg.Record.Segment,
+			RequestKeyframe: s.relay.RequestKeyframe, Logger: s.log,
+		})
+		if err != nil {
+			// The live view matters more than the recording.
+			s.log.Error("recording not started", zap.Error(err))
+		} else {
+			s.relay.AddTap(rec)
+			s.deps.hub.broadcast(s.id, event{Type: "recording", Recording: rec.ID(), Status: "recording"})
+			defer func() {
+				s.relay.RemoveTap(rec)
+				m, err := rec.Close()
+				if err != nil && !errors.Is(err, replay.ErrNotFound) {
+					s.log.Error("finishing recording", zap.String("recording", rec.ID()), zap.Error(err))
+				}
+				if err == nil {
+					s.log.Info("recording finished", zap.String("recording", m.ID), zap.Float64("duration_s", m.DurationS),
+						zap.Int("lesion_events", len(m.LesionEvents)))
+					s.deps.hub.broadcast(s.id, event{Type: "recording", Recording: m.ID, Status: m.Status})
+				}
+			}()
+		}
+	}
 	_, err = p.Run(ctx)
 	return err
 }

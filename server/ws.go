@@ -19,6 +19,9 @@ type event struct {
 	Type   string              `json:"type"`
 	Viewer *stream.ViewerEvent `json:"viewer,omitempty"`
 	BurnIn *bool               `json:"burn_in,omitempty"`
+	// Recording events: the id and its status.
+	Recording string `json:"recording,omitempty"`
+	Status    string `json:"status,omitempty"`
 }
 
 // MarshalJSON flattens the viewer event into the message, as

@@ -66,6 +66,10 @@ type Config struct {
 	// request, so a burst of joins or PLIs costs one keyframe (default
 	// 200 ms).
 	KeyframeGap time.Duration
+	// FrameClock stamps frames from their count at Encoder.FPS instead of
+	// their capture time: an offline run reads a file faster than real
+	// time, but its recording must play at the file's pace.
+	FrameClock bool
 	// OnViewer, when set, hears about viewers joining and leaving. It must
 	// not block.
 	OnViewer func(ViewerEvent)
@@ -199,6 +203,9 @@ func (r *Relay) Write(f *frame.Frame, meta *overlay.Metadata) error {
 		r.t0 = f.Captured
 	}
 	ts := r.tsBase + uint32(f.Captured.Sub(r.t0).Seconds()*90000)
+	if r.cfg.FrameClock {
+		ts = r.tsBase + uint32(float64(r.frames)*90000/r.enc.cfg.FPS)
+	}
 	if r.frames > 0 && int32(ts-r.lastTS) <= 0 {
 		ts = r.lastTS + 1
 	}

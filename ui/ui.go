@@ -1,7 +1,7 @@
 // Package ui serves the embedded web pages: the sonographer's live page
 // and the expert's consultation page, plain HTML/CSS/JS with no build step.
 // The pages talk to the server over WHEP, the WebSocket and the JSON API
-// (docs/streaming.md); they carry no secrets, so serving them needs no
+// (docs/streaming.md, docs/recording.md); they carry no secrets, so serving them needs no
 // token: every call they make does.
 package ui
 
@@ -14,8 +14,8 @@ import (
 //go:embed static
 var files embed.FS
 
-// Handler serves /live/{source}, /expert/{source}, /static/* and a short
-// index page.
+// Handler serves /live/{source}, /expert/{source}, /library/{source},
+// /replay/{id}, /static/* and a short index page.
 func Handler() http.Handler {
 	static, err := fs.Sub(files, "static")
 	if err != nil {
@@ -34,6 +34,8 @@ func Handler() http.Handler {
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 	mux.HandleFunc("GET /live/{source}", page("live.html"))
 	mux.HandleFunc("GET /expert/{source}", page("expert.html"))
+	mux.HandleFunc("GET /library/{source}", page("library.html"))
+	mux.HandleFunc("GET /replay/{id}", page("replay.html"))
 	mux.HandleFunc("GET /{$}", page("index.html"))
 	return mux
 }

@@ -106,6 +106,8 @@ Flags:
 		statsEvery  = fs.Duration("stats-interval", 5*time.Second, "log pipeline stats this often (0: never)")
 		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
 		minHits     = fs.Int("min-hits", 2, "inferences that must see a lesion before it is shown")
+		recordDir   = fs.String("record", "", "record the annotated run into this teaching library directory (docs/recording.md)")
+		recordAs    = fs.String("record-source", "", "file the recording under this source id (so `serve`'s library for that source lists it); default: from --source")
 		masks       rectList
 		mf          modelFlags
 	)
@@ -171,6 +173,14 @@ Flags:
 			return err
 		}
 		cfg.Sinks = append(cfg.Sinks, ms)
+	}
+	if *recordDir != "" {
+		rs, err := newRecordSink(*recordDir, *recordAs, modelName, src.Info(), log)
+		if err != nil {
+			src.Close()
+			return err
+		}
+		cfg.Sinks = append(cfg.Sinks, rs)
 	}
 	p, err := pipeline.New(cfg)
 	if err != nil {

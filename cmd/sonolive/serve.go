@@ -46,6 +46,8 @@ Flags:
 		tlsKey    = fs.String("tls-key", "", "TLS key file (config: tls.key)")
 		logLevel  = fs.String("log-level", "", "debug, info, warn or error (config: log_level)")
 		linkFile  = fs.String("link-file", "", "also write the sonographer links to this file (for scripts and tests)")
+		recordDir = fs.String("record-dir", "", "teaching library directory (config: record.dir, default ./recordings)")
+		noRecord  = fs.Bool("no-record", false, "do not record the live sessions (config: record.enabled)")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -76,6 +78,10 @@ Flags:
 	set(&cfg.TLS.Cert, *tlsCert)
 	set(&cfg.TLS.Key, *tlsKey)
 	set(&cfg.LogLevel, *logLevel)
+	set(&cfg.Record.Dir, *recordDir)
+	if *noRecord {
+		cfg.Record.Enabled = false
+	}
 	if *source != "" {
 		id := "live"
 		if strings.HasPrefix(*source, "phantom://") {

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"sonolive/replay"
+)
+
+func probeDuration(t *testing.T, path string) (float64, int) {
+	t.Helper()
+	out, err := exec.Command("ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
+		"-show_entries", "stream=nb_read_frames:format=duration", "-of", "default=nw=1", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v\n%s", path, err, out)
+	}
+	var d float64
+	var n int
+	for _, l := range strings.Split(string(out), "\n") {
+		k, v, _ := strings.Cut(l, "=")
+		if k == "duration" {
+			d, _ = strconv.ParseFloat(v, 64)
+		}
+		if k == "nb_read_frames" {
+			n, _ = strconv.Atoi(v)
+		}
+	}
+	return d, n
+}
+
+// Any clip becomes a teaching case: an offline run (faster than real time)
+// records at the source's pace, with the model's findings in the timeline.
+func TestRunRecord(t *testing.T) {
+	dir := t.TempDir()
+	_, stderr, err := sonolive(t, 3*time.Minute, "run", "--source", "phantom://?seed=1&lesions=2&width=320&height=240&fps=30",
+		"--frames", "150", "--record", dir, "--record-source", "phantom", "--log-level", "warn")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	lib, err := replay.OpenLibrary(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := lib.List()
+	if err != nil || len(list) != 1 {
+		t.Fatalf("library: %v %v", list, err)
+	}
+	m := list[0]
+	if m.Source != "phantom" || m.Status != "complete" || m.Frames != 150 || m.DurationS < 4.95 || m.DurationS > 5.05 || len(m.LesionEvents) == 0 {
+		t.Fatalf("recording %+v", m)
+	}
+	video, _ := lib.File(m.ID, "video.mp4")
+	if d, n := probeDuration(t, video); n != 150 || d < 4.9 || d > 5.1 {
+		t.Fatalf("ffprobe: %d frames, %.3f s", n, d)
+	}
+}
+
+// kill -9 while a live session records: the next start recovers the
+// recording and loses at most about one segment (1 s) of what was captured.
+func TestServeKill9KeepsRecording(t *testing.T) {
+	dir := t.TempDir()
+	links := filepath.Join(t.TempDir(), "links")
+	cmd := exec.Command(binary, "serve", "--listen", "127.0.0.1:0", "--link-file", links, "--record-dir", dir,
+		"--source", "phantom://?seed=1&lesions=2&width=640&height=360&fps=30", "--log-level", "warn")
+	var logs strings.Builder
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	// Record about 6 s of frames.
+	deadline := time.Now().Add(60 * time.Second)
+	var rec string
+	for rec == "" {
+		if ents, _ := os.ReadDir(dir); len(ents) > 0 {
+			rec = ents[0].Name()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no recording started; log:\n%s", logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(6 * time.Second)
+	killed := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+
+	lib, err := replay.OpenLibrary(dir, nil) // what `serve` does on start
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := lib.Get(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Status != "recovered" || m.DurationS < 3 {
+		t.Fatalf("recovered %+v", m)
+	}
+	// The loss: capture time of the last recovered frame to the kill.
+	tl, _ := lib.File(rec, "timeline.jsonl")
+	last := lastEntry(t, tl)
+	lost := killed.Sub(time.UnixMicro(int64(last.CaptureUnixMS * 1000)))
+	t.Logf("recovered %.2f s (%d frames); the last recovered frame was captured %v before kill -9", m.DurationS, m.Frames, lost.Round(time.Millisecond))
+	if lost > 2*time.Second {
+		t.Errorf("lost %v > 2 s", lost)
+	}
+	video, _ := lib.File(rec, "video.mp4")
+	if d, n := probeDuration(t, video); n != m.Frames || d < m.DurationS-0.1 {
+		t.Fatalf("ffprobe: %d frames %.2f s; meta %d frames %.2f s", n, d, m.Frames, m.DurationS)
+	}
+}
+
+func lastEntry(t *testing.T, path string) replay.Entry {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var e replay.Entry
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e
+}
