@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -77,6 +78,13 @@ type server struct {
 }
 
 func startServe(t *testing.T, args ...string) server {
+	s, _ := startServeStop(t, append([]string{"--record-dir", t.TempDir()}, args...)...)
+	return s
+}
+
+// startServeStop also returns a stop that ends the server as Ctrl-C does
+// (idempotent; cleanup calls it too).
+func startServeStop(t *testing.T, args ...string) (server, func()) {
 	t.Helper()
 	links := filepath.Join(t.TempDir(), "links")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -88,15 +96,19 @@ func startServe(t *testing.T, args ...string) server {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		cancel()
-		if err := cmd.Wait(); err != nil && ctx.Err() == nil {
-			t.Errorf("serve: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", logs.String())
-		}
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := cmd.Wait(); err != nil && ctx.Err() == nil {
+				t.Errorf("serve: %v", err)
+			}
+			if t.Failed() {
+				t.Logf("server log:\n%s", logs.String())
+			}
+		})
+	}
+	t.Cleanup(stop)
 	deadline := time.Now().Add(60 * time.Second)
 	var line string
 	for {
@@ -119,7 +131,7 @@ func startServe(t *testing.T, args ...string) server {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return s
+				return s, stop
 			}
 		}
 		if time.Now().After(deadline) {
@@ -209,4 +221,82 @@ func TestThirdPartyWHEPPlayer(t *testing.T) {
 	if res["width"] != 1280.0 || res["height"] != 720.0 {
 		t.Errorf("video %vx%v, want 1280x720", res["width"], res["height"])
 	}
+}
+
+// A 60 s live session is recorded; after it ends the library lists it with
+// its length and lesion events, and the replay page in Chromium draws the
+// timeline's boxes on the frames they belong to.
+func TestReplayInChromium(t *testing.T) {
+	chromium := browser(t)
+	out := outDir(t)
+	lib := t.TempDir()
+	s, stop := startServeStop(t, "--record-dir", lib)
+	time.Sleep(60 * time.Second)
+	stopped := time.Now()
+	stop()
+
+	s2, _ := startServeStop(t, "--record-dir", lib)
+	req, _ := http.NewRequest("GET", s2.base+"/api/recordings", nil)
+	req.Header.Set("Authorization", "Bearer "+s2.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []struct {
+		ID           string  `json:"id"`
+		Status       string  `json:"status"`
+		DurationS    float64 `json:"duration_s"`
+		Frames       int     `json:"frames"`
+		LesionEvents []struct {
+			TrackID uint64  `json:"track_id"`
+			FirstS  float64 `json:"first_s"`
+			LastS   float64 `json:"last_s"`
+		} `json:"lesion_events"`
+	}
+	json.NewDecoder(resp.Body).Decode(&recs)
+	resp.Body.Close()
+	var done []int
+	for i, r := range recs {
+		if r.Status == "complete" {
+			done = append(done, i)
+		}
+	}
+	if len(done) != 1 {
+		t.Fatalf("want one finished recording, got %+v", recs)
+	}
+	r := recs[done[0]]
+	// The session's length: its first recorded frame to the stop.
+	first := firstCapture(t, s2, r.ID)
+	want := stopped.Sub(first).Seconds()
+	t.Logf("recording %s: %.2f s, %d frames, %d lesion events; session %.2f s (first frame to stop)", r.ID, r.DurationS, r.Frames, len(r.LesionEvents), want)
+	if d := r.DurationS - want; d > 1 || d < -1 {
+		t.Errorf("duration %.2f s, session %.2f s", r.DurationS, want)
+	}
+	if len(r.LesionEvents) == 0 {
+		t.Fatalf("no lesion events in 60 s of phantom")
+	}
+	_ = s
+	res := node(t, "replay.js", 150*time.Second, "CHROMIUM="+chromium,
+		"LIBRARY_URL="+s2.base+"/library/phantom?token="+s2.token,
+		"REPLAY_URL="+s2.base+"/replay/"+r.ID+"?token="+s2.token, "OUT_DIR="+out)
+	t.Logf("replay page: %v", res)
+}
+
+// firstCapture is the capture time of a recording's first frame.
+func firstCapture(t *testing.T, s server, id string) time.Time {
+	t.Helper()
+	req, _ := http.NewRequest("GET", s.base+"/api/recordings/"+id+"/timeline.jsonl", nil)
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e struct {
+		CaptureUnixMS float64 `json:"capture_unix_ms"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+		t.Fatal(err)
+	}
+	return time.UnixMicro(int64(e.CaptureUnixMS * 1000))
 }

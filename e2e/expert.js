@@ -123,9 +123,15 @@ async function stepLive() {
   await waitStat(page, 'live: burn-in state from the WebSocket', burnInKnown, 5000);
   const toggle = page.locator('#burn-in');
   const initial = await page.evaluate(() => window.sonolive.stats.burnIn);
-  if (await toggle.isChecked()) await toggle.click({ timeout: 5000 });
+  // Exercise the switch both ways, each confirmed by the server over the
+  // WebSocket, and leave burn-in off so the expert page draws its own boxes.
+  if (!(await toggle.isChecked())) {
+    await toggle.click({ timeout: 5000 });
+    await waitStat(page, 'live: WebSocket reports burn_in true', burnInOn, 5000);
+  }
+  await toggle.click({ timeout: 5000 });
   await waitStat(page, 'live: WebSocket reports burn_in false', burnInOff, 5000);
-  log(`live: burn-in ${initial} -> false`);
+  log(`live: burn-in ${initial} -> true -> false`);
   return { page, initialBurnIn: initial };
 }
 

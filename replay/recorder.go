@@ -31,7 +31,9 @@ type Entry struct {
 	Seq           uint64            `json:"seq"`
 	CaptureUnixMS float64           `json:"capture_unix_ms"`
 	Stale         bool              `json:"stale"`
-	Detections    []overlay.DetMeta `json:"detections"`
+	// BurnedIn: the boxes are in this frame's pixels (burn-in was on).
+	BurnedIn   bool              `json:"burned_in"`
+	Detections []overlay.DetMeta `json:"detections"`
 }
 
 // segmentLine is one line of segments.jsonl.
@@ -135,7 +137,7 @@ func (r *Recorder) WriteFrame(f *stream.EncodedFrame) {
 	}
 	rf := &recFrame{au: f.AU, key: f.Key, ts: f.RTPTime, w: f.Image.Cols(), h: f.Image.Rows()}
 	if f.Meta != nil {
-		rf.entry = Entry{Seq: f.Seq, CaptureUnixMS: f.Meta.CaptureUnixMS, Stale: f.Meta.Stale, Detections: f.Meta.Detections}
+		rf.entry = Entry{Seq: f.Seq, CaptureUnixMS: f.Meta.CaptureUnixMS, Stale: f.Meta.Stale, BurnedIn: f.Meta.BurnedIn, Detections: f.Meta.Detections}
 	}
 	// The thumbnail: the first frame with a finding, else the first frame
 	// (replaced once a finding shows up).

@@ -76,7 +76,10 @@ type Stream struct {
 	// MaxViewers per source.
 	MaxViewers int `yaml:"max_viewers"`
 	// BurnIn draws boxes and the HUD into the video at start; the
-	// sonographer's page switches it per session.
+	// sonographer's page switches it per session. Off by default: our
+	// pages draw the boxes from the metadata, and recordings stay clean
+	// so a replay can hide the marks for a quiz. Turn it on for
+	// third-party players.
 	BurnIn bool `yaml:"burn_in"`
 }
 
@@ -135,7 +138,7 @@ func Default() Config {
 		Listen: ":8080",
 		Auth:   Auth{SonographerTTL: 12 * time.Hour, InviteTTL: time.Hour, MaxInviteTTL: 24 * time.Hour},
 		WebRTC: WebRTC{IncludeLoopback: true},
-		Stream: Stream{BitrateKbps: 2500, KeyframeInterval: 2 * time.Second, ViewerQueue: 15, MaxViewers: 100, BurnIn: true},
+		Stream: Stream{BitrateKbps: 2500, KeyframeInterval: 2 * time.Second, ViewerQueue: 15, MaxViewers: 100},
 		AI:     AI{Preset: "breast", Threads: 1, MinHits: 2},
 		Record: Record{Enabled: true, Dir: "recordings", Segment: time.Second, MaxAge: 30 * 24 * time.Hour, MaxGB: 20},
 		Sources: []Source{{

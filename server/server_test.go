@@ -218,11 +218,12 @@ func TestSessionEndToEnd(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 
-	// Burn-in off: the pages hear it and the metadata says so.
-	if code, body := do(t, "PUT", base+"/api/sources/phantom/overlay", "application/json", sono, `{"burn_in":false}`); code != 200 {
+	// Burn-in on (the default is off): the pages hear it and the metadata
+	// says so.
+	if code, body := do(t, "PUT", base+"/api/sources/phantom/overlay", "application/json", sono, `{"burn_in":true}`); code != 200 {
 		t.Fatalf("overlay: %d %s", code, body)
 	}
-	if ev := wsRead(t, ws, "overlay"); ev["burn_in"] != false {
+	if ev := wsRead(t, ws, "overlay"); ev["burn_in"] != true {
 		t.Fatalf("overlay event: %v", ev)
 	}
 	time.Sleep(300 * time.Millisecond)
@@ -230,8 +231,8 @@ func TestSessionEndToEnd(t *testing.T) {
 		BurnedIn *bool  `json:"burned_in"`
 		RTPTS    uint32 `json:"rtp_ts"`
 	}
-	if err := json.Unmarshal(viewer.LastMetadata(), &meta); err != nil || meta.BurnedIn == nil || *meta.BurnedIn || meta.RTPTS == 0 {
-		t.Fatalf("metadata after burn-in off: %s", viewer.LastMetadata())
+	if err := json.Unmarshal(viewer.LastMetadata(), &meta); err != nil || meta.BurnedIn == nil || !*meta.BurnedIn || meta.RTPTS == 0 {
+		t.Fatalf("metadata after burn-in on: %s", viewer.LastMetadata())
 	}
 
 	// Glass-to-glass reports reach the HUD; junk does not kill the socket.
@@ -241,7 +242,7 @@ func TestSessionEndToEnd(t *testing.T) {
 		st := wsRead(t, ws, "stats")
 		g := st["g2g_ms"].(map[string]any)
 		if g["n"].(float64) == 3 && g["p50"].(float64) == 90 {
-			if st["viewers"].(float64) != 1 || st["burn_in"] != false {
+			if st["viewers"].(float64) != 1 || st["burn_in"] != true {
 				t.Fatalf("stats: %v", st)
 			}
 			break
@@ -280,7 +281,7 @@ func TestLoadConfig(t *testing.T) {
 		name, yaml, err string
 		check           func(Config) bool
 	}{
-		{"empty is defaults", "", "", func(c Config) bool { return c.Listen == ":8080" && len(c.Sources) == 1 && c.Stream.BurnIn }},
+		{"empty is defaults", "", "", func(c Config) bool { return c.Listen == ":8080" && len(c.Sources) == 1 && !c.Stream.BurnIn && c.Record.Enabled }},
 		{"durations", "stream:\n  keyframe_interval: 1s\nauth:\n  invite_ttl: 30m\n", "", func(c Config) bool {
 			return c.Stream.KeyframeInterval == time.Second && c.Auth.InviteTTL == 30*time.Minute
 		}},

@@ -1,6 +1,7 @@
 // sonolive web UI: code shared by the sonographer's live page (live.html) and
 // the expert's consultation page (expert.html). Plain ES module, no build step,
 // no dependencies. The page says which one it is with <body data-page="...">.
+// recordings.js (library.html, replay.html) imports its exported helpers.
 //
 // Protocol (docs/streaming.md), in short:
 //   - WHEP: POST /whep/{source} with our SDP offer → 201 + SDP answer +
@@ -27,8 +28,8 @@ const ARRIVAL_FALLBACK_MS = 1000;   // no RTP match for this long: draw newest m
 const STATS_STALE_MS = 3500;        // server stats older than this are not trusted for state
 const STAGES = ['queue', 'preprocess', 'infer', 'decode', 'wait', 'track', 'overlay', 'encode', 'total'];
 
-const INVALID_LINK_MSG = 'This link is invalid or has expired — ask the sonographer for a new invite';
-const FORBIDDEN_LINK_MSG = 'This link does not give access to this page — ask the sonographer for a new invite';
+export const INVALID_LINK_MSG = 'This link is invalid or has expired — ask the sonographer for a new invite';
+export const FORBIDDEN_LINK_MSG = 'This link does not give access to this page — ask the sonographer for a new invite';
 
 // Live, test-visible state (playwright reads window.sonolive.stats).
 const stats = {
@@ -90,7 +91,7 @@ const authHeader = (token) => ({ Authorization: `Bearer ${token}` });
 
 // httpError turns a non-2xx response into an Error carrying the status and
 // the server's one-line plain-text reason.
-async function httpError(res) {
+export async function httpError(res) {
   let text = '';
   try { text = (await res.text()).trim().split('\n')[0].slice(0, 200); } catch { /* no body */ }
   const err = new Error(text || `HTTP ${res.status}`);
@@ -448,7 +449,7 @@ const COLOR_FRESH = '#39d98a';
 const COLOR_STALE = '#ffb020';
 
 // BoxPainter draws detections on the canvas laid over the <video>.
-class BoxPainter {
+export class BoxPainter {
   constructor(canvas, video) {
     this.canvas = canvas;
     this.video = video;
@@ -535,7 +536,7 @@ class BoxPainter {
 
 const fmtMs = (v) => (v == null || !Number.isFinite(v) ? '—' : v < 1 ? v.toFixed(2) : v < 10 ? v.toFixed(1) : String(Math.round(v)));
 const fmtNum = (v, digits = 0) => (v == null || !Number.isFinite(v) ? '—' : v.toFixed(digits));
-const fmtPct = (v) => (typeof v === 'number' ? `${Math.round(v * 100)}%` : '—');
+export const fmtPct = (v) => (typeof v === 'number' ? `${Math.round(v * 100)}%` : '—');
 
 function setText(el, text) {
   if (typeof el === 'string') el = $(el);
@@ -1013,6 +1014,8 @@ async function boot(page, setup) {
 
 function setupLive(session, ctx, entry) {
   const src = encodeURIComponent(ctx.source);
+  // The recordings of this source, with the same token.
+  $('library-link').href = `/library/${src}?token=${encodeURIComponent(ctx.token)}`;
 
   // "AI overlay in video": burn the boxes into the pixels (server side) or not.
   const toggle = $('burn-in');
