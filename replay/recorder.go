@@ -27,10 +27,10 @@ import (
 
 // Entry is one line of timeline.jsonl.
 type Entry struct {
-	T             float64           `json:"t"`
-	Seq           uint64            `json:"seq"`
-	CaptureUnixMS float64           `json:"capture_unix_ms"`
-	Stale         bool              `json:"stale"`
+	T             float64 `json:"t"`
+	Seq           uint64  `json:"seq"`
+	CaptureUnixMS float64 `json:"capture_unix_ms"`
+	Stale         bool    `json:"stale"`
 	// BurnedIn: the boxes are in this frame's pixels (burn-in was on).
 	BurnedIn   bool              `json:"burned_in"`
 	Detections []overlay.DetMeta `json:"detections"`

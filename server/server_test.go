@@ -281,7 +281,9 @@ func TestLoadConfig(t *testing.T) {
 		name, yaml, err string
 		check           func(Config) bool
 	}{
-		{"empty is defaults", "", "", func(c Config) bool { return c.Listen == ":8080" && len(c.Sources) == 1 && !c.Stream.BurnIn && c.Record.Enabled }},
+		{"empty is defaults", "", "", func(c Config) bool {
+			return c.Listen == ":8080" && len(c.Sources) == 1 && !c.Stream.BurnIn && c.Record.Enabled
+		}},
 		{"durations", "stream:\n  keyframe_interval: 1s\nauth:\n  invite_ttl: 30m\n", "", func(c Config) bool {
 			return c.Stream.KeyframeInterval == time.Second && c.Auth.InviteTTL == 30*time.Minute
 		}},
