@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -276,6 +277,17 @@ func TestReplayInChromium(t *testing.T) {
 		t.Fatalf("no lesion events in 60 s of phantom")
 	}
 	_ = s
+	// ffprobe accepts every recorded file, and it holds every frame.
+	videos, _ := filepath.Glob(filepath.Join(lib, "*", "video.mp4"))
+	for _, v := range videos {
+		out, err := exec.Command("ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
+			"-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", v).CombinedOutput()
+		if err != nil {
+			t.Errorf("ffprobe %s: %v\n%s", v, err, out)
+		} else if strings.Contains(v, r.ID) && strings.TrimSpace(string(out)) != strconv.Itoa(r.Frames) {
+			t.Errorf("ffprobe: %s frames, timeline %d", out, r.Frames)
+		}
+	}
 	res := node(t, "replay.js", 150*time.Second, "CHROMIUM="+chromium,
 		"LIBRARY_URL="+s2.base+"/library/phantom?token="+s2.token,
 		"REPLAY_URL="+s2.base+"/replay/"+r.ID+"?token="+s2.token, "OUT_DIR="+out)

@@ -9,7 +9,7 @@
 //
 // Steps: (a) the library lists at least one recording card; (b) the replay
 // page loads the video and the timeline; (c) it seeks into the lesion event
-// with the most frames and checks that the boxes drawn for the presented frame
+// with the most frames (preferring one that starts ≥ 5 s in) and checks that the boxes drawn for the presented frame
 // are that frame's timeline boxes (within 1 px, source pixels); (d) "Show AI
 // marks" off draws no boxes; (e) 2× speed plays ≥ 2.5 s of video in 2 s.
 // One JSON line on stdout, exit 0 (ok) or 1; everything else goes to stderr.
@@ -173,8 +173,12 @@ async function stepReplay() {
   if (!events.length) throw new Error('replay: the recording has no lesion event (meta.lesion_events is empty)');
   if (!entries.length) throw new Error('replay: timeline.jsonl is empty');
 
-  // (c) the lesion event with the most frames.
-  const ev = events.reduce((a, b) => ((b.frames || 0) > (a.frames || 0) ? b : a));
+  // (c) the lesion event with the most frames among those that start well
+  // into the recording (seeking into the middle of the file is the hard
+  // case: fragments there may start with a P frame); else any event.
+  const later = events.filter((e) => e.first_s >= 5 && (e.frames || 0) >= 10);
+  const pool = later.length ? later : events;
+  const ev = pool.reduce((a, b) => ((b.frames || 0) > (a.frames || 0) ? b : a));
   let target = ev.first_s + Math.min(0.5, (ev.last_s - ev.first_s) / 2);
   // The track may be missing from a frame inside its event: aim at the
   // nearest frame that has it, so a miss below is the page's fault.

@@ -100,6 +100,7 @@ type Recorder struct {
 	frames    int
 	err       error
 	durations []uint32
+	keyAsked  bool
 
 	mu       sync.Mutex // guards progress, read by the library
 	progress float64
@@ -239,13 +240,21 @@ func (r *Recorder) write(f *recFrame) error {
 		}
 		r.decode += uint64(d)
 	}
-	// Fragments close on time, not on keyframes: a fragment may start
-	// with a P frame (its trun says so), and the loss on a crash stays
-	// bounded by Segment whatever the keyframe interval.
-	if len(r.frag) > 0 && r.decode-r.fragStart >= uint64(r.cfg.Segment.Seconds()*timescale) {
+	// Fragments start at keyframes, so a player seeking into the file
+	// lands on a decodable frame (players seek by fragment). Near the end
+	// of a fragment we ask the encoder for a keyframe, which bounds the
+	// fragment, and so what a crash loses, at about Segment. Should no
+	// keyframe come, a fragment is cut at any frame after 3×Segment.
+	age := r.decode - r.fragStart
+	seg := uint64(r.cfg.Segment.Seconds() * timescale)
+	if len(r.frag) > 0 && (f.key && age >= seg || age >= 3*seg) {
 		if err := r.flushFragment(); err != nil {
 			return err
 		}
+		r.keyAsked = false
+	} else if !r.keyAsked && age+2*uint64(r.lastDuration()) >= seg && r.cfg.RequestKeyframe != nil {
+		r.cfg.RequestKeyframe()
+		r.keyAsked = true
 	}
 	r.pending = &pendingSample{data: data, key: f.key, ts: f.ts}
 	f.entry.T = math.Round(float64(r.decode)/timescale*1e3) / 1e3
@@ -345,6 +354,13 @@ func (r *Recorder) Close() (Meta, error) {
 		return m, err
 	}
 	return m, r.err
+}
+
+func (r *Recorder) lastDuration() uint32 {
+	if n := len(r.durations); n > 0 {
+		return r.durations[n-1]
+	}
+	return 3000
 }
 
 // Progress is the recorded length so far, in seconds.

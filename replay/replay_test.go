@@ -2,6 +2,8 @@ package replay
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/binary"
 	"context"
 	"encoding/json"
 	"errors"
@@ -138,6 +140,22 @@ func TestRecordTenSeconds(t *testing.T) {
 	dur, frames := ffprobe(t, video)
 	if frames != 300 || dur < 9.9 || dur > 10.1 {
 		t.Fatalf("ffprobe: %d frames, %.3f s", frames, dur)
+	}
+	// Every fragment starts with a keyframe, so players can seek into any.
+	b, _ := os.ReadFile(video)
+	i := bytes.Index(b, []byte("sidx"))
+	if i < 0 {
+		t.Fatal("no sidx")
+	}
+	refs := int(binary.BigEndian.Uint16(b[i+4+4+4+4+16+2:]))
+	if refs < 9 {
+		t.Fatalf("%d fragments in 10 s", refs)
+	}
+	for k := 0; k < refs; k++ {
+		e := b[i+4+4+4+4+16+4+12*k:]
+		if binary.BigEndian.Uint32(e[8:])>>31 != 1 {
+			t.Fatalf("fragment %d does not start with a keyframe", k)
+		}
 	}
 	if n, last := timelineLen(t, filepath.Join(lib.Dir(), m.ID, "timeline.jsonl")); n != 300 || last < 9.9 {
 		t.Fatalf("timeline: %d entries, last t %.3f", n, last)
