@@ -163,12 +163,16 @@ async function stepReplay() {
     return { meta: JSON.parse(await get(base)), timelineText: await get(`${base}/timeline.jsonl`) };
   });
   const entries = [];
+  let sessionEvents = 0;
   for (const line of timelineText.split('\n')) {
     if (!line.trim()) continue;
-    try { entries.push(JSON.parse(line)); } catch { /* a cut last line */ }
+    let e;
+    try { e = JSON.parse(line); } catch { continue; /* a cut last line */ }
+    if (e.event) { sessionEvents++; continue; } // not a frame
+    entries.push(e);
   }
   const events = Array.isArray(meta.lesion_events) ? meta.lesion_events : [];
-  const rep = { id: meta.id, status: meta.status, duration_s: meta.duration_s, timelineEntries: entries.length, events: events.length };
+  const rep = { id: meta.id, status: meta.status, duration_s: meta.duration_s, timelineEntries: entries.length, sessionEvents, events: events.length };
   result.replay = rep;
   if (!events.length) throw new Error('replay: the recording has no lesion event (meta.lesion_events is empty)');
   if (!entries.length) throw new Error('replay: timeline.jsonl is empty');

@@ -437,6 +437,8 @@ func cutTimeline(path string, durationS float64, m *Meta) error {
 			var e Entry
 			if json.Unmarshal(line, &e) != nil || e.T >= durationS+1e-6 {
 				cut = true
+			} else if e.Event != "" {
+				kept = append(kept, line...)
 			} else {
 				kept = append(kept, line...)
 				m.Frames++

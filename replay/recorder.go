@@ -33,7 +33,12 @@ type Entry struct {
 	Stale         bool    `json:"stale"`
 	// BurnedIn: the boxes are in this frame's pixels (burn-in was on).
 	BurnedIn   bool              `json:"burned_in"`
-	Detections []overlay.DetMeta `json:"detections"`
+	Detections []overlay.DetMeta `json:"detections,omitempty"`
+	// Event, on a line of its own, is a session event at time T (viewer
+	// joined or left, burn-in switched); Data says more. Frame fields
+	// are empty on such lines.
+	Event string            `json:"event,omitempty"`
+	Data  map[string]string `json:"data,omitempty"`
 }
 
 // segmentLine is one line of segments.jsonl.
@@ -113,6 +118,7 @@ type recFrame struct {
 	entry Entry
 	thumb *gocv.Mat // small copy of the annotated frame, or nil
 	w, h  int
+	event *Entry // a session event instead of a frame
 }
 
 type pendingSample struct {
@@ -123,6 +129,19 @@ type pendingSample struct {
 
 // ID is the recording's id.
 func (r *Recorder) ID() string { return r.id }
+
+// Event records a session event in the timeline at the current time.
+// Never blocks; dropped (counted) when the queue is full.
+func (r *Recorder) Event(name string, data map[string]string) {
+	if r.closed.Load() {
+		return
+	}
+	select {
+	case r.q <- &recFrame{event: &Entry{Event: name, Data: data}}:
+	default:
+		r.dropped.Add(1)
+	}
+}
 
 // WriteFrame is the relay tap.
 func (r *Recorder) WriteFrame(f *stream.EncodedFrame) {
@@ -207,6 +226,19 @@ func (r *Recorder) writeThumb(m gocv.Mat) {
 
 // write handles one frame on the writer goroutine.
 func (r *Recorder) write(f *recFrame) error {
+	if f.event != nil {
+		if !r.initDone {
+			return nil // before the video starts there is no time to put it at
+		}
+		f.event.T = math.Round(float64(r.decode)/timescale*1e3) / 1e3
+		b, err := json.Marshal(f.event)
+		if err != nil {
+			return err
+		}
+		r.tw.Write(b)
+		r.tw.WriteByte('\n')
+		return nil
+	}
 	data, sps, pps, err := annexBToAVCC(f.au)
 	if err != nil {
 		return err

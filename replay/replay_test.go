@@ -25,6 +25,11 @@ import (
 // as the encoder goes) through a relay into a recorder. The phantom's
 // ground truth stands in for detections, one track per lesion.
 func record(t *testing.T, lib *Library, n int, closeIt bool) (*Recorder, Meta) {
+	return recordWith(t, lib, n, closeIt, nil)
+}
+
+// recordWith calls during(i, rec) before frame i.
+func recordWith(t *testing.T, lib *Library, n int, closeIt bool, during func(int, *Recorder)) (*Recorder, Meta) {
 	t.Helper()
 	relay, err := stream.New(stream.Config{Source: "phantom", Encoder: stream.EncoderConfig{Bitrate: 500_000, FPS: 30, KeyframeInterval: time.Second}})
 	if err != nil {
@@ -43,6 +48,9 @@ func record(t *testing.T, lib *Library, n int, closeIt bool) (*Recorder, Meta) {
 			t.Fatal(err)
 		}
 		f.Captured = t0.Add(time.Duration(i) * time.Second / 30)
+		if during != nil {
+			during(i, rec)
+		}
 		for k, b := range f.Truth {
 			f.Detections = append(f.Detections, frame.Detection{Box: b, Class: "lesion", Score: 0.8, Malignancy: -1, TrackID: uint64(k + 1)})
 		}
@@ -250,5 +258,33 @@ func TestLibraryRejectsAndRetains(t *testing.T) {
 	}
 	if _, err := lib.Get(b.ID); err != nil {
 		t.Fatalf("newer recording gone: %v", err)
+	}
+}
+
+// Session events share the timeline but are not frames.
+func TestSessionEventsInTimeline(t *testing.T) {
+	lib, err := OpenLibrary(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, m := recordWith(t, lib, 60, true, func(i int, r *Recorder) {
+		if i == 30 {
+			r.Event("viewer_joined", map[string]string{"viewer": "v1", "role": "expert"})
+		}
+	})
+	if m.Frames != 60 {
+		t.Fatalf("frames %d, want 60 (events are not frames)", m.Frames)
+	}
+	b, _ := os.ReadFile(filepath.Join(lib.Dir(), m.ID, "timeline.jsonl"))
+	var ev Entry
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var e Entry
+		json.Unmarshal([]byte(l), &e)
+		if e.Event != "" {
+			ev = e
+		}
+	}
+	if ev.Event != "viewer_joined" || ev.Data["role"] != "expert" || ev.T < 0.9 || ev.T > 1.1 {
+		t.Fatalf("event line: %+v", ev)
 	}
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"strconv"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,7 @@ type Session struct {
 	model    string
 
 	pipe   atomic.Pointer[pipeline.Pipeline]
+	rec    atomic.Pointer[replay.Recorder] // the recording in progress
 	burnIn atomic.Bool
 	ended  atomic.Bool
 	errMsg atomic.Value // string
@@ -67,7 +69,10 @@ func newSession(s *Server, src Source, det infer.Detector, model string) (*Sessi
 		},
 		API: s.api, ICEServers: s.iceServers,
 		ViewerQueue: s.cfg.Stream.ViewerQueue, MaxViewers: s.cfg.Stream.MaxViewers,
-		OnViewer: func(ev stream.ViewerEvent) { s.hub.broadcast(src.ID, event{Type: "viewer", Viewer: &ev}) },
+		OnViewer: func(ev stream.ViewerEvent) {
+			s.hub.broadcast(src.ID, event{Type: "viewer", Viewer: &ev})
+			ses.recordEvent("viewer_"+ev.Event, map[string]string{"viewer": ev.ID, "role": ev.Role})
+		},
 		OnEncode: func(d time.Duration, _ int) {
 			s.metrics.ObserveStage(src.ID, "encode", d)
 			ses.mu.Lock()
@@ -162,8 +167,10 @@ func (s *Session) runOnce(ctx context.Context) error {
 			s.log.Error("recording not started", zap.Error(err))
 		} else {
 			s.relay.AddTap(rec)
+			s.rec.Store(rec)
 			s.deps.hub.broadcast(s.id, event{Type: "recording", Recording: rec.ID(), Status: "recording"})
 			defer func() {
+				s.rec.Store(nil)
 				s.relay.RemoveTap(rec)
 				m, err := rec.Close()
 				if err != nil && !errors.Is(err, replay.ErrNotFound) {
@@ -186,6 +193,14 @@ func (s *Session) SetBurnIn(on bool) {
 	s.burnIn.Store(on)
 	if p := s.pipe.Load(); p != nil {
 		p.SetOverlay(on)
+	}
+	s.recordEvent("burn_in", map[string]string{"on": strconv.FormatBool(on)})
+}
+
+// recordEvent notes a session event in the recording in progress.
+func (s *Session) recordEvent(name string, data map[string]string) {
+	if rec := s.rec.Load(); rec != nil {
+		rec.Event(name, data)
 	}
 }
 

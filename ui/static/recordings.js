@@ -335,9 +335,12 @@ function bootLibrary() {
 // ---------------------------------------------------------------- timeline
 
 // parseTimeline reads timeline.jsonl: one JSON object per line; bad lines
-// (e.g. a cut last line) are skipped. Returns entries sorted by t.
+// (e.g. a cut last line) are skipped. Session events (lines with "event":
+// a viewer joined, burn-in switched) are kept apart from the frames.
+// Returns frame entries sorted by t.
 function parseTimeline(text) {
   const entries = [];
+  const events = [];
   let bad = 0;
   for (const line of text.split('\n')) {
     const s = line.trim();
@@ -345,6 +348,7 @@ function parseTimeline(text) {
     let e;
     try { e = JSON.parse(s); } catch { bad++; continue; }
     if (!e || !Number.isFinite(e.t)) { bad++; continue; }
+    if (e.event) { events.push(e); continue; }
     entries.push(e);
   }
   for (let i = 1; i < entries.length; i++) {
@@ -357,7 +361,7 @@ function parseTimeline(text) {
   for (let i = 1; i < Math.min(entries.length, 301); i++) steps.push(ts[i] - ts[i - 1]);
   steps.sort((a, b) => a - b);
   const frameDur = steps.length && steps[steps.length >> 1] > 0 ? steps[steps.length >> 1] : 1 / 30;
-  return { entries, ts, bad, frameDur };
+  return { entries, events, ts, bad, frameDur };
 }
 
 // lastIndexAtOrBefore: the largest i with ts[i] <= x, or -1.
