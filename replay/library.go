@@ -367,33 +367,24 @@ func assemble(dir, initPath string, segs []segmentLine) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, "video.mp4.tmp")
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp)
-	f.Write(initB)
-	f.Write(sidx(entries))
-	for _, s := range segs {
-		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("seg-%05d.m4s", s.N)))
-		if err != nil {
-			f.Close()
+	return writeSync(filepath.Join(dir, "video.mp4"), func(w io.Writer) error {
+		if _, err := w.Write(initB); err != nil {
 			return err
 		}
-		if _, err := f.Write(b); err != nil {
-			f.Close()
+		if _, err := w.Write(sidx(entries)); err != nil {
 			return err
 		}
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(dir, "video.mp4"))
+		for _, s := range segs {
+			b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("seg-%05d.m4s", s.N)))
+			if err != nil {
+				return err
+			}
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 func readSegments(path string) ([]segmentLine, error) {

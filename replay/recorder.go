@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -404,12 +405,22 @@ func (r *Recorder) Progress() float64 {
 
 // writeFileSync writes a file durably: tmp, fsync, rename, fsync the dir.
 func writeFileSync(path string, b []byte) error {
+	return writeSync(path, func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	})
+}
+
+// writeSync is writeFileSync for content written by fill: the file
+// appears whole or not at all.
+func writeSync(path string, fill func(io.Writer) error) error {
 	tmp := path + ".tmp"
 	f, err := os.Create(tmp)
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(b); err != nil {
+	defer os.Remove(tmp) // after a failure; a no-op once renamed
+	if err := fill(f); err != nil {
 		f.Close()
 		return err
 	}

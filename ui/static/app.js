@@ -569,13 +569,13 @@ export function parseExpiry(v) {
 }
 
 let toastTimer = null;
-function toast(text) {
+export function toast(text, ms = 4000) {
   const el = $('toast');
   if (!el) return;
   el.textContent = text;
   el.hidden = false;
   clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => { el.hidden = true; }, 4000);
+  toastTimer = setTimeout(() => { el.hidden = true; }, ms);
 }
 
 // ---------------------------------------------------------------- fatal errors

@@ -16,6 +16,7 @@
 import {
   parseLocation, tokenPayload, httpError, BoxPainter, fmtPct,
   INVALID_LINK_MSG, FORBIDDEN_LINK_MSG,
+  toast,
 } from './app.js';
 
 const LIBRARY_REFRESH_MS = 10000;   // while a recording is still being written
@@ -117,15 +118,6 @@ function eventSegments(bar, events, duration, cls) {
   });
 }
 
-let toastTimer = null;
-function toast(text) {
-  const el = $('toast');
-  if (!el) return;
-  el.textContent = text;
-  el.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => { el.hidden = true; }, 5000);
-}
 
 // showFatal replaces the page with one clear message (same texts as the live pages).
 function showFatal(status, reason, what) {
@@ -312,19 +304,19 @@ function bootLibrary() {
     } catch (err) {
       btn.disabled = false;
       if (err.status === 409) {
-        toast('This recording is still being written — it can be deleted once it ends.');
+        toast('This recording is still being written — it can be deleted once it ends.', 5000);
         load();
         return;
       }
       if (err.status === 401) return showFatal(401, err.message, 'library');
-      if (err.status === 403) { toast(`Not allowed to delete: ${err.message}`); return; }
-      if (err.status !== 404) { toast(`Could not delete: ${err.message}`); return; }
+      if (err.status === 403) { toast(`Not allowed to delete: ${err.message}`, 5000); return; }
+      if (err.status !== 404) { toast(`Could not delete: ${err.message}`, 5000); return; }
       // 404: already gone, drop the card too.
     }
     li.remove();
     cards.delete(meta.id);
     updateCount();
-    toast('Recording deleted');
+    toast('Recording deleted', 5000);
   };
 
   load();
@@ -640,7 +632,7 @@ function bootReplay() {
   for (const ev of ['play', 'pause', 'ended', 'loadedmetadata', 'emptied']) video.addEventListener(ev, syncButtons);
 
   const togglePlay = () => {
-    if (video.paused || video.ended) video.play().catch((err) => toast(`Cannot play: ${err.message}`));
+    if (video.paused || video.ended) video.play().catch((err) => toast(`Cannot play: ${err.message}`, 5000));
     else video.pause();
   };
   playBtn.addEventListener('click', togglePlay);
