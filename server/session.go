@@ -3,8 +3,8 @@ package server
 import (
 	"context"
 	"errors"
-	"strconv"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
