@@ -20,7 +20,7 @@
 
 const fs = require('fs');
 const path = require('path');
-const { chromium } = require('playwright-core');
+const { createRun, sleep, watchConsole } = require('./harness');
 
 const RUN_LIMIT_MS = 88000;
 const env = process.env;
@@ -31,8 +31,9 @@ const OUT_DIR = env.OUT_DIR || '.';
 const SECONDS = Number(env.SECONDS || 8);
 
 const result = { ok: false, error: null, expert: null, live: null, bad: null };
+const run = createRun({ name: 'e2e', limitMs: RUN_LIMIT_MS, result });
+const { log, finish, fail } = run;
 let browser = null;
-let finished = false;
 
 // forgeBadUrl keeps the URL but swaps the token for one with a wrong signature.
 function forgeBadUrl(url) {
@@ -47,36 +48,9 @@ function forgeBadUrl(url) {
   }
 }
 
-const log = (...args) => console.error('[e2e]', ...args);
 
-// finish prints the one result line, closes the browser (bounded) and exits.
-async function finish(code) {
-  if (finished) return;
-  finished = true;
-  if (browser) {
-    await Promise.race([browser.close().catch(() => {}), sleep(5000)]);
-  }
-  process.stdout.write(JSON.stringify(result) + '\n');
-  process.exit(code);
-}
 
-function fail(message) {
-  result.ok = false;
-  // Playwright errors carry a multi-line, coloured call log: keep the first line.
-  const clean = String(message).replace(/\u001b\[[0-9;]*m/g, '').split('\n')[0];
-  result.error = result.error || clean;
-  return finish(1);
-}
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-// forward browser console errors and page exceptions to stderr, tagged.
-function watchConsole(page, name) {
-  page.on('console', (msg) => {
-    if (msg.type() === 'error') console.error(`[${name}] console error: ${msg.text()}`);
-  });
-  page.on('pageerror', (err) => console.error(`[${name}] page error: ${err.message}`));
-}
 
 // snapshot copies window.sonolive.stats out of the page.
 async function snapshot(page) {
@@ -179,15 +153,7 @@ async function main() {
   if (!(SECONDS > 0 && SECONDS <= 60)) return fail('SECONDS must be between 1 and 60');
   fs.mkdirSync(OUT_DIR, { recursive: true });
 
-  browser = await chromium.launch({
-    executablePath: env.CHROMIUM || '/usr/bin/chromium',
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--use-fake-ui-for-media-stream', '--autoplay-policy=no-user-gesture-required',
-    ],
-    timeout: 20000,
-  });
-  log(`chromium ${browser.version()}`);
+  browser = await run.launch();
 
   const live = await stepLive();
   let expertPage;
@@ -219,7 +185,4 @@ async function main() {
   return finish(0);
 }
 
-setTimeout(() => fail(`run exceeded ${RUN_LIMIT_MS} ms`), RUN_LIMIT_MS).unref();
-process.on('unhandledRejection', (err) => fail(String(err && err.message ? err.message : err)));
-
-main().catch((err) => fail(err && err.message ? err.message : String(err)));
+run.start(main);

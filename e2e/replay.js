@@ -19,7 +19,7 @@
 
 const fs = require('fs');
 const path = require('path');
-const { chromium } = require('playwright-core');
+const { createRun, sleep, watchConsole } = require('./harness');
 
 const RUN_LIMIT_MS = 88000;
 const env = process.env;
@@ -32,37 +32,12 @@ const PLAY_RATE = 2;
 const MIN_ADVANCE_S = 2.5;
 
 const result = { ok: false, error: null, library: null, replay: null };
+const run = createRun({ name: 'e2e', limitMs: RUN_LIMIT_MS, result });
+const { log, finish, fail } = run;
 let browser = null;
-let finished = false;
 
-const log = (...args) => console.error('[e2e]', ...args);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-// finish prints the one result line, closes the browser (bounded) and exits.
-async function finish(code) {
-  if (finished) return;
-  finished = true;
-  if (browser) {
-    await Promise.race([browser.close().catch(() => {}), sleep(5000)]);
-  }
-  process.stdout.write(JSON.stringify(result) + '\n');
-  process.exit(code);
-}
 
-function fail(message) {
-  result.ok = false;
-  // Playwright errors carry a multi-line, coloured call log: keep the first line.
-  const clean = String(message).replace(/\u001b\[[0-9;]*m/g, '').split('\n')[0];
-  result.error = result.error || clean;
-  return finish(1);
-}
-
-function watchConsole(page, name) {
-  page.on('console', (msg) => {
-    if (msg.type() === 'error') console.error(`[${name}] console error: ${msg.text()}`);
-  });
-  page.on('pageerror', (err) => console.error(`[${name}] page error: ${err.message}`));
-}
 
 async function openPage(url, name) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
@@ -269,22 +244,11 @@ async function stepReplay() {
 async function main() {
   if (!LIBRARY_URL || !REPLAY_URL) return fail('LIBRARY_URL and REPLAY_URL must be set');
   fs.mkdirSync(OUT_DIR, { recursive: true });
-  browser = await chromium.launch({
-    executablePath: env.CHROMIUM || '/usr/bin/chromium',
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--use-fake-ui-for-media-stream', '--autoplay-policy=no-user-gesture-required',
-    ],
-    timeout: 20000,
-  });
-  log(`chromium ${browser.version()}`);
+  browser = await run.launch();
   await stepLibrary();
   await stepReplay();
   result.ok = true;
   return finish(0);
 }
 
-setTimeout(() => fail(`run exceeded ${RUN_LIMIT_MS} ms`), RUN_LIMIT_MS).unref();
-process.on('unhandledRejection', (err) => fail(String(err && err.message ? err.message : err)));
-
-main().catch((err) => fail(err && err.message ? err.message : String(err)));
+run.start(main);

@@ -31,6 +31,7 @@
 const fs = require('fs');
 const path = require('path');
 const { chromium } = require('playwright-core');
+const { CHROMIUM_ARGS, sleep } = require('./harness');
 
 const CLIENT_PKG = '@eyevinn/webrtc-player';
 const RUN_LIMIT_MS = 58000;
@@ -49,7 +50,6 @@ const consoleLines = []; // every browser console line, dumped on failure
 const whepLog = []; // WHEP HTTP exchanges seen by the page: method, path, status, Location
 
 const log = (...args) => console.error('[whep-eyevinn]', ...args);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function finish(code, result) {
   if (finished) return;
@@ -122,14 +122,7 @@ async function run() {
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--use-fake-ui-for-media-stream',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
+    args: CHROMIUM_ARGS,
   });
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
   const page = await context.newPage();
