@@ -69,10 +69,12 @@ func New(cfg Config, log *zap.Logger, open DetectorOpener) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, signer: signer, api: api, apiClose: apiClose,
 		metrics: metrics.New(), hub: newHub(log), sessions: map[string]*Session{}}
 	if cfg.Record.Enabled {
-		// Opening recovers what a crash left unfinished.
+		// Opening recovers what a crash left unfinished. A library that
+		// cannot be opened (a read-only or full disk) turns recording off:
+		// the live view matters more.
 		if s.lib, err = replay.OpenLibrary(cfg.Record.Dir, log.Named("record")); err != nil {
-			apiClose()
-			return nil, err
+			log.Error("recording is off: cannot open the library", zap.String("dir", cfg.Record.Dir), zap.Error(err))
+			s.lib = nil
 		}
 	}
 	for _, u := range cfg.WebRTC.ICEServers {

@@ -14,6 +14,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -461,4 +462,30 @@ func TestRecordingsAPI(t *testing.T) {
 	if code, _ := do(t, "GET", u, "", expert2, ""); code != 404 {
 		t.Fatalf("after delete: %d", code)
 	}
+}
+
+// A library directory that cannot be made turns recording off; the live
+// session still runs.
+func TestUnwritableLibraryStillServes(t *testing.T) {
+	blocker := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(blocker, []byte("x"), 0o600)
+	cfg := Default()
+	cfg.Sources = []Source{{ID: "phantom", URL: "phantom://?width=160&height=120"}}
+	cfg.Record.Dir = filepath.Join(blocker, "recordings") // under a file: cannot exist
+	srv, err := New(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv.lib != nil {
+		t.Fatal("library opened under a file")
+	}
+	w := httptest.NewRecorder()
+	tok, _, _ := srv.signer.Issue(auth.Expert, "phantom", time.Minute)
+	r := httptest.NewRequest("GET", "/api/recordings", nil)
+	r.Header.Set("Authorization", "Bearer "+tok)
+	srv.Handler().ServeHTTP(w, r)
+	if w.Code != 200 || strings.TrimSpace(w.Body.String()) != "[]" {
+		t.Fatalf("recordings with recording off: %d %s", w.Code, w.Body.String())
+	}
+	srv.apiClose()
 }
