@@ -69,6 +69,10 @@ type Snapshot struct {
 	Dropped    map[string]uint64
 	BitrateBPS float64
 	Viewers    []Viewer
+	// Recording is true while the session records; RecordDropped counts
+	// frames the recording lost to a slow disk (this recording).
+	Recording     bool
+	RecordDropped uint64
 }
 
 // Viewer is one viewer's counters.
@@ -101,6 +105,8 @@ func NewSessionCollector(snapshots func() []Snapshot) *SessionCollector {
 		"bytes":          d("stream_bytes_total", "Encoded H.264 bytes (once, before fan-out)."),
 		"bitrate":        d("stream_bitrate_bps", "Encoded bitrate over the last seconds."),
 		"viewers":        d("viewers", "Connected viewers."),
+		"recording":      d("recording", "1 while the session is being recorded."),
+		"rec_dropped":    d("recording_dropped_frames", "Frames the current recording lost to a slow disk."),
 		"viewer_frames":  d("viewer_frames_total", "Frames sent to a viewer.", "viewer", "role"),
 		"viewer_dropped": d("viewer_dropped_frames_total", "Frames dropped for a slow viewer.", "viewer", "role"),
 		"viewer_meta":    d("viewer_metadata_dropped_total", "Metadata messages dropped for a viewer.", "viewer", "role"),
@@ -139,6 +145,12 @@ func (c *SessionCollector) Collect(ch chan<- prometheus.Metric) {
 		counter("bytes", s.StreamBytes, s.Source)
 		gauge("bitrate", s.BitrateBPS, s.Source)
 		gauge("viewers", float64(len(s.Viewers)), s.Source)
+		rec := 0.0
+		if s.Recording {
+			rec = 1
+		}
+		gauge("recording", rec, s.Source)
+		gauge("rec_dropped", float64(s.RecordDropped), s.Source)
 		for _, v := range s.Viewers {
 			counter("viewer_frames", v.Frames, s.Source, v.ID, v.Role)
 			counter("viewer_dropped", v.Dropped, s.Source, v.ID, v.Role)

@@ -396,6 +396,9 @@ func (r *Recorder) lastDuration() uint32 {
 	return 3000
 }
 
+// Dropped counts frames and events lost to a full queue (a slow disk).
+func (r *Recorder) Dropped() uint64 { return r.dropped.Load() }
+
 // Progress is the recorded length so far, in seconds.
 func (r *Recorder) Progress() float64 {
 	r.mu.Lock()

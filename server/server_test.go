@@ -264,7 +264,7 @@ func TestSessionEndToEnd(t *testing.T) {
 		t.Fatalf("%d viewers after leave", n)
 	}
 	_, metricsBody := do(t, "GET", base+"/metrics", "", "", "")
-	for _, want := range []string{`sonolive_stage_latency_seconds_bucket{source="phantom",stage="encode"`, `sonolive_glass_to_glass_seconds_count{source="phantom"} 3`} {
+	for _, want := range []string{`sonolive_stage_latency_seconds_bucket{source="phantom",stage="encode"`, `sonolive_glass_to_glass_seconds_count{source="phantom"} 3`, `sonolive_recording{source="phantom"} 1`} {
 		if !strings.Contains(metricsBody, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

@@ -347,6 +347,9 @@ func (s *Session) snapshot() metrics.Snapshot {
 	s.mu.Lock()
 	snap.BitrateBPS = s.bitrate
 	s.mu.Unlock()
+	if rec := s.rec.Load(); rec != nil {
+		snap.Recording, snap.RecordDropped = true, rec.Dropped()
+	}
 	for _, v := range rs.Viewers {
 		snap.Viewers = append(snap.Viewers, metrics.Viewer{ID: v.ID, Role: v.Role, Frames: v.Frames, Dropped: v.Dropped, MetaSent: v.MetaSent, MetaDropped: v.MetaDropped})
 	}
