@@ -52,6 +52,7 @@ test-train: setup-train
 
 # Reproduces the shipped breast and thyroid models (about 40 minutes each on
 # 2 cores; the runs are time-budgeted, so weights vary a little by machine).
+# The thyroid run starts from the breast run's weights.
 # Real-data metrics come from the committed splits; phantom frames are
 # training-only.
 train: build setup-train
@@ -60,8 +61,8 @@ train: build setup-train
 		--malignancy benign:malignant --organ breast --split-file train/splits/busi.json \
 		--minutes 38 --seed 1 --version 0.1.0 --out models/breast.onnx --ckpt $(OUT)/breast.pt
 	$(PY) -m train.train --coco ddti --coco-train $(OUT)/phantom-train --coco-train-share 0.22 --names nodule \
-		--organ thyroid --split-file train/splits/ddti.json \
-		--minutes 38 --seed 1 --version 0.1.0 --out models/thyroid.onnx --ckpt $(OUT)/thyroid.pt
+		--organ thyroid --split-file train/splits/ddti.json --init $(OUT)/breast.pt \
+		--minutes 38 --seed 1 --version 0.2.0 --out models/thyroid.onnx --ckpt $(OUT)/thyroid.pt
 
 # Reproduces models/phantom-interim.onnx (the phantom preset): phantom frames
 # from the Go generator, then training.
