@@ -37,7 +37,10 @@ def giou_ltrb(pred, gt, eps=1e-6):
     return iou - (c - union) / c
 
 
-def cnet_loss(out, batch, w_heat=1.0, w_box=2.0, w_l1=0.2, w_mal=1.0):
+def cnet_loss(out, batch, w_heat=1.0, w_box=2.0, w_l1=0.2, w_mal=1.0, mal_smooth=0.0):
+    """mal_smooth pulls the malignancy targets towards 0.5 (label smoothing):
+    with ~700 labelled lesions the head otherwise drives its training loss to
+    near zero and becomes over-confident on validation."""
     heat_logits, box_raw, mal_logits = out
     _, heat_gt, box_gt, wreg, tmal, wmal = batch
     l_heat = focal_heatmap(heat_logits, heat_gt)
@@ -59,7 +62,8 @@ def cnet_loss(out, batch, w_heat=1.0, w_box=2.0, w_l1=0.2, w_mal=1.0):
         msel = wmal > 0
         if msel.any():
             ml = mal_logits[:, 0][msel]
-            l_mal = (F.binary_cross_entropy_with_logits(ml, tmal[msel], reduction="none") * wmal[msel]).sum() \
+            target = tmal[msel] * (1 - mal_smooth) + 0.5 * mal_smooth
+            l_mal = (F.binary_cross_entropy_with_logits(ml, target, reduction="none") * wmal[msel]).sum() \
                 / wmal.sum().clamp(min=1)
         else:
             l_mal = mal_logits.sum() * 0

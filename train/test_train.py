@@ -63,6 +63,24 @@ class TestData(unittest.TestCase):
         self.assertTrue(torch.allclose(c, torch.full_like(c, 0.3), atol=1e-6))
         self.assertAlmostEqual(float(D._resize_area(x, 320, 269).mean()), float(x.mean()), places=4)
 
+    def test_malignancy_label_smoothing(self):
+        # A head already certain of the right answer loses nothing without
+        # smoothing and is pulled back with it.
+        from train.loss import cnet_loss
+        G = 4
+        heat = torch.full((1, 1, G, G), -10.0)
+        box = torch.zeros((1, 4, G, G))
+        mal = torch.full((1, 1, G, G), 12.0)  # confident "malignant"
+        wreg = torch.zeros((1, G, G))
+        tmal = torch.ones((1, G, G))
+        wmal = torch.zeros((1, G, G))
+        wmal[0, 1, 1] = 1
+        batch = (None, torch.zeros((1, 1, G, G)), torch.zeros((1, 4, G, G)), wreg, tmal, wmal)
+        _, plain = cnet_loss((heat, box, mal), batch)
+        _, smooth = cnet_loss((heat, box, mal), batch, mal_smooth=0.1)
+        self.assertLess(float(plain["mal"]), 1e-4)
+        self.assertGreater(float(smooth["mal"]), 0.5)
+
     def test_targets_roundtrip(self):
         boxes = np.array([[40.3, 60.2, 120.7, 101.1], [200, 200, 212, 230]], np.float32)
         heat, box, w, tm, wm = D.targets(boxes, np.array([0, 0]), np.array([1.0, -1.0], np.float32), 1, 320)

@@ -78,6 +78,9 @@ def parse_args(argv=None):
     g.add_argument("--width", default="16,32,64,128,320", help="channel widths (stem1,stem2,s8,s16,s32)")
     g.add_argument("--depth", default="1,3,4", help="residual blocks at strides 8,16,32")
     g.add_argument("--init", help="start from this checkpoint (.pt; fine-tuning)")
+    g.add_argument("--mal-weight", type=float, default=1.0, help="weight of the malignancy loss")
+    g.add_argument("--mal-smooth", type=float, default=0.0,
+                   help="label smoothing of the malignancy targets (0: none; 0.1 pulls them to 0.05/0.95)")
     g.add_argument("--smoke", action="store_true", help="a few steps on a few images, then export (CI)")
     g = ap.add_argument_group("output")
     g.add_argument("--out", help="ONNX file to write (required unless --split-only)")
@@ -424,7 +427,7 @@ def main(argv=None):
             gp["lr"] = lr
         batch = [b.to(device, non_blocking=True) for b in batch]
         out = net(batch[0])
-        loss, parts = cnet_loss(out, batch)
+        loss, parts = cnet_loss(out, batch, w_mal=args.mal_weight, mal_smooth=args.mal_smooth)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
@@ -462,6 +465,7 @@ def main(argv=None):
         "train_only_share": (round(sampler.m / max(1, n_main + sampler.m), 4) if extra_recs else None),
         "class_map": _pairs(args.class_map), "malignancy": args.malignancy or None,
         "init": (os.path.basename(args.init) if args.init else None),
+        "mal_weight": args.mal_weight, "mal_smooth": args.mal_smooth,
         "seed": args.seed, "minutes": round(train_s / 60, 2), "steps": step, "batch": args.batch,
         "imgsz": args.imgsz, "arch": {"name": "cnet", **final.config}, "params": nparams,
         "smoke": bool(args.smoke),
