@@ -52,13 +52,8 @@ type inviteResponse struct {
 
 // createInvite lets the sonographer hand an expert an expiring link.
 func (s *Server) createInvite(w http.ResponseWriter, r *http.Request) {
-	ses, ok := s.session(w, r)
+	ses, c, ok := s.authorize(w, r, auth.Sonographer)
 	if !ok {
-		return
-	}
-	c, err := s.signer.Check(r, ses.id, auth.Sonographer)
-	if err != nil {
-		auth.Deny(w, err)
 		return
 	}
 	var req inviteRequest
@@ -97,12 +92,8 @@ type overlayRequest struct {
 
 // setOverlay switches the burned-in overlay for the session.
 func (s *Server) setOverlay(w http.ResponseWriter, r *http.Request) {
-	ses, ok := s.session(w, r)
+	ses, _, ok := s.authorize(w, r, auth.Sonographer)
 	if !ok {
-		return
-	}
-	if _, err := s.signer.Check(r, ses.id, auth.Sonographer); err != nil {
-		auth.Deny(w, err)
 		return
 	}
 	var req overlayRequest

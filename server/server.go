@@ -149,13 +149,20 @@ func cors(h http.Handler) http.Handler {
 	})
 }
 
-// session returns the named session or writes 404.
-func (s *Server) session(w http.ResponseWriter, r *http.Request) (*Session, bool) {
+// authorize finds the request's {source} session and checks that its
+// token grants one of roles there; otherwise it writes the 404, 401 or 403.
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request, roles ...auth.Role) (*Session, auth.Claims, bool) {
 	ses, ok := s.sessions[r.PathValue("source")]
 	if !ok {
 		http.Error(w, fmt.Sprintf("%v %q", errUnknownSource, r.PathValue("source")), http.StatusNotFound)
+		return nil, auth.Claims{}, false
 	}
-	return ses, ok
+	c, err := s.signer.Check(r, ses.id, roles...)
+	if err != nil {
+		auth.Deny(w, err)
+		return nil, c, false
+	}
+	return ses, c, true
 }
 
 // Run serves on ln until ctx ends, then stops the sessions and closes

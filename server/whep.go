@@ -12,7 +12,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"sonolive/auth"
 	"sonolive/stream"
 )
 
@@ -42,13 +41,8 @@ func readBody(w http.ResponseWriter, r *http.Request, mediaType string, limit in
 
 // whepOffer is WHEP's POST: an SDP offer in, a viewer and its answer out.
 func (s *Server) whepOffer(w http.ResponseWriter, r *http.Request) {
-	ses, ok := s.session(w, r)
+	ses, claims, ok := s.authorize(w, r, anyRole...)
 	if !ok {
-		return
-	}
-	claims, err := s.signer.Check(r, ses.id, auth.Expert, auth.Sonographer)
-	if err != nil {
-		auth.Deny(w, err)
 		return
 	}
 	offer, ok := readBody(w, r, "application/sdp", maxSDP)
@@ -79,12 +73,8 @@ func (s *Server) whepOffer(w http.ResponseWriter, r *http.Request) {
 
 // viewerFor authenticates a WHEP resource request and finds its viewer.
 func (s *Server) viewerFor(w http.ResponseWriter, r *http.Request) (*Session, *stream.Viewer, bool) {
-	ses, ok := s.session(w, r)
+	ses, _, ok := s.authorize(w, r, anyRole...)
 	if !ok {
-		return nil, nil, false
-	}
-	if _, err := s.signer.Check(r, ses.id, auth.Expert, auth.Sonographer); err != nil {
-		auth.Deny(w, err)
 		return nil, nil, false
 	}
 	v, ok := ses.relay.Viewer(r.PathValue("id"))

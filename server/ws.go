@@ -124,13 +124,8 @@ type clientMessage struct {
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
-	ses, ok := s.session(w, r)
+	ses, claims, ok := s.authorize(w, r, anyRole...)
 	if !ok {
-		return
-	}
-	claims, err := s.signer.Check(r, ses.id, auth.Expert, auth.Sonographer)
-	if err != nil {
-		auth.Deny(w, err)
 		return
 	}
 	conn, err := upgrader.Upgrade(w, r, nil)
