@@ -86,15 +86,14 @@ type Recorder struct {
 	done     chan struct{}
 	dropped  atomic.Uint64
 	needKey  atomic.Bool
-	thumbSet atomic.Bool
+	thumbSet atomic.Bool // a thumbnail with a finding is queued
+	anyThumb bool        // a first-frame thumbnail is queued (relay goroutine only)
 	closed   atomic.Bool
 	closeMu  sync.Mutex
 
 	// writer goroutine state
 	info      trackInfo
 	initDone  bool
-	firstTS   uint32
-	lastTS    uint32
 	pending   *pendingSample
 	frag      []sample
 	fragStart uint64 // decode time of the fragment's first sample
@@ -103,7 +102,6 @@ type Recorder struct {
 	timeline  *os.File
 	tw        *bufio.Writer
 	segs      *os.File
-	frames    int
 	err       error
 	durations []uint32
 	keyAsked  bool
@@ -162,12 +160,13 @@ func (r *Recorder) WriteFrame(f *stream.EncodedFrame) {
 	}
 	// The thumbnail: the first frame with a finding, else the first frame
 	// (replaced once a finding shows up).
-	if !r.thumbSet.Load() && !f.Image.Empty() && (len(rf.entry.Detections) > 0 || !r.hasAnyThumb()) {
+	if !r.thumbSet.Load() && !f.Image.Empty() && (len(rf.entry.Detections) > 0 || !r.anyThumb) {
 		small := gocv.NewMat()
 		w := 320
 		h := max(1, f.Image.Rows()*w/max(1, f.Image.Cols()))
 		gocv.Resize(f.Image, &small, image.Pt(w, h), 0, 0, gocv.InterpolationArea)
 		rf.thumb = &small
+		r.anyThumb = true
 		if len(rf.entry.Detections) > 0 {
 			r.thumbSet.Store(true)
 		}
@@ -188,11 +187,6 @@ func (r *Recorder) WriteFrame(f *stream.EncodedFrame) {
 			r.cfg.RequestKeyframe()
 		}
 	}
-}
-
-func (r *Recorder) hasAnyThumb() bool {
-	_, err := os.Stat(filepath.Join(r.dir, "thumb.jpg"))
-	return err == nil
 }
 
 func (r *Recorder) run() {
@@ -231,14 +225,7 @@ func (r *Recorder) write(f *recFrame) error {
 		if !r.initDone {
 			return nil // before the video starts there is no time to put it at
 		}
-		f.event.T = math.Round(float64(r.decode)/timescale*1e3) / 1e3
-		b, err := json.Marshal(f.event)
-		if err != nil {
-			return err
-		}
-		r.tw.Write(b)
-		r.tw.WriteByte('\n')
-		return nil
+		return r.writeEntry(f.event)
 	}
 	data, sps, pps, err := annexBToAVCC(f.au)
 	if err != nil {
@@ -258,8 +245,6 @@ func (r *Recorder) write(f *recFrame) error {
 			return err
 		}
 		r.initDone = true
-		r.firstTS = f.ts
-		r.lastTS = f.ts
 	}
 	if r.pending != nil {
 		d := uint32(int32(f.ts - r.pending.ts))
@@ -290,14 +275,9 @@ func (r *Recorder) write(f *recFrame) error {
 		r.keyAsked = true
 	}
 	r.pending = &pendingSample{data: data, key: f.key, ts: f.ts}
-	f.entry.T = math.Round(float64(r.decode)/timescale*1e3) / 1e3
-	b, err := json.Marshal(f.entry)
-	if err != nil {
+	if err := r.writeEntry(&f.entry); err != nil {
 		return err
 	}
-	r.tw.Write(b)
-	r.tw.WriteByte('\n')
-	r.frames++
 	r.mu.Lock()
 	r.progress = f.entry.T
 	r.mu.Unlock()
@@ -387,6 +367,18 @@ func (r *Recorder) Close() (Meta, error) {
 		return m, err
 	}
 	return m, r.err
+}
+
+// writeEntry appends a timeline line stamped with the current video time;
+// it reaches the disk with the next fragment.
+func (r *Recorder) writeEntry(e *Entry) error {
+	e.T = math.Round(float64(r.decode)/timescale*1e3) / 1e3
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	r.tw.Write(b)
+	return r.tw.WriteByte('\n')
 }
 
 func (r *Recorder) lastDuration() uint32 {

@@ -603,7 +603,7 @@ function showFatal(status, reason, page) {
   document.title = `sonolive — ${status === 401 ? 'link invalid or expired' : 'error'}`;
 }
 
-function setPill(id, kind, text) {
+export function setPill(id, kind, text) {
   const el = $(id);
   if (!el) return;
   if (el.dataset.kind !== kind) el.dataset.kind = kind;

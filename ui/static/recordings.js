@@ -16,7 +16,7 @@
 import {
   parseLocation, tokenPayload, httpError, BoxPainter, fmtPct,
   INVALID_LINK_MSG, FORBIDDEN_LINK_MSG,
-  toast,
+  toast, setPill,
 } from './app.js';
 
 const LIBRARY_REFRESH_MS = 10000;   // while a recording is still being written
@@ -133,13 +133,6 @@ function showFatal(status, reason, what) {
   $('main').hidden = true;
   for (const el of document.querySelectorAll('.pills')) el.hidden = true;
   document.title = `sonolive — ${status === 401 ? 'link invalid or expired' : 'error'}`;
-}
-
-function setPill(id, kind, text) {
-  const el = $(id);
-  if (!el) return;
-  if (el.dataset.kind !== kind) el.dataset.kind = kind;
-  setText(el, text);
 }
 
 // ---------------------------------------------------------------- library page
