@@ -28,12 +28,13 @@ def export_onnx(net, path, names, organ, version="0.1.0", imgsz=320, train_data=
     (opset 17, batch 1, input `image`), add metadata, check.
     Returns (onnx model, (sample input, torch outputs of the export graph))."""
     net = fuse_bn(copy.deepcopy(net).float().cpu().eval())
-    if net.mal is not None and temperature != 1.0:
-        with torch.no_grad():  # sigmoid(z / T): fold 1/T into the 1x1 conv
-            net.mal.weight.div_(temperature)
-            net.mal.bias.div_(temperature)
+    mal = net.mal if net.mal is not None else getattr(net, "mal_p4", None)
+    if mal is not None and temperature != 1.0:
+        with torch.no_grad():  # sigmoid(z / T): fold 1/T into the last 1x1 conv (nearest upsampling commutes)
+            mal.weight.div_(temperature)
+            mal.bias.div_(temperature)
     wrapper = ExportWrapper(net).eval()
-    outs = ["heatmap", "boxes"] + (["malignancy"] if net.mal is not None else [])
+    outs = ["heatmap", "boxes"] + (["malignancy"] if net.has_malignancy else [])
     x = torch.rand(1, 1, imgsz, imgsz)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
@@ -56,7 +57,7 @@ def export_onnx(net, path, names, organ, version="0.1.0", imgsz=320, train_data=
         "organ": organ,
         "version": version,
     }
-    if net.mal is not None and calibrated:
+    if net.has_malignancy and calibrated:
         meta["malignancy"] = "calibrated"
     if train_data is not None:
         meta["train_data"] = json.dumps(_json_safe(train_data), sort_keys=True, allow_nan=False)
@@ -67,7 +68,7 @@ def export_onnx(net, path, names, organ, version="0.1.0", imgsz=320, train_data=
         p = m.metadata_props.add()
         p.key, p.value = k, str(v)
     onnx.checker.check_model(onnx.load_from_string(m.SerializeToString()), full_check=True)
-    check_contract(m, len(names), imgsz, net.mal is not None)
+    check_contract(m, len(names), imgsz, net.has_malignancy)
     onnx.save(m, path)
     return m, (x, ref)
 

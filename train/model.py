@@ -5,6 +5,12 @@ Grayscale input [B,1,S,S] in [0,1]; outputs at stride 8 (G = S/8):
   boxes      [B,4,G,G]  left, top, right, bottom distances in input pixels
   malignancy [B,1,G,G]  optional malignancy logit (sigmoid(logit/T) in export)
 
+The malignancy logit comes either from the heatmap's tower (mal_from="cls",
+breast v0.1.0) or from its own tower on the stride-16 FPN level, upsampled to
+stride 8 (mal_from="p4"): benign and malignant lesions must look alike to the
+heatmap but different to the malignancy output, so sharing one tower makes
+them compete, and margin and shape are read better with the larger context.
+
 Backbone: plain 3x3 conv stem (stride 2, 4), then stride-2 3x3 conv
 transitions with residual depthwise-separable blocks at strides 8, 16, 32; an
 SPPF context block at stride 32 so large lesions (thyroid nodules can fill half
@@ -63,13 +69,16 @@ def _stage(cin, cout, n):
 
 class CNet(nn.Module):
     def __init__(self, num_classes=1, malignancy=False, width=(16, 32, 64, 128, 320),
-                 depth=(1, 3, 4), fpn=96, head=96):
+                 depth=(1, 3, 4), fpn=96, head=96, mal_from="cls"):
         super().__init__()
         c1, c2, c3, c4, c5 = width
         self.num_classes = num_classes
         self.has_malignancy = malignancy
+        if mal_from not in ("cls", "p4"):
+            raise ValueError(f"mal_from {mal_from!r}: want cls or p4")
+        self.mal_from = mal_from if malignancy else "cls"
         self.config = dict(num_classes=num_classes, malignancy=malignancy, width=list(width),
-                           depth=list(depth), fpn=fpn, head=head)
+                           depth=list(depth), fpn=fpn, head=head, mal_from=self.mal_from)
         self.stem = nn.Sequential(ConvBN(1, c1, 3, 2), ConvBN(c1, c2, 3, 2))  # stride 4
         self.s3 = _stage(c2, c3, depth[0])  # stride 8
         self.s4 = _stage(c3, c4, depth[1])  # stride 16
@@ -84,7 +93,13 @@ class CNet(nn.Module):
         self.reg_tower = nn.Sequential(DSBlock(fpn), ConvBN(fpn, head, 1))
         self.cls = nn.Conv2d(head, num_classes, 1)
         self.reg = nn.Conv2d(head, 4, 1)
-        self.mal = nn.Conv2d(head, 1, 1) if malignancy else None
+        self.mal = None
+        self.mal_tower = None
+        if malignancy and self.mal_from == "p4":
+            self.mal_tower = nn.Sequential(DSBlock(fpn, 5), ConvBN(fpn, head, 1))
+            self.mal_p4 = nn.Conv2d(head, 1, 1)  # not "mal": a cls-tower checkpoint's head must not load here
+        elif malignancy:
+            self.mal = nn.Conv2d(head, 1, 1)
         self._init()
 
     def _init(self):
@@ -100,12 +115,13 @@ class CNet(nn.Module):
         for m in self.modules():
             if isinstance(m, DSBlock):
                 nn.init.zeros_(m.pw[1].weight)
-        for head in (self.cls, self.reg) + ((self.mal,) if self.mal is not None else ()):
+        for head in (self.cls, self.reg) + tuple(m for m in (self.mal, getattr(self, "mal_p4", None)) if m is not None):
             nn.init.normal_(head.weight, std=0.01)
         nn.init.constant_(self.cls.bias, -math.log((1 - 0.01) / 0.01))  # prior 0.01
         nn.init.constant_(self.reg.bias, math.log(2.0))  # ~16 px distances at start
 
     def features(self, x):
+        """-> (p3, p4): the stride-8 and stride-16 FPN levels."""
         x = self.stem(x)
         f3 = self.s3(x)
         f4 = self.s4(f3)
@@ -113,16 +129,20 @@ class CNet(nn.Module):
         p5 = self.lat5(f5)
         p4 = self.smooth4(self.lat4(f4) + F.interpolate(p5, scale_factor=2.0, mode="nearest"))
         p3 = self.smooth3(self.lat3(f3) + F.interpolate(p4, scale_factor=2.0, mode="nearest"))
-        return p3
+        return p3, p4
 
     def forward(self, x):
         """Raw outputs: (heat logits, box log-distances in stride units, mal logits or None)."""
-        p3 = self.features(x)
+        p3, p4 = self.features(x)
         c = self.cls_tower(p3)
         r = self.reg_tower(p3)
         heat = self.cls(c)
         box = self.reg(r)
-        mal = self.mal(c) if self.mal is not None else None
+        mal = None
+        if self.mal_tower is not None:
+            mal = F.interpolate(self.mal_p4(self.mal_tower(p4)), size=heat.shape[-2:], mode="nearest")
+        elif self.mal is not None:
+            mal = self.mal(c)
         return heat, box, mal
 
 

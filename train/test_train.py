@@ -175,7 +175,12 @@ class TestData(unittest.TestCase):
 
 class TestExport(unittest.TestCase):
     def test_export_contract(self):
-        net = CNet(2, True)
+        for mal_from in ("cls", "p4"):
+            with self.subTest(mal_from=mal_from):
+                self._export(mal_from)
+
+    def _export(self, mal_from):
+        net = CNet(2, True, mal_from=mal_from)
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "m.onnx")
             m, (x, ref) = export_onnx(net, path, ["benign", "malignant"], "breast", "1.2.3", 320,
@@ -192,14 +197,25 @@ class TestExport(unittest.TestCase):
             self.assertEqual(json.loads(meta["metrics"]), {"ap50": 0.5})
             self.assertEqual(m.opset_import[0].version, 17)
             self.assertNotIn("BatchNormalization", {n.op_type for n in m.graph.node})
+            self.assertEqual([o.name for o in m.graph.output], ["heatmap", "boxes", "malignancy"])
             # the temperature is folded in: sigmoid(z/2) of the unfused net
         net.eval()
         with torch.no_grad():
             z = net(x)[2]
-            fused = ExportWrapper(fuse_bn(CNet(2, True).eval()))  # shape check only
+            fused = ExportWrapper(fuse_bn(CNet(2, True, mal_from=mal_from).eval()))  # shape check only
             self.assertEqual(tuple(fused(x)[0].shape), (1, 2, 40, 40))
+            self.assertEqual(tuple(fused(x)[2].shape), (1, 1, 40, 40))
         self.assertTrue(torch.allclose(ref[2], torch.sigmoid(z / 2.0), atol=1e-5))
         self.assertTrue((ref[1] >= 0).all())
+
+    def test_own_malignancy_tower_starts_fresh_from_a_shared_tower_checkpoint(self):
+        old = CNet(1, True).state_dict()
+        new = CNet(1, True, mal_from="p4")
+        shared = {k for k in old if k in new.state_dict() and new.state_dict()[k].shape == old[k].shape}
+        self.assertNotIn("mal.weight", shared)  # the shared-tower head means nothing on the new tower
+        self.assertIn("cls.weight", shared)
+        self.assertEqual(new.config["mal_from"], "p4")
+        self.assertEqual(CNet(1, False, mal_from="p4").config["mal_from"], "cls")  # no head: nothing to place
 
 
 if __name__ == "__main__":

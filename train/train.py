@@ -79,6 +79,9 @@ def parse_args(argv=None):
     g.add_argument("--depth", default="1,3,4", help="residual blocks at strides 8,16,32")
     g.add_argument("--init", help="start from this checkpoint (.pt; fine-tuning)")
     g.add_argument("--mal-weight", type=float, default=1.0, help="weight of the malignancy loss")
+    g.add_argument("--mal-from", choices=("cls", "p4"), default="cls",
+                   help="malignancy head: on the heatmap's tower (cls) or its own tower on the "
+                        "stride-16 FPN level (p4)")
     g.add_argument("--mal-smooth", type=float, default=0.0,
                    help="label smoothing of the malignancy targets (0: none; 0.1 pulls them to 0.05/0.95)")
     g.add_argument("--smoke", action="store_true", help="a few steps on a few images, then export (CI)")
@@ -379,7 +382,7 @@ def main(argv=None):
 
     width = tuple(int(v) for v in args.width.split(","))
     depth = tuple(int(v) for v in args.depth.split(","))
-    net = CNet(len(names), has_mal, width=width, depth=depth)
+    net = CNet(len(names), has_mal, width=width, depth=depth, mal_from=args.mal_from)
     if args.init:
         ck = torch.load(args.init, map_location="cpu")
         missing, unexpected = net.load_state_dict(
@@ -402,7 +405,7 @@ def main(argv=None):
 
     decay, no_decay = [], []
     for n_, p in net.named_parameters():
-        (decay if p.ndim == 4 and not n_.startswith(("cls.", "reg.", "mal.")) else no_decay).append(p)
+        (decay if p.ndim == 4 and not n_.startswith(("cls.", "reg.", "mal.", "mal_p4.")) else no_decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd},
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
     ema = EMA(net, args.ema) if args.ema > 0 else None
@@ -465,20 +468,20 @@ def main(argv=None):
         "train_only_share": (round(sampler.m / max(1, n_main + sampler.m), 4) if extra_recs else None),
         "class_map": _pairs(args.class_map), "malignancy": args.malignancy or None,
         "init": (os.path.basename(args.init) if args.init else None),
-        "mal_weight": args.mal_weight, "mal_smooth": args.mal_smooth,
+        "mal_weight": args.mal_weight, "mal_smooth": args.mal_smooth, "mal_from": args.mal_from,
         "seed": args.seed, "minutes": round(train_s / 60, 2), "steps": step, "batch": args.batch,
         "imgsz": args.imgsz, "arch": {"name": "cnet", **final.config}, "params": nparams,
         "smoke": bool(args.smoke),
     }
-    export_onnx(final, args.out, names, args.organ, args.version, args.imgsz, train_data, metrics, T, calibrated)
-    log(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB)")
-    if args.ckpt:
+    if args.ckpt:  # first: a failed export must not lose the weights
         os.makedirs(os.path.dirname(os.path.abspath(args.ckpt)), exist_ok=True)
         torch.save({"config": final.config, "state_dict": final.state_dict(), "names": names,
                     "organ": args.organ, "version": args.version, "imgsz": args.imgsz,
                     "train_data": train_data, "metrics": metrics, "temperature": T,
                     "calibrated": calibrated}, args.ckpt)
         log(f"wrote {args.ckpt}")
+    export_onnx(final, args.out, names, args.organ, args.version, args.imgsz, train_data, metrics, T, calibrated)
+    log(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB)")
     if tmpdir:
         import shutil
         shutil.rmtree(tmpdir, ignore_errors=True)
