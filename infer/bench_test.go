@@ -84,7 +84,7 @@ func BenchmarkDecodeNMS(b *testing.B) {
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		d := decodeCNet(heat, boxes, nil, 1, g, g, stride, 0.3, []string{"lesion"})
+		d := decodeCNet(heat, boxes, nil, 1, g, g, stride, 0.3, []string{"lesion"}, false)
 		NMS(d, 0.5, false)
 	}
 }

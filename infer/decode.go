@@ -1,6 +1,7 @@
 package infer
 
 import (
+	"math"
 	"sort"
 
 	"sonolive/frame"
@@ -8,8 +9,10 @@ import (
 
 // decodeCNet reads sonolive-cnet/1 outputs (docs/model-format.md): a cell is
 // a detection when its heatmap value passes thresh and is the maximum of its
-// 3x3 neighbourhood. Boxes are in model input pixels. malig may be nil.
-func decodeCNet(heat, boxes, malig []float32, classes, gh, gw, stride int, thresh float32, names []string) []frame.Detection {
+// 3x3 neighbourhood. Boxes are in model input pixels. malig may be nil; with
+// boxPool a detection's malignancy is averaged over its box (malignancyInBox),
+// else read at its cell.
+func decodeCNet(heat, boxes, malig []float32, classes, gh, gw, stride int, thresh float32, names []string, boxPool bool) []frame.Detection {
 	var out []frame.Detection
 	plane := gh * gw
 	for c := 0; c < classes; c++ {
@@ -29,7 +32,10 @@ func decodeCNet(heat, boxes, malig []float32, classes, gh, gw, stride int, thres
 					},
 					ClassID: c, Class: className(names, c), Score: v, Malignancy: -1,
 				}
-				if malig != nil {
+				switch {
+				case malig != nil && boxPool:
+					d.Malignancy = malignancyInBox(malig, d.Box, gh, gw, stride, k)
+				case malig != nil:
 					d.Malignancy = malig[k]
 				}
 				out = append(out, d)
@@ -37,6 +43,35 @@ func decodeCNet(heat, boxes, malig []float32, classes, gh, gw, stride int, thres
 		}
 	}
 	return out
+}
+
+// malignancyInBox is sigmoid of the mean logit of the cells whose centres lie
+// inside b (edges included); the peak cell k when none does. Averaging
+// logits, not probabilities, keeps it the linear read-out of the box-mean
+// feature the model's head was fitted on.
+func malignancyInBox(malig []float32, b frame.Box, gh, gw, stride, k int) float32 {
+	s := float32(stride)
+	// cell i's centre (i+0.5)*s is in [lo, hi] for i in [ceil(lo/s-0.5), floor(hi/s-0.5)]
+	i0, i1 := max(0, int(math.Ceil(float64(b.Y1/s-0.5)))), min(gh-1, int(math.Floor(float64(b.Y2/s-0.5))))
+	j0, j1 := max(0, int(math.Ceil(float64(b.X1/s-0.5)))), min(gw-1, int(math.Floor(float64(b.X2/s-0.5))))
+	if i0 > i1 || j0 > j1 {
+		return malig[k]
+	}
+	var sum float64
+	for i := i0; i <= i1; i++ {
+		for j := j0; j <= j1; j++ {
+			sum += logit(malig[i*gw+j])
+		}
+	}
+	z := sum / float64((i1-i0+1)*(j1-j0+1))
+	return float32(1 / (1 + math.Exp(-z)))
+}
+
+// logit inverts the model's sigmoid; clamped so a saturated cell (p = 0 or 1
+// in float32) weighs like a very confident one instead of ±Inf.
+func logit(p float32) float64 {
+	q := min(max(float64(p), 1e-7), 1-1e-7)
+	return math.Log(q / (1 - q))
 }
 
 func isPeak(hm []float32, gh, gw, i, j int, v float32) bool {

@@ -210,3 +210,73 @@ func TestNMS(t *testing.T) {
 		t.Fatalf("per-class NMS: %+v", per)
 	}
 }
+
+// A 4x4 grid at stride 8 (cell centres 4, 12, 20, 28) with one peak at cell
+// (1,1), centre (12,12). Malignancy logits are worked out by hand: the cells
+// are sigmoid(z) with z = ln 3 (p 0.75) in the left column pair and
+// z = -ln 3 (p 0.25) elsewhere.
+func TestDecodeMalignancyPool(t *testing.T) {
+	const g, stride = 4, 8
+	sig := func(z float64) float32 { return float32(1 / (1 + math.Exp(-z))) }
+	heat := make([]float32, g*g)
+	heat[1*g+1] = 0.9
+	malig := make([]float32, g*g)
+	for i := 0; i < g; i++ {
+		for j := 0; j < g; j++ {
+			malig[i*g+j] = sig(-math.Log(3))
+			if j < 2 {
+				malig[i*g+j] = sig(math.Log(3))
+			}
+		}
+	}
+	tests := []struct {
+		name    string
+		ltrb    [4]float32
+		boxPool bool
+		want    float32
+	}{
+		// box (4,4)-(20,20): centres 4, 12, 20 in both axes, so cells i, j in 0..2;
+		// columns 0,1 at +ln3, column 2 at -ln3: mean z = ln3/3.
+		{"box mean of logits", [4]float32{8, 8, 8, 8}, true, sig(math.Log(3) / 3)},
+		{"peak cell", [4]float32{8, 8, 8, 8}, false, 0.75},
+		// box (10,10)-(14,14) holds cell centre 12 only: the peak cell.
+		{"one cell", [4]float32{2, 2, 2, 2}, true, 0.75},
+		// box (9,9)-(11,11) holds no cell centre: falls back to the peak cell.
+		{"no cell centre inside", [4]float32{3, 3, -1, -1}, true, 0.75},
+		// box (-20,4)-(40,4): clipped to the grid, row 0 only: 2 cells +ln3, 2 cells -ln3.
+		{"clipped to the grid", [4]float32{32, 8, 28, -8}, true, 0.5},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			boxes := make([]float32, 4*g*g)
+			for c := 0; c < 4; c++ {
+				boxes[c*g*g+1*g+1] = tc.ltrb[c]
+			}
+			d := decodeCNet(heat, boxes, malig, 1, g, g, stride, 0.5, []string{"lesion"}, tc.boxPool)
+			if len(d) != 1 {
+				t.Fatalf("got %d detections", len(d))
+			}
+			if math.Abs(float64(d[0].Malignancy-tc.want)) > 1e-5 {
+				t.Errorf("malignancy %v, want %v (box %+v)", d[0].Malignancy, tc.want, d[0].Box)
+			}
+		})
+	}
+}
+
+func TestMalignancyPoolMetadata(t *testing.T) {
+	tests := []struct {
+		in, want string
+		bad      bool
+	}{
+		{"", PoolCell, false},
+		{"cell", PoolCell, false},
+		{"box", PoolBox, false},
+		{"mean", "", true},
+	}
+	for _, tc := range tests {
+		m, err := parseMetadata(map[string]string{"malignancy_pool": tc.in})
+		if (err != nil) != tc.bad || (!tc.bad && m.MalignancyPool != tc.want) {
+			t.Errorf("malignancy_pool %q: got %q, %v", tc.in, m.MalignancyPool, err)
+		}
+	}
+}

@@ -15,6 +15,17 @@ const (
 	FormatUltralytics = "ultralytics"
 )
 
+// How a sonolive-cnet detection's malignancy is read from the malignancy map
+// (metadata key malignancy_pool).
+const (
+	// PoolCell reads the detection's own (peak) cell: heads trained at the
+	// lesion centre.
+	PoolCell = "cell"
+	// PoolBox averages the logit over the cells whose centres lie inside the
+	// detection's box: read-outs fitted on box-averaged features.
+	PoolBox = "box"
+)
+
 // Metadata is what sonolive reads from a model's ONNX custom metadata.
 type Metadata struct {
 	Format   string
@@ -28,6 +39,9 @@ type Metadata struct {
 	// Calibrated is true when the malignancy output is a calibrated
 	// probability (only then may a risk suggestion be derived from it).
 	Calibrated bool
+	// MalignancyPool is PoolCell or PoolBox (PoolCell when the model does
+	// not say).
+	MalignancyPool string
 	// OperatingThreshold is the score threshold chosen on validation
 	// (metrics.operating_threshold or metrics.best_threshold), 0 if none.
 	OperatingThreshold float32
@@ -105,7 +119,17 @@ func parseImgsz(s string) (h, w int, err error) {
 }
 
 func parseMetadata(raw map[string]string) (Metadata, error) {
-	m := Metadata{Raw: raw, Format: raw["format"], Organ: raw["organ"], Version: raw["version"], Calibrated: raw["malignancy"] == "calibrated"}
+	m := Metadata{Raw: raw, Format: raw["format"], Organ: raw["organ"], Version: raw["version"], Calibrated: raw["malignancy"] == "calibrated",
+		MalignancyPool: PoolCell}
+	switch p := strings.TrimSpace(raw["malignancy_pool"]); p {
+	case "", PoolCell:
+	case PoolBox:
+		m.MalignancyPool = PoolBox
+	default:
+		// Reading a box model at its peak cell (or the reverse) gives a
+		// plausible-looking but wrong figure: refuse rather than guess.
+		return m, fmt.Errorf("malignancy_pool %q: want %s or %s", p, PoolCell, PoolBox)
+	}
 	var err error
 	if m.Names, err = parseNames(raw["names"]); err != nil {
 		return m, err

@@ -321,12 +321,13 @@ func (m *Model) setupCNet(outputs []ort.InputOutputInfo) error {
 	}
 	hi, bi, mi := idx["heatmap"], idx["boxes"], idx["malignancy"]
 	names := meta.Names
+	boxPool := meta.MalignancyPool == PoolBox
 	m.decode = func(outs []ort.Value) []frame.Detection {
 		var malig []float32
 		if mi >= 0 {
 			malig = outs[mi].(*ort.Tensor[float32]).GetData()
 		}
-		return decodeCNet(outs[hi].(*ort.Tensor[float32]).GetData(), outs[bi].(*ort.Tensor[float32]).GetData(), malig, classes, gh, gw, meta.Stride, m.opts.Threshold, names)
+		return decodeCNet(outs[hi].(*ort.Tensor[float32]).GetData(), outs[bi].(*ort.Tensor[float32]).GetData(), malig, classes, gh, gw, meta.Stride, m.opts.Threshold, names, boxPool)
 	}
 	return nil
 }

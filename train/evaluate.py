@@ -136,6 +136,23 @@ def reliability(logits, labels, T=1.0, bins=10):
             "malignancy_reliability": rows}
 
 
+def read_malignancy(mal, box, cell, pool):
+    """A detection's malignancy logit from the [G,G] logit map, as the Go
+    decoder reads it (docs/model-format.md): pool "cell" takes the cell
+    (i, j); pool "box" averages the logits of the cells whose centres lie
+    inside box (x1, y1, x2, y2 in input pixels), falling back to the cell when
+    none does."""
+    i, j = int(cell[0]), int(cell[1])
+    if pool == "box":
+        G = mal.shape[-1]
+        c = (torch.arange(G, dtype=torch.float32) + 0.5) * STRIDE
+        x1, y1, x2, y2 = (float(v) for v in box)
+        inside = ((c >= y1) & (c <= y2))[:, None] & ((c >= x1) & (c <= x2))[None, :]
+        if inside.any():
+            return float(mal[inside].mean())
+    return float(mal[i, j])
+
+
 def _match(xyxy, s, gt, thr):
     """Greedy matching of score-sorted detections to ground truth at IoU thr."""
     tp = np.zeros(len(s))
@@ -158,8 +175,10 @@ def evaluate(model, ds, batch_size=8, log=None, max_fp_per_negative=0.2):
     AP@0.5 and AP@[.5:.95]; the best-F1 threshold; the operating threshold =
     best F1 among thresholds giving at most max_fp_per_negative false boxes
     per negative image (when there are negatives), with precision, recall and
-    FP per negative image there; malignancy logits at ground-truth centres."""
+    FP per negative image there; malignancy logits at the ground-truth boxes,
+    read with the model's malignancy pool like the top detection's."""
     model.eval()
+    pool = getattr(model, "mal_pool", "cell")
     S = ds.S
     all_tp, all_s = [], []
     dets = []  # (xyxy, scores, gt) per image, for AP at other IoUs
@@ -194,7 +213,7 @@ def evaluate(model, ds, batch_size=8, log=None, max_fp_per_negative=0.2):
                 r = ds.recs[i]
                 if r.get("label") in ("malignant", "benign"):
                     if len(s):
-                        top_z.append(float(mal[k, 0, cells[0, 0], cells[0, 1]]))
+                        top_z.append(read_malignancy(mal[k, 0], xyxy[0], cells[0], pool))
                         top_y.append(int(r["label"] == "malignant"))
                     else:
                         top_skipped += 1
@@ -205,7 +224,7 @@ def evaluate(model, ds, batch_size=8, log=None, max_fp_per_negative=0.2):
                     G = S // STRIDE
                     gj = min(G - 1, int((b[0] + b[2]) / 2 / STRIDE))
                     gi = min(G - 1, int((b[1] + b[3]) / 2 / STRIDE))
-                    mal_z.append(float(mal[k, 0, gi, gj]))
+                    mal_z.append(read_malignancy(mal[k, 0], b, (gi, gj), pool))
                     mal_y.append(int(y))
     tp = np.concatenate(all_tp) if all_tp else np.zeros(0)
     sc = np.concatenate(all_s) if all_s else np.zeros(0)

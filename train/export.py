@@ -28,7 +28,7 @@ def export_onnx(net, path, names, organ, version="0.1.0", imgsz=320, train_data=
     (opset 17, batch 1, input `image`), add metadata, check.
     Returns (onnx model, (sample input, torch outputs of the export graph))."""
     net = fuse_bn(copy.deepcopy(net).float().cpu().eval())
-    mal = net.mal if net.mal is not None else getattr(net, "mal_p4", None)
+    mal = net.mal if net.mal is not None else net.mal_s4
     if mal is not None and temperature != 1.0:
         with torch.no_grad():  # sigmoid(z / T): fold 1/T into the last 1x1 conv (nearest upsampling commutes)
             mal.weight.div_(temperature)
@@ -57,8 +57,10 @@ def export_onnx(net, path, names, organ, version="0.1.0", imgsz=320, train_data=
         "organ": organ,
         "version": version,
     }
-    if net.has_malignancy and calibrated:
-        meta["malignancy"] = "calibrated"
+    if net.has_malignancy:
+        meta["malignancy_pool"] = net.mal_pool
+        if calibrated:
+            meta["malignancy"] = "calibrated"
     if train_data is not None:
         meta["train_data"] = json.dumps(_json_safe(train_data), sort_keys=True, allow_nan=False)
     if metrics is not None:
@@ -103,6 +105,46 @@ def check_contract(m, num_classes, imgsz, malignancy):
         assert o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
 
 
+def load_net(path):
+    """A trained CNet from a checkpoint (.pt) or from a sonolive-cnet/1 ONNX
+    file this module wrote, with what it says about itself. The ONNX weights
+    have BN folded in (and the temperature folded into the malignancy conv), so
+    that net comes back fused: fine for inference and frozen features, not for
+    further training. -> (net in eval mode, info dict)."""
+    if path.endswith(".onnx"):
+        from onnx import numpy_helper
+
+        m = onnx.load(path)
+        meta = {p.key: p.value for p in m.metadata_props}
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path}: format {meta.get('format')!r}, want {FORMAT}")
+        td = json.loads(meta.get("train_data", "{}"))
+        arch = {k: v for k, v in td.get("arch", {}).items() if k != "name"}
+        if not arch:
+            raise ValueError(f"{path}: no train_data.arch in the metadata: cannot rebuild the network")
+        net = fuse_bn(CNet(**arch).eval())
+        sd = {i.name.removeprefix("net."): torch.from_numpy(numpy_helper.to_array(i).copy())
+              for i in m.graph.initializer}
+        missing, unexpected = net.load_state_dict(sd, strict=False)
+        missing = [k for k in missing if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+        if missing or unexpected:
+            raise ValueError(f"{path}: weights do not match the architecture: "
+                             f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+        info = dict(names=json.loads(meta["names"]), organ=meta.get("organ", ""), version=meta.get("version", ""),
+                    imgsz=json.loads(meta.get("imgsz", "[320, 320]"))[0], train_data=td,
+                    metrics=json.loads(meta.get("metrics", "{}")), fused=True)
+        return net, info
+    ck = torch.load(path, map_location="cpu")
+    net = CNet(**ck["config"]).eval()
+    if ck.get("fused"):  # refitted from an ONNX base (train.malhead)
+        net = fuse_bn(net)
+    net.load_state_dict(ck["state_dict"])
+    info = {k: ck.get(k) for k in ("names", "organ", "version", "imgsz", "train_data", "metrics",
+                                   "temperature", "calibrated")}
+    info["fused"] = bool(ck.get("fused"))
+    return net, info
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Re-export a CNet checkpoint to ONNX.")
     ap.add_argument("--ckpt", required=True)
@@ -110,13 +152,11 @@ def main(argv=None):
     ap.add_argument("--version", help="override the checkpoint's version")
     ap.add_argument("--temperature", type=float, help="override the malignancy temperature")
     args = ap.parse_args(argv)
-    ck = torch.load(args.ckpt, map_location="cpu")
-    net = CNet(**ck["config"])
-    net.load_state_dict(ck["state_dict"])
-    T = args.temperature if args.temperature is not None else ck.get("temperature", 1.0)
+    net, ck = load_net(args.ckpt)
+    T = args.temperature if args.temperature is not None else (ck.get("temperature") or 1.0)
     export_onnx(net, args.out, ck["names"], ck["organ"], args.version or ck["version"], ck["imgsz"],
                 ck.get("train_data"), ck.get("metrics"), T,
-                calibrated=ck.get("calibrated", False) and args.temperature is None)
+                calibrated=bool(ck.get("calibrated")) and args.temperature is None)
     print(f"wrote {args.out}", file=sys.stderr)
 
 

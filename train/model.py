@@ -5,11 +5,18 @@ Grayscale input [B,1,S,S] in [0,1]; outputs at stride 8 (G = S/8):
   boxes      [B,4,G,G]  left, top, right, bottom distances in input pixels
   malignancy [B,1,G,G]  optional malignancy logit (sigmoid(logit/T) in export)
 
-The malignancy logit comes either from the heatmap's tower (mal_from="cls",
-breast v0.1.0) or from its own tower on the stride-16 FPN level, upsampled to
-stride 8 (mal_from="p4"): benign and malignant lesions must look alike to the
-heatmap but different to the malignancy output, so sharing one tower makes
-them compete, and margin and shape are read better with the larger context.
+The malignancy logit comes from one of two places:
+- mal_from="cls" (breast v0.1.0): a 1x1 conv on the heatmap's tower, read at
+  the detection's peak cell (metadata malignancy_pool=cell). Trained jointly,
+  it memorises the training lesions (training BCE 0.05-0.10, validation NLL
+  0.53).
+- mal_from="s4" (breast v0.2.0): a linear read-out (1x1 conv) of the
+  backbone's stride-16 features, nearest-upsampled to stride 8 and averaged
+  over the detection's box (malignancy_pool=box; linear, so the box mean of
+  the logit map is the read-out of the box-mean feature). It is fitted with
+  L2 on the frozen features of a trained detector (train/malhead.py): those
+  features generalise to validation lesions better than the heads built on
+  them (train/RESULTS.md).
 
 Backbone: plain 3x3 conv stem (stride 2, 4), then stride-2 3x3 conv
 transitions with residual depthwise-separable blocks at strides 8, 16, 32; an
@@ -74,8 +81,8 @@ class CNet(nn.Module):
         c1, c2, c3, c4, c5 = width
         self.num_classes = num_classes
         self.has_malignancy = malignancy
-        if mal_from not in ("cls", "p4"):
-            raise ValueError(f"mal_from {mal_from!r}: want cls or p4")
+        if mal_from not in ("cls", "s4"):
+            raise ValueError(f"mal_from {mal_from!r}: want cls or s4")
         self.mal_from = mal_from if malignancy else "cls"
         self.config = dict(num_classes=num_classes, malignancy=malignancy, width=list(width),
                            depth=list(depth), fpn=fpn, head=head, mal_from=self.mal_from)
@@ -94,10 +101,9 @@ class CNet(nn.Module):
         self.cls = nn.Conv2d(head, num_classes, 1)
         self.reg = nn.Conv2d(head, 4, 1)
         self.mal = None
-        self.mal_tower = None
-        if malignancy and self.mal_from == "p4":
-            self.mal_tower = nn.Sequential(DSBlock(fpn, 5), ConvBN(fpn, head, 1))
-            self.mal_p4 = nn.Conv2d(head, 1, 1)  # not "mal": a cls-tower checkpoint's head must not load here
+        self.mal_s4 = None  # not "mal": a cls-tower checkpoint's head must not load here
+        if malignancy and self.mal_from == "s4":
+            self.mal_s4 = nn.Conv2d(c4, 1, 1)
         elif malignancy:
             self.mal = nn.Conv2d(head, 1, 1)
         self._init()
@@ -115,13 +121,18 @@ class CNet(nn.Module):
         for m in self.modules():
             if isinstance(m, DSBlock):
                 nn.init.zeros_(m.pw[1].weight)
-        for head in (self.cls, self.reg) + tuple(m for m in (self.mal, getattr(self, "mal_p4", None)) if m is not None):
+        for head in (self.cls, self.reg) + tuple(m for m in (self.mal, self.mal_s4) if m is not None):
             nn.init.normal_(head.weight, std=0.01)
         nn.init.constant_(self.cls.bias, -math.log((1 - 0.01) / 0.01))  # prior 0.01
         nn.init.constant_(self.reg.bias, math.log(2.0))  # ~16 px distances at start
 
+    @property
+    def mal_pool(self):
+        """How a detection's malignancy is read from the map (docs/model-format.md)."""
+        return "box" if self.mal_from == "s4" else "cell"
+
     def features(self, x):
-        """-> (p3, p4): the stride-8 and stride-16 FPN levels."""
+        """-> (p3, f4): the stride-8 FPN level and the stride-16 backbone output."""
         x = self.stem(x)
         f3 = self.s3(x)
         f4 = self.s4(f3)
@@ -129,18 +140,18 @@ class CNet(nn.Module):
         p5 = self.lat5(f5)
         p4 = self.smooth4(self.lat4(f4) + F.interpolate(p5, scale_factor=2.0, mode="nearest"))
         p3 = self.smooth3(self.lat3(f3) + F.interpolate(p4, scale_factor=2.0, mode="nearest"))
-        return p3, p4
+        return p3, f4
 
     def forward(self, x):
         """Raw outputs: (heat logits, box log-distances in stride units, mal logits or None)."""
-        p3, p4 = self.features(x)
+        p3, f4 = self.features(x)
         c = self.cls_tower(p3)
         r = self.reg_tower(p3)
         heat = self.cls(c)
         box = self.reg(r)
         mal = None
-        if self.mal_tower is not None:
-            mal = F.interpolate(self.mal_p4(self.mal_tower(p4)), size=heat.shape[-2:], mode="nearest")
+        if self.mal_s4 is not None:
+            mal = F.interpolate(self.mal_s4(f4), size=heat.shape[-2:], mode="nearest")
         elif self.mal is not None:
             mal = self.mal(c)
         return heat, box, mal

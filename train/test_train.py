@@ -175,7 +175,7 @@ class TestData(unittest.TestCase):
 
 class TestExport(unittest.TestCase):
     def test_export_contract(self):
-        for mal_from in ("cls", "p4"):
+        for mal_from in ("cls", "s4"):
             with self.subTest(mal_from=mal_from):
                 self._export(mal_from)
 
@@ -210,12 +210,59 @@ class TestExport(unittest.TestCase):
 
     def test_own_malignancy_tower_starts_fresh_from_a_shared_tower_checkpoint(self):
         old = CNet(1, True).state_dict()
-        new = CNet(1, True, mal_from="p4")
+        new = CNet(1, True, mal_from="s4")
         shared = {k for k in old if k in new.state_dict() and new.state_dict()[k].shape == old[k].shape}
         self.assertNotIn("mal.weight", shared)  # the shared-tower head means nothing on the new tower
         self.assertIn("cls.weight", shared)
-        self.assertEqual(new.config["mal_from"], "p4")
-        self.assertEqual(CNet(1, False, mal_from="p4").config["mal_from"], "cls")  # no head: nothing to place
+        self.assertEqual(new.config["mal_from"], "s4")
+        self.assertEqual(CNet(1, False, mal_from="s4").config["mal_from"], "cls")  # no head: nothing to place
+
+
+class TestMalhead(unittest.TestCase):
+    """train.malhead on a synthetic set: the refitted read-out must be what the
+    Go decoder computes (a box mean of the logit map), and the detection
+    outputs must stay the base model's."""
+
+    def test_refit_keeps_detection_and_matches_the_decoders_box_mean(self):
+        from train import malhead
+        from train.evaluate import read_malignancy
+        from train.export import load_net
+
+        torch.manual_seed(0)
+        with tempfile.TemporaryDirectory() as d:
+            ann = write_synthetic_coco(d, n=12)
+            with open(ann) as f:
+                files = [im["file_name"] for im in json.load(f)["images"]]
+            split = os.path.join(d, "split.json")
+            with open(split, "w") as f:
+                json.dump({"val": files[-4:]}, f)
+            base = CNet(1, True)
+            base_pt = os.path.join(d, "base.pt")
+            torch.save({"config": base.config, "state_dict": base.state_dict(), "names": ["lesion"],
+                        "organ": "breast", "version": "0.1.0", "imgsz": 320, "train_data": {}, "metrics": {}},
+                       base_pt)
+            out, ck = os.path.join(d, "m.onnx"), os.path.join(d, "m.pt")
+            malhead.main(["--base", base_pt, "--coco", ann, "--split-file", split, "--views", "1",
+                          "--threads", "1", "--version", "0.2.0", "--out", out, "--ckpt", ck])
+            meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+            self.assertEqual(meta["malignancy_pool"], "box")
+            self.assertEqual(meta["version"], "0.2.0")
+            self.assertEqual(json.loads(meta["train_data"])["malignancy_readout"]["views"], 1)
+            net, info = load_net(ck)
+        self.assertEqual(net.mal_pool, "box")
+        base.eval()
+        x = torch.rand(1, 1, 320, 320)
+        with torch.no_grad():
+            h0, b0, _ = base(x)
+            h1, b1, z = net(x)
+            f4 = net.s4(net.s3(net.stem(x)))
+        self.assertTrue(torch.equal(h0, h1) and torch.equal(b0, b1))
+        w, b = net.mal_s4.weight.view(-1), net.mal_s4.bias
+        for box in ([40.0, 60.0, 200.0, 150.0], [100.0, 100.0, 104.0, 105.0], [0.0, 0.0, 320.0, 320.0]):
+            want = float(malhead.box_mean_features(f4[0], [box], 40)[0] @ w + b)
+            cell = (int((box[1] + box[3]) / 2 / STRIDE), int((box[0] + box[2]) / 2 / STRIDE))
+            got = read_malignancy(z[0, 0], torch.tensor(box), cell, "box")
+            self.assertAlmostEqual(got, want, places=4)
 
 
 if __name__ == "__main__":

@@ -79,9 +79,10 @@ def parse_args(argv=None):
     g.add_argument("--depth", default="1,3,4", help="residual blocks at strides 8,16,32")
     g.add_argument("--init", help="start from this checkpoint (.pt; fine-tuning)")
     g.add_argument("--mal-weight", type=float, default=1.0, help="weight of the malignancy loss")
-    g.add_argument("--mal-from", choices=("cls", "p4"), default="cls",
-                   help="malignancy head: on the heatmap's tower (cls) or its own tower on the "
-                        "stride-16 FPN level (p4)")
+    g.add_argument("--mal-from", choices=("cls", "s4"), default="cls",
+                   help="malignancy head: on the heatmap's tower (cls) or a linear read-out of the "
+                        "stride-16 backbone features averaged over the box (s4; usually refitted "
+                        "afterwards on frozen features by train.malhead)")
     g.add_argument("--mal-smooth", type=float, default=0.0,
                    help="label smoothing of the malignancy targets (0: none; 0.1 pulls them to 0.05/0.95)")
     g.add_argument("--smoke", action="store_true", help="a few steps on a few images, then export (CI)")
@@ -405,7 +406,7 @@ def main(argv=None):
 
     decay, no_decay = [], []
     for n_, p in net.named_parameters():
-        (decay if p.ndim == 4 and not n_.startswith(("cls.", "reg.", "mal.", "mal_p4.")) else no_decay).append(p)
+        (decay if p.ndim == 4 and not n_.startswith(("cls.", "reg.", "mal.", "mal_s4.")) else no_decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd},
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
     ema = EMA(net, args.ema) if args.ema > 0 else None
