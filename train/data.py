@@ -512,13 +512,17 @@ def _fan_mask(S, boxes, rng):
 
 
 class Detections(torch.utils.data.Dataset):
-    """Letterboxed (and, when augment, augmented) samples with targets."""
+    """Letterboxed (and, when augment, augmented) samples with targets.
+    appearance=False keeps only the geometric augmentation (scale, aspect,
+    placement, resampling, flip): the ablation of the ultrasound-specific
+    intensity, sector and burned-in-mark augmentation."""
 
-    def __init__(self, recs, num_classes, size=320, augment=False, seed=0):
+    def __init__(self, recs, num_classes, size=320, augment=False, seed=0, appearance=True):
         self.recs = recs
         self.C = num_classes
         self.S = size
         self.augment = augment
+        self.appearance = appearance
         self.seed = seed
         self.epoch = 0
         self.fonts = _fonts()
@@ -557,7 +561,7 @@ class Detections(torch.utils.data.Dataset):
             mode = "deploy" if u < 0.6 else ("antialias" if u < 0.8 else "linear")
         sx, sy = nw / w, nh / h
         x = _resize(img, nw, nh, mode)
-        if aug:
+        if aug and self.appearance:
             x = _intensity(x, rng)
         canvas = torch.zeros(S, S)
         # paste with cropping
@@ -576,6 +580,8 @@ class Detections(torch.utils.data.Dataset):
                 boxes = boxes[:, [2, 1, 0, 3]].copy()
                 boxes[:, [0, 2]] = S - boxes[:, [0, 2]]
                 cx0, cx1 = S - cx1, S - cx0
+            if not self.appearance:
+                return canvas.contiguous(), boxes, keep
             if rng.random() < 0.12:
                 m = _fan_mask(S, boxes, rng)
                 if m is not None:

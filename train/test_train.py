@@ -122,6 +122,22 @@ class TestData(unittest.TestCase):
             sample = ds[i]
             self.assertEqual(len(sample), 6)
 
+    def test_geometric_only_augmentation_adds_no_new_intensities(self):
+        # Resampling only averages source pixels, so no value can exceed the
+        # image's own maximum; gain, speckle and burned-in marks can.
+        recs, _ = D.load_coco(self.ann, D.ClassMap(["lesion"]))
+        recs = [dict(r, img=(r["img"] * 0.75).astype(np.uint8)) for r in recs]  # headroom under 255
+        exceeded = {True: 0, False: 0}
+        for appearance in (True, False):
+            ds = D.Detections(recs, 1, 320, augment=True, seed=3, appearance=appearance)
+            for i in range(len(recs)):
+                top = float(recs[i]["img"].max()) / 255
+                for k in range(3):
+                    img, _, _ = ds.sample(i, random.Random(100 * i + k))
+                    exceeded[appearance] += float(img.max()) > top + 1e-4
+        self.assertEqual(exceeded[False], 0)
+        self.assertGreater(exceeded[True], 0)
+
     def test_grouped_split_keeps_duplicates(self):
         recs, _ = D.load_coco(self.ann, D.ClassMap(["lesion"]))
         dup = dict(recs[0])

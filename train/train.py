@@ -78,6 +78,9 @@ def parse_args(argv=None):
     g.add_argument("--width", default="16,32,64,128,320", help="channel widths (stem1,stem2,s8,s16,s32)")
     g.add_argument("--depth", default="1,3,4", help="residual blocks at strides 8,16,32")
     g.add_argument("--init", help="start from this checkpoint (.pt; fine-tuning)")
+    g.add_argument("--aug", choices=("full", "geometric"), default="full",
+                   help="training augmentation: full, or geometric only (scale, aspect, placement, flip; "
+                        "the ablation of the ultrasound-specific intensity, sector and mark augmentation)")
     g.add_argument("--mal-weight", type=float, default=1.0, help="weight of the malignancy loss")
     g.add_argument("--mal-from", choices=("cls", "s4"), default="cls",
                    help="malignancy head: on the heatmap's tower (cls) or a linear read-out of the "
@@ -395,7 +398,8 @@ def main(argv=None):
         f"{nparams / 1e6:.3f} M parameters, {macs(net, args.imgsz) / 1e6:.0f} M MACs at {args.imgsz}")
     net.to(device)
 
-    train_ds = D.Detections(train_recs, len(names), args.imgsz, augment=True, seed=args.seed)
+    train_ds = D.Detections(train_recs, len(names), args.imgsz, augment=True, seed=args.seed,
+                            appearance=args.aug == "full")
     sampler = InfiniteSampler(len(train_ds), args.seed, len(extra_recs), args.coco_train_share)
     if extra_recs:
         log(f"train-only sources: {len(extra_recs)} images, {sampler.m} per epoch of {n_main} "
@@ -470,7 +474,7 @@ def main(argv=None):
         "class_map": _pairs(args.class_map), "malignancy": args.malignancy or None,
         "init": (os.path.basename(args.init) if args.init else None),
         "mal_weight": args.mal_weight, "mal_smooth": args.mal_smooth, "mal_from": args.mal_from,
-        "seed": args.seed, "minutes": round(train_s / 60, 2), "steps": step, "batch": args.batch,
+        "aug": args.aug, "seed": args.seed, "minutes": round(train_s / 60, 2), "steps": step, "batch": args.batch,
         "imgsz": args.imgsz, "arch": {"name": "cnet", **final.config}, "params": nparams,
         "smoke": bool(args.smoke),
     }
