@@ -464,9 +464,11 @@ def _gauss_blur(x, sigma):
     return x[0, 0]
 
 
-def _intensity(x, rng):
+def _intensity(x, rng, levels=False):
     """Gain, gamma, TGC-like depth gain curve, lateral shading, speckle, blur,
-    additive noise. x: float tensor HxW in [0,1] (image content only)."""
+    additive noise; with levels, also (25%) a compressed output range
+    (lifted blacks, dimmed whites: limited-range capture, a washed-out monitor
+    feed). x: float tensor HxW in [0,1] (image content only)."""
     h, w = x.shape
     if rng.random() < 0.8:
         x = x.clamp(0, 1) ** math.exp(rng.uniform(-0.45, 0.45))
@@ -489,6 +491,9 @@ def _intensity(x, rng):
     x = x * rng.uniform(0.7, 1.3) + rng.uniform(-0.06, 0.06)
     if rng.random() < 0.3:
         x = x + torch.randn(h, w) * rng.uniform(0.005, 0.03)
+    if levels and rng.random() < 0.25:
+        lo, hi = rng.uniform(0.0, 0.25), rng.uniform(0.75, 1.0)
+        x = lo + (hi - lo) * x.clamp(0, 1)
     return x.clamp(0, 1)
 
 
@@ -515,14 +520,16 @@ class Detections(torch.utils.data.Dataset):
     """Letterboxed (and, when augment, augmented) samples with targets.
     appearance=False keeps only the geometric augmentation (scale, aspect,
     placement, resampling, flip): the ablation of the ultrasound-specific
-    intensity, sector and burned-in-mark augmentation."""
+    intensity, sector and burned-in-mark augmentation. levels adds output
+    range compression to the intensity augmentation."""
 
-    def __init__(self, recs, num_classes, size=320, augment=False, seed=0, appearance=True):
+    def __init__(self, recs, num_classes, size=320, augment=False, seed=0, appearance=True, levels=False):
         self.recs = recs
         self.C = num_classes
         self.S = size
         self.augment = augment
         self.appearance = appearance
+        self.levels = levels
         self.seed = seed
         self.epoch = 0
         self.fonts = _fonts()
@@ -562,7 +569,7 @@ class Detections(torch.utils.data.Dataset):
         sx, sy = nw / w, nh / h
         x = _resize(img, nw, nh, mode)
         if aug and self.appearance:
-            x = _intensity(x, rng)
+            x = _intensity(x, rng, self.levels)
         canvas = torch.zeros(S, S)
         # paste with cropping
         cx0, cy0 = max(0, px), max(0, py)

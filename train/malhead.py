@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from . import data as D
 from .evaluate import auc, evaluate, fit_temperature, reliability
 from .export import export_onnx, load_net
-from .model import STRIDE, CNet, fuse_bn
+from .model import STRIDE, CNet, count_params, fuse_bn
 from .train import set_threads
 
 
@@ -196,7 +196,8 @@ def main(argv=None):
                "l2": args.l2, "views": args.views, "seed": args.seed,
                "train_boxes": len(ys[0]), "train_malignant": int(ys[0].sum()),
                "train_auc": round(train_auc, 4), "minutes": round((time.time() - t0) / 60, 2)}
-    train_data = dict(info.get("train_data") or {}, malignancy_readout=readout, arch={"name": "cnet", **net.config})
+    train_data = dict(info.get("train_data") or {}, malignancy_readout=readout, arch={"name": "cnet", **net.config},
+                      params=count_params(CNet(**net.config)))  # unfused, as train.train counts
     if args.ckpt:
         os.makedirs(os.path.dirname(os.path.abspath(args.ckpt)), exist_ok=True)
         torch.save({"config": net.config, "state_dict": net.state_dict(), "fused": info["fused"], "names": names,

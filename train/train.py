@@ -78,9 +78,10 @@ def parse_args(argv=None):
     g.add_argument("--width", default="16,32,64,128,320", help="channel widths (stem1,stem2,s8,s16,s32)")
     g.add_argument("--depth", default="1,3,4", help="residual blocks at strides 8,16,32")
     g.add_argument("--init", help="start from this checkpoint (.pt; fine-tuning)")
-    g.add_argument("--aug", choices=("full", "geometric"), default="full",
-                   help="training augmentation: full, or geometric only (scale, aspect, placement, flip; "
-                        "the ablation of the ultrasound-specific intensity, sector and mark augmentation)")
+    g.add_argument("--aug", choices=("full", "levels", "geometric"), default="full",
+                   help="training augmentation: full; levels (full plus output-range compression); or "
+                        "geometric only (scale, aspect, placement, flip: the ablation of the "
+                        "ultrasound-specific intensity, sector and mark augmentation)")
     g.add_argument("--mal-weight", type=float, default=1.0, help="weight of the malignancy loss")
     g.add_argument("--mal-from", choices=("cls", "s4"), default="cls",
                    help="malignancy head: on the heatmap's tower (cls) or a linear read-out of the "
@@ -399,7 +400,7 @@ def main(argv=None):
     net.to(device)
 
     train_ds = D.Detections(train_recs, len(names), args.imgsz, augment=True, seed=args.seed,
-                            appearance=args.aug == "full")
+                            appearance=args.aug != "geometric", levels=args.aug == "levels")
     sampler = InfiniteSampler(len(train_ds), args.seed, len(extra_recs), args.coco_train_share)
     if extra_recs:
         log(f"train-only sources: {len(extra_recs)} images, {sampler.m} per epoch of {n_main} "
