@@ -94,14 +94,14 @@ func TestRunPhantomDefault(t *testing.T) {
 			t.Errorf("latency_ms lacks %s", stage)
 		}
 	}
-	if r.Phantom.Recall < 0.9 {
-		t.Errorf("phantom recall %.3f < 0.9 (%+v)", r.Phantom.Recall, r.Phantom)
+	// Under the default budget a loaded machine misses deadlines and shows
+	// tracker boxes instead, so this run's accuracy depends on the machine;
+	// it must still be useful.
+	if r.Phantom.Recall < 0.75 || r.Phantom.Precision < 0.8 {
+		t.Errorf("default budget: phantom precision %.3f recall %.3f (%+v)", r.Phantom.Precision, r.Phantom.Recall, r.Phantom)
 	}
-	if r.Phantom.Precision < 0.8 {
-		t.Errorf("phantom precision %.3f < 0.8 (%+v)", r.Phantom.Precision, r.Phantom)
-	}
-	t.Logf("phantom precision %.3f recall %.3f; infer p50 %.2f ms; total p99 %.2f ms",
-		r.Phantom.Precision, r.Phantom.Recall, r.LatencyMS["infer"].P50, r.LatencyMS["total"].P99)
+	t.Logf("default budget: phantom precision %.3f recall %.3f; %d deadline misses; infer p50 %.2f ms; total p99 %.2f ms",
+		r.Phantom.Precision, r.Phantom.Recall, r.DeadlineMisses, r.LatencyMS["infer"].P50, r.LatencyMS["total"].P99)
 	lines := bytes.Count(must(os.ReadFile(filepath.Join(dir, "m.jsonl"))), []byte("\n"))
 	if lines != 300 {
 		t.Errorf("metadata has %d lines", lines)
@@ -110,6 +110,31 @@ func TestRunPhantomDefault(t *testing.T) {
 		"-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", filepath.Join(dir, "a.mp4")).Output()
 	if err != nil || strings.TrimSpace(string(probe)) != "300" {
 		t.Errorf("ffprobe: %q %v", probe, err)
+	}
+}
+
+// Both exam presets' shipped models must find the phantom's lesions (the
+// live demo shows real detections whichever preset a session picks). A
+// budget no machine misses makes every frame carry its own inference, so
+// the figure is the model's, not the machine's load.
+func TestPhantomRecallPerPreset(t *testing.T) {
+	for _, preset := range []string{"breast", "thyroid"} {
+		t.Run(preset, func(t *testing.T) {
+			rep := filepath.Join(t.TempDir(), "r.json")
+			_, stderr, err := sonolive(t, 5*time.Minute, "run", "--preset", preset, "--source", "phantom://?seed=1&lesions=2",
+				"--frames", "300", "--budget", "30s", "--report", rep, "--log-level", "warn")
+			if err != nil {
+				t.Fatalf("%v\n%s", err, stderr)
+			}
+			r := readReport(t, rep)
+			if r.Phantom == nil || r.DeadlineMisses != 0 || r.Inferences != 300 || !strings.Contains(r.Model, preset) {
+				t.Fatalf("report %+v", r)
+			}
+			if r.Phantom.Recall < 0.95 || r.Phantom.Precision < 0.95 {
+				t.Errorf("phantom precision %.3f recall %.3f (%+v)", r.Phantom.Precision, r.Phantom.Recall, r.Phantom)
+			}
+			t.Logf("%s: phantom precision %.3f recall %.3f", r.Model, r.Phantom.Precision, r.Phantom.Recall)
+		})
 	}
 }
 
