@@ -261,16 +261,20 @@ func (r *Recorder) write(f *recFrame) error {
 	// Fragments start at keyframes, so a player seeking into the file
 	// lands on a decodable frame (players seek by fragment). Near the end
 	// of a fragment we ask the encoder for a keyframe, which bounds the
-	// fragment, and so what a crash loses, at about Segment. Should no
-	// keyframe come, a fragment is cut at any frame after 3×Segment.
+	// fragment, and so what a crash loses, at about Segment. Any keyframe
+	// from then on closes the fragment: one that answers the request
+	// sooner than expected must not be let by, or the fragment runs on to
+	// the encoder's next keyframe. Should no keyframe come, a fragment is
+	// cut at any frame after 3×Segment.
 	age := r.decode - r.fragStart
 	seg := uint64(r.cfg.Segment.Seconds() * timescale)
-	if len(r.frag) > 0 && (f.key && age >= seg || age >= 3*seg) {
+	due := age+2*uint64(r.lastDuration()) >= seg
+	if len(r.frag) > 0 && (f.key && due || age >= 3*seg) {
 		if err := r.flushFragment(); err != nil {
 			return err
 		}
 		r.keyAsked = false
-	} else if !r.keyAsked && age+2*uint64(r.lastDuration()) >= seg && r.cfg.RequestKeyframe != nil {
+	} else if !r.keyAsked && due && r.cfg.RequestKeyframe != nil {
 		r.cfg.RequestKeyframe()
 		r.keyAsked = true
 	}
