@@ -14,13 +14,23 @@ import (
 // real time, looping: a stand-in for an encoder box on the network.
 func serveHTTP(t *testing.T, clip, addr string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command("ffmpeg", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", clip,
-		"-c:v", "mpeg2video", "-q:v", "5", "-f", "mpegts", "-listen", "1", "http://"+addr+"/live.ts")
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("ffmpeg: %v", err)
+	cmd, err := startHTTPServer(clip, addr)
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	return cmd
+}
+
+// startHTTPServer is serveHTTP for goroutines other than the test's, which
+// must not call t.Fatal.
+func startHTTPServer(clip, addr string) (*exec.Cmd, error) {
+	cmd := exec.Command("ffmpeg", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", clip,
+		"-c:v", "mpeg2video", "-q:v", "5", "-f", "mpegts", "-listen", "1", "http://"+addr+"/live.ts")
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("ffmpeg: %w", err)
+	}
+	return cmd, nil
 }
 
 func freeAddr(t *testing.T) string {
@@ -59,9 +69,15 @@ func TestHTTPStreamReconnects(t *testing.T) {
 	r := src.(*reconnecting)
 	r.minBackoff = 100 * time.Millisecond
 
+	restartErr := make(chan error, 1)
 	next := func() uint64 {
 		f, err := src.Next(ctx)
 		if err != nil {
+			select {
+			case rerr := <-restartErr:
+				t.Fatalf("next: %v (restarting the server: %v)", err, rerr)
+			default:
+			}
 			t.Fatalf("next: %v", err)
 		}
 		defer f.Close()
@@ -76,10 +92,25 @@ func TestHTTPStreamReconnects(t *testing.T) {
 	}
 	srv.Process.Kill()
 	srv.Wait()
+	restarted := make(chan *exec.Cmd, 1)
 	go func() {
 		time.Sleep(500 * time.Millisecond)
-		serveHTTP(t, clip, addr)
+		cmd, err := startHTTPServer(clip, addr)
+		if err != nil {
+			restartErr <- err
+			cancel()
+			return
+		}
+		restarted <- cmd
 	}()
+	t.Cleanup(func() {
+		select {
+		case cmd := <-restarted:
+			cmd.Process.Kill()
+			cmd.Wait()
+		default:
+		}
+	})
 	for r.Stats().Reconnects == 0 {
 		s := next()
 		if s != seq+1 {

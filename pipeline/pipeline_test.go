@@ -87,17 +87,27 @@ func (c *countSink) Write(f *frame.Frame, m *overlay.Metadata) error {
 func (c *countSink) Close() error { c.closed = true; return nil }
 
 func TestPipelineOffline(t *testing.T) {
+	// Timing bounds are kept an order of magnitude away from what a loaded
+	// CI machine's scheduling stalls (tens of ms) can produce: the budget no
+	// one misses is a second, and the latency bound is checked against a
+	// detector far slower than it.
 	tests := []struct {
 		name       string
 		delay      time.Duration
 		budget     time.Duration
 		minRecall  float64
 		wantMisses bool
+		wantStale  bool          // frames between inferences carry tracker boxes
+		maxTotal   time.Duration // bound on total p99; 0: not the point of the case
 	}{
-		{"fast oracle: fresh boxes, recall ~1", time.Millisecond, 30 * time.Millisecond, 0.9, false},
+		{"fast oracle: fresh boxes, recall ~1", time.Millisecond, time.Second, 0.9, false, false, 0},
 		// Boxes lag ~5 frames behind a sweep moving ~4 px per frame, so fewer
 		// reach IoU 0.5; the point is that frames still carry them.
-		{"oracle slower than budget: tracker carries boxes", 25 * time.Millisecond, 5 * time.Millisecond, 0.15, true},
+		{"oracle slower than budget: tracker carries boxes", 25 * time.Millisecond, 5 * time.Millisecond, 0.15, true, true, 0},
+		// Added latency is bounded by the budget plus overlay and
+		// bookkeeping, whatever the detector does: a pipeline that waited
+		// for this detector would show 400 ms.
+		{"oracle far slower than budget: video does not wait", 400 * time.Millisecond, 5 * time.Millisecond, 0, true, false, 150 * time.Millisecond},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -126,7 +136,7 @@ func TestPipelineOffline(t *testing.T) {
 			if rep.Phantom == nil || rep.Phantom.Recall < tc.minRecall {
 				t.Fatalf("phantom accuracy %+v", rep.Phantom)
 			}
-			if tc.wantMisses && rep.Detections.Stale == 0 {
+			if tc.wantStale && rep.Detections.Stale == 0 {
 				t.Fatalf("no stale boxes carried: %+v", rep.Detections)
 			}
 			if tc.wantMisses != (rep.DeadlineMisses > 0) {
@@ -135,10 +145,8 @@ func TestPipelineOffline(t *testing.T) {
 			if rep.Inferences == 0 || rep.LatencyMS["total"].N != 150 || rep.LatencyMS["infer"].N != int(rep.Inferences) {
 				t.Fatalf("report %+v", rep)
 			}
-			// Added latency is bounded by the budget plus overlay and
-			// bookkeeping, whatever the detector does.
-			if p99 := rep.LatencyMS["total"].P99; p99 > float64(tc.budget)/1e6+30 {
-				t.Fatalf("total p99 %.1f ms with budget %v", p99, tc.budget)
+			if p99 := rep.LatencyMS["total"].P99; tc.maxTotal > 0 && p99 > float64(tc.maxTotal)/1e6 {
+				t.Fatalf("total p99 %.1f ms with budget %v and a %v detector", p99, tc.budget, tc.delay)
 			}
 		})
 	}
@@ -191,11 +199,15 @@ func TestPipelineLiveSlowSinkDrops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Frames != 60 || rep.DroppedBy["sink"] == 0 || rep.Dropped != rep.DroppedBy["sink"]+rep.DroppedBy["capture"] {
+	// A scheduling stall on a loaded machine may cost the capture queue a
+	// frame; every frame is still either processed or counted.
+	if uint64(rep.Frames)+rep.DroppedBy["capture"] != 60 || rep.DroppedBy["sink"] == 0 || rep.Dropped != rep.DroppedBy["sink"]+rep.DroppedBy["capture"] {
 		t.Fatalf("frames %d dropped %v", rep.Frames, rep.DroppedBy)
 	}
-	if rep.LatencyMS["total"].P99 > 20 {
-		t.Fatalf("slow sink leaked into the video path: total p99 %.1f ms", rep.LatencyMS["total"].P99)
+	// Were the sink in the video path, every frame would take its 40 ms;
+	// p90 rather than p99 (the maximum of 60) so one stall does not count.
+	if p90 := rep.LatencyMS["total"].P90; p90 > 20 {
+		t.Fatalf("slow sink leaked into the video path: total p90 %.1f ms", p90)
 	}
 }
 

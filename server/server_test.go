@@ -227,13 +227,19 @@ func TestSessionEndToEnd(t *testing.T) {
 	if ev := wsRead(t, ws, "overlay"); ev["burn_in"] != true {
 		t.Fatalf("overlay event: %v", ev)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Frames already queued for the viewer still carry the old value.
 	var meta struct {
 		BurnedIn *bool  `json:"burned_in"`
 		RTPTS    uint32 `json:"rtp_ts"`
 	}
-	if err := json.Unmarshal(viewer.LastMetadata(), &meta); err != nil || meta.BurnedIn == nil || !*meta.BurnedIn || meta.RTPTS == 0 {
-		t.Fatalf("metadata after burn-in on: %s", viewer.LastMetadata())
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		err := json.Unmarshal(viewer.LastMetadata(), &meta)
+		if err == nil && meta.BurnedIn != nil && *meta.BurnedIn && meta.RTPTS != 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metadata 10 s after burn-in on: %s (%v)", viewer.LastMetadata(), err)
+		}
 	}
 
 	// Glass-to-glass reports reach the HUD; junk does not kill the socket.
@@ -393,10 +399,19 @@ func TestRecordingsAPI(t *testing.T) {
 		}
 		return out
 	}
-	time.Sleep(2500 * time.Millisecond)
-	recs := list(base, expert)
-	if len(recs) != 1 || recs[0]["status"] != "recording" {
-		t.Fatalf("while live: %v", recs)
+	// Record until the live recording reports 2.5 s.
+	var recs []map[string]any
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		recs = list(base, expert)
+		if len(recs) != 1 || recs[0]["status"] != "recording" {
+			t.Fatalf("while live: %v", recs)
+		}
+		if d, _ := recs[0]["duration_s"].(float64); d >= 2.5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("live recording did not reach 2.5 s in 30 s: %v", recs)
+		}
 	}
 	live := recs[0]["id"].(string)
 	if code, body := do(t, "DELETE", base+"/api/recordings/"+live, "", sono, ""); code != http.StatusConflict {

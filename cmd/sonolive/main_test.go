@@ -95,10 +95,14 @@ func TestRunPhantomDefault(t *testing.T) {
 		}
 	}
 	// Under the default budget a loaded machine misses deadlines and shows
-	// tracker boxes instead, so this run's accuracy depends on the machine;
-	// it must still be useful.
-	if r.Phantom.Recall < 0.75 || r.Phantom.Precision < 0.8 {
-		t.Errorf("default budget: phantom precision %.3f recall %.3f (%+v)", r.Phantom.Precision, r.Phantom.Recall, r.Phantom)
+	// tracker boxes instead, which lag a moving lesion; TestPhantomRecallPerPreset
+	// holds the model's own figure. Here: useful boxes while the machine
+	// keeps up, and carried boxes when it does not.
+	switch {
+	case r.MissRate < 0.05 && (r.Phantom.Recall < 0.75 || r.Phantom.Precision < 0.8):
+		t.Errorf("default budget, %.1f%% misses: phantom precision %.3f recall %.3f (%+v)", 100*r.MissRate, r.Phantom.Precision, r.Phantom.Recall, r.Phantom)
+	case r.MissRate >= 0.05 && r.Detections.Stale == 0:
+		t.Errorf("%.1f%% deadline misses but no tracker boxes carried: %+v", 100*r.MissRate, r.Detections)
 	}
 	t.Logf("default budget: phantom precision %.3f recall %.3f; %d deadline misses; infer p50 %.2f ms; total p99 %.2f ms",
 		r.Phantom.Precision, r.Phantom.Recall, r.DeadlineMisses, r.LatencyMS["infer"].P50, r.LatencyMS["total"].P99)

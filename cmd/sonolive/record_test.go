@@ -64,7 +64,8 @@ func TestRunRecord(t *testing.T) {
 }
 
 // kill -9 while a live session records: the next start recovers the
-// recording and loses at most about one segment (1 s) of what was captured.
+// recording and loses at most about one segment (1 s) of what was captured,
+// plus what was still in the pipeline.
 func TestServeKill9KeepsRecording(t *testing.T) {
 	dir := t.TempDir()
 	links := filepath.Join(t.TempDir(), "links")
@@ -95,6 +96,33 @@ func TestServeKill9KeepsRecording(t *testing.T) {
 	}
 	cmd.Wait()
 
+	// What kill -9 can lose is the fragment in progress: every fragment on
+	// disk must be about a segment long and start with a keyframe. This is
+	// the bound itself; the wall-clock loss below also carries the
+	// pipeline's latency, which a loaded machine stretches.
+	segs, err := os.ReadFile(filepath.Join(dir, rec, "segments.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nseg := 0
+	for _, l := range strings.Split(strings.TrimSpace(string(segs)), "\n") {
+		var s struct {
+			N         int     `json:"n"`
+			DurationS float64 `json:"duration_s"`
+			Key       bool    `json:"key"`
+		}
+		if err := json.Unmarshal([]byte(l), &s); err != nil {
+			t.Fatalf("segments.jsonl line %q: %v", l, err)
+		}
+		if !s.Key || s.DurationS > 1+5.0/30 {
+			t.Errorf("fragment %d: %.3f s, starts with a keyframe: %v", s.N, s.DurationS, s.Key)
+		}
+		nseg++
+	}
+	if nseg < 3 {
+		t.Fatalf("%d fragments on disk after 6 s:\n%s", nseg, segs)
+	}
+
 	lib, err := replay.OpenLibrary(dir, nil) // what `serve` does on start
 	if err != nil {
 		t.Fatal(err)
@@ -111,8 +139,8 @@ func TestServeKill9KeepsRecording(t *testing.T) {
 	last := lastEntry(t, tl)
 	lost := killed.Sub(time.UnixMicro(int64(last.CaptureUnixMS * 1000)))
 	t.Logf("recovered %.2f s (%d frames); the last recovered frame was captured %v before kill -9", m.DurationS, m.Frames, lost.Round(time.Millisecond))
-	if lost > 2*time.Second {
-		t.Errorf("lost %v > 2 s", lost)
+	if lost > 3*time.Second {
+		t.Errorf("lost %v > 3 s", lost)
 	}
 	video, _ := lib.File(rec, "video.mp4")
 	if d, n := probeDuration(t, video); n != m.Frames || d < m.DurationS-0.1 {
