@@ -1,10 +1,7 @@
 package replay
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -76,7 +73,10 @@ func TestFragmentsStayNearSegment(t *testing.T) {
 					time.Sleep(100 * time.Microsecond)
 				}
 			}
-			segs := readSegmentLines(t, filepath.Join(lib.Dir(), rec.ID(), "segments.jsonl"))
+			segs, err := readSegments(filepath.Join(lib.Dir(), rec.ID(), "segments.jsonl"))
+			if err != nil {
+				t.Fatal(err)
+			}
 			if _, err := rec.Close(); err != nil {
 				t.Fatal(err)
 			}
@@ -90,23 +90,4 @@ func TestFragmentsStayNearSegment(t *testing.T) {
 			}
 		})
 	}
-}
-
-func readSegmentLines(t *testing.T, path string) []segmentLine {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []segmentLine
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var s segmentLine
-		if err := json.Unmarshal(sc.Bytes(), &s); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, s)
-	}
-	return out
 }
