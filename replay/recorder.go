@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"image"
-	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -400,43 +399,4 @@ func (r *Recorder) Progress() float64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.progress
-}
-
-// writeFileSync writes a file durably: tmp, fsync, rename, fsync the dir.
-func writeFileSync(path string, b []byte) error {
-	return writeSync(path, func(w io.Writer) error {
-		_, err := w.Write(b)
-		return err
-	})
-}
-
-// writeSync is writeFileSync for content written by fill: the file
-// appears whole or not at all.
-func writeSync(path string, fill func(io.Writer) error) error {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp) // after a failure; a no-op once renamed
-	if err := fill(f); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

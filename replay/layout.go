@@ -1,0 +1,144 @@
+package replay
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Errors callers map to HTTP statuses.
+var (
+	ErrNotFound  = errors.New("no such recording")
+	ErrRecording = errors.New("recording in progress")
+)
+
+// Meta describes a recording: meta.json, and the API's recording object.
+type Meta struct {
+	ID           string        `json:"id"`
+	Source       string        `json:"source"`
+	Status       string        `json:"status"` // recording, complete, recovered
+	Start        time.Time     `json:"start"`
+	DurationS    float64       `json:"duration_s"`
+	Bytes        int64         `json:"bytes"`
+	Width        int           `json:"width"`
+	Height       int           `json:"height"`
+	Frames       int           `json:"frames"`
+	Detections   int           `json:"detections"`
+	Model        string        `json:"model,omitempty"`
+	LesionEvents []LesionEvent `json:"lesion_events"`
+}
+
+// LesionEvent is one tracked finding over its life in the recording.
+type LesionEvent struct {
+	TrackID       uint64   `json:"track_id"`
+	Class         string   `json:"class"`
+	FirstS        float64  `json:"first_s"`
+	LastS         float64  `json:"last_s"`
+	MaxScore      float64  `json:"max_score"`
+	MaxMalignancy *float64 `json:"max_malignancy,omitempty"`
+	Frames        int      `json:"frames"`
+}
+
+var idRE = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z-[a-z0-9_-]{1,32}-[0-9a-f]{4}$`)
+
+// path returns a file of a recording, refusing ids that are not ours (no
+// path tricks reach the disk).
+func (l *Library) path(id, file string) (string, error) {
+	if !idRE.MatchString(id) {
+		return "", ErrNotFound
+	}
+	return filepath.Join(l.dir, id, file), nil
+}
+
+func writeMeta(dir string, m Meta) error {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileSync(filepath.Join(dir, "meta.json"), append(b, '\n'))
+}
+
+func readMeta(path string) (Meta, error) {
+	var m Meta
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return m, err
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, nil
+}
+
+// SourceID turns any source name ("file:clip.mp4") into the id form used
+// in recording ids and URLs: lower case, [a-z0-9_-], at most 32.
+func SourceID(s string) string {
+	b := []byte(strings.ToLower(s))
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	out := strings.Trim(string(b), "-")
+	if len(out) > 32 {
+		out = out[:32]
+	}
+	if out == "" {
+		out = "source"
+	}
+	return out
+}
+
+// Source is the source id encoded in a recording id.
+func Source(id string) string {
+	if !idRE.MatchString(id) {
+		return ""
+	}
+	rest := id[strings.IndexByte(id, '-')+1:]
+	return rest[:strings.LastIndexByte(rest, '-')]
+}
+
+// writeFileSync writes a file durably: tmp, fsync, rename, fsync the dir.
+func writeFileSync(path string, b []byte) error {
+	return writeSync(path, func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	})
+}
+
+// writeSync is writeFileSync for content written by fill: the file
+// appears whole or not at all.
+func writeSync(path string, fill func(io.Writer) error) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp) // after a failure; a no-op once renamed
+	if err := fill(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,235 @@
+package replay
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// recoverAll finishes recordings whose process died.
+func (l *Library) recoverAll() error {
+	ents, err := os.ReadDir(l.dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if !e.IsDir() || !idRE.MatchString(e.Name()) {
+			continue
+		}
+		dir := filepath.Join(l.dir, e.Name())
+		m, err := readMeta(filepath.Join(dir, "meta.json"))
+		if err == nil && m.Status != "recording" {
+			continue
+		}
+		source, start := m.Source, m.Start
+		if err != nil {
+			source, start = "", time.Time{}
+		}
+		rm, err := finish(dir, e.Name(), source, m.Model, start, "recovered", l.log)
+		if errors.Is(err, errEmpty) {
+			l.log.Warn("unfinished recording had no complete segment; removed", zap.String("recording", e.Name()))
+			os.RemoveAll(dir)
+			continue
+		}
+		if err != nil {
+			l.log.Error("recovering recording", zap.String("recording", e.Name()), zap.Error(err))
+			continue
+		}
+		l.log.Info("recording recovered", zap.String("recording", rm.ID), zap.Float64("duration_s", rm.DurationS))
+	}
+	return nil
+}
+
+var errEmpty = errors.New("no complete segment")
+
+// finish assembles video.mp4 from init.mp4 and the finished segments,
+// cuts the timeline at the video's end, computes the lesion events and
+// writes meta.json. It is the end of a recording and of a recovery.
+func finish(dir, id, source, model string, start time.Time, status string, log *zap.Logger) (Meta, error) {
+	m := Meta{ID: id, Source: source, Status: status, Start: start, Model: model, LesionEvents: []LesionEvent{}}
+	tmps, _ := filepath.Glob(filepath.Join(dir, "*.tmp"))
+	for _, t := range tmps {
+		os.Remove(t)
+	}
+	segs, err := readSegments(filepath.Join(dir, "segments.jsonl"))
+	if err != nil {
+		return m, err
+	}
+	// Only segments whose file made it to disk count.
+	var ok []segmentLine
+	for _, s := range segs {
+		if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("seg-%05d.m4s", s.N))); err == nil {
+			ok = append(ok, s)
+		}
+	}
+	initPath := filepath.Join(dir, "init.mp4")
+	// Segments and their index go only after meta.json is final, so an
+	// interrupted finish is simply redone.
+	if len(ok) == 0 {
+		return m, errEmpty
+	}
+	if err := assemble(dir, initPath, ok); err != nil {
+		return m, err
+	}
+	var dur uint64
+	for _, s := range ok {
+		dur += uint64(s.Duration)
+	}
+	m.DurationS = math.Round(float64(dur)/timescale*1e3) / 1e3
+	if err := cutTimeline(filepath.Join(dir, "timeline.jsonl"), m.DurationS, &m); err != nil {
+		return m, err
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "video.mp4")); err == nil {
+		m.Bytes = fi.Size()
+	}
+	if w, h, err := videoSize(initPath); err == nil {
+		m.Width, m.Height = w, h
+	}
+	if m.Start.IsZero() {
+		if fi, err := os.Stat(dir); err == nil {
+			m.Start = fi.ModTime().UTC()
+		}
+	}
+	if err := writeMeta(dir, m); err != nil {
+		return m, err
+	}
+	for _, s := range ok {
+		os.Remove(filepath.Join(dir, fmt.Sprintf("seg-%05d.m4s", s.N)))
+	}
+	os.Remove(filepath.Join(dir, "segments.jsonl"))
+	return m, nil
+}
+
+// assemble writes video.mp4 = init (with the duration) + sidx + fragments.
+func assemble(dir, initPath string, segs []segmentLine) error {
+	initB, err := os.ReadFile(initPath)
+	if err != nil {
+		return fmt.Errorf("init segment: %w", err)
+	}
+	info, err := parseInit(initB)
+	if err != nil {
+		return err
+	}
+	var total uint64
+	entries := make([]sidxEntry, len(segs))
+	for i, s := range segs {
+		entries[i] = sidxEntry{size: uint32(s.Bytes), duration: s.Duration, sap: s.Key}
+		total += uint64(s.Duration)
+	}
+	info.duration = total
+	initB, err = initSegment(info)
+	if err != nil {
+		return err
+	}
+	return writeSync(filepath.Join(dir, "video.mp4"), func(w io.Writer) error {
+		if _, err := w.Write(initB); err != nil {
+			return err
+		}
+		if _, err := w.Write(sidx(entries)); err != nil {
+			return err
+		}
+		for _, s := range segs {
+			b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("seg-%05d.m4s", s.N)))
+			if err != nil {
+				return err
+			}
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func readSegments(path string) ([]segmentLine, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []segmentLine
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var s segmentLine
+		if json.Unmarshal(sc.Bytes(), &s) != nil {
+			break // a torn last line
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// cutTimeline keeps the entries inside the video, rewrites the file when
+// it held more (a crash), and fills m's counts and lesion events.
+func cutTimeline(path string, durationS float64, m *Meta) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var kept []byte
+	cut := false
+	events := map[uint64]*LesionEvent{}
+	r := bufio.NewReaderSize(f, 64<<10)
+	for {
+		line, err := r.ReadBytes('\n')
+		if len(line) > 0 && line[len(line)-1] == '\n' {
+			var e Entry
+			if json.Unmarshal(line, &e) != nil || e.T >= durationS+1e-6 {
+				cut = true
+			} else if e.Event != "" {
+				kept = append(kept, line...)
+			} else {
+				kept = append(kept, line...)
+				m.Frames++
+				m.Detections += len(e.Detections)
+				for _, d := range e.Detections {
+					ev, ok := events[d.TrackID]
+					if !ok {
+						ev = &LesionEvent{TrackID: d.TrackID, Class: d.Class, FirstS: e.T}
+						events[d.TrackID] = ev
+					}
+					ev.LastS = e.T
+					ev.Frames++
+					ev.MaxScore = max(ev.MaxScore, d.Score)
+					if d.Malignancy != nil && (ev.MaxMalignancy == nil || *d.Malignancy > *ev.MaxMalignancy) {
+						v := *d.Malignancy
+						ev.MaxMalignancy = &v
+					}
+				}
+			}
+		} else if len(line) > 0 {
+			cut = true // a torn last line
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			f.Close()
+			return err
+		}
+	}
+	f.Close()
+	for _, ev := range events {
+		m.LesionEvents = append(m.LesionEvents, *ev)
+	}
+	sort.Slice(m.LesionEvents, func(i, j int) bool { return m.LesionEvents[i].FirstS < m.LesionEvents[j].FirstS })
+	if cut {
+		return writeFileSync(path, kept)
+	}
+	return nil
+}
