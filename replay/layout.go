@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -116,7 +117,7 @@ func writeFileSync(path string, b []byte) error {
 // appears whole or not at all.
 func writeSync(path string, fill func(io.Writer) error) error {
 	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
+	f, err := createFile(tmp)
 	if err != nil {
 		return err
 	}
@@ -135,10 +136,45 @@ func writeSync(path string, fill func(io.Writer) error) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
-	d, err := os.Open(filepath.Dir(path))
+	return syncDir(filepath.Dir(path))
+}
+
+// syncDir makes a directory's entries (a rename, a new file) durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// fileMode is every library file's mode: recordings hold patient images,
+// so they are for the service's user (and group) only.
+const fileMode = 0o640
+
+// createFile creates (truncating) a library file with fileMode.
+func createFile(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, fileMode)
+}
+
+// stagingPrefix names a recording directory while it is being created;
+// recovery and listing ignore it.
+const stagingPrefix = ".new-"
+
+// progressOnDisk is a recording in progress's length (from the index of
+// its finished segments) and size, as far as another process can tell.
+func progressOnDisk(dir string) (durationS float64, bytes int64) {
+	segs, _ := readSegments(filepath.Join(dir, "segments.jsonl"))
+	var ticks uint64
+	for _, s := range segs {
+		ticks += uint64(s.Duration)
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() {
+			bytes += fi.Size()
+		}
+	}
+	return math.Round(float64(ticks)/timescale*1e3) / 1e3, bytes
 }

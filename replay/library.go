@@ -15,29 +15,54 @@ import (
 	"go.uber.org/zap"
 )
 
-// Library is a directory of recordings.
+// Library is a directory of recordings. Several processes may record into
+// one; the first to open it owns it (lock.go).
 type Library struct {
-	dir string
-	log *zap.Logger
+	dir   string
+	log   *zap.Logger
+	owner *fileLock // nil: another process owns the library
 
 	mu     sync.Mutex
 	active map[string]*Recorder
 }
 
-// OpenLibrary opens (creating) dir and recovers recordings a crash left
-// unfinished.
+// OpenLibrary opens (creating) dir. The process that gets the library lock
+// owns the library: it recovers recordings whose writer died and enforces
+// retention. Any other process records beside the owner and touches
+// nothing it did not write.
 func OpenLibrary(dir string, log *zap.Logger) (*Library, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	// Recordings hold patient images: not for other local users.
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("recordings: %w", err)
 	}
 	l := &Library{dir: dir, log: log, active: map[string]*Recorder{}}
+	lock, err := tryLock(filepath.Join(dir, libraryLock))
+	switch {
+	case errors.Is(err, ErrLocked):
+		log.Info("library owned by another process: recording beside it, no recovery or retention here",
+			zap.String("dir", dir), zap.String("owner_pid", holder(filepath.Join(dir, libraryLock))))
+		return l, nil
+	case err != nil:
+		return nil, fmt.Errorf("recordings: %w", err)
+	}
+	l.owner = lock
 	if err := l.recoverAll(); err != nil {
+		lock.release()
 		return nil, err
 	}
 	return l, nil
+}
+
+// Owner reports whether this process owns the library.
+func (l *Library) Owner() bool { return l.owner != nil }
+
+// Close gives up ownership; recordings in progress must be closed first.
+func (l *Library) Close() error {
+	l.owner.release()
+	return nil
 }
 
 // Dir is the library's directory.
@@ -59,26 +84,48 @@ func (l *Library) NewRecorder(cfg RecorderConfig) (*Recorder, error) {
 	suffix := make([]byte, 2)
 	rand.Read(suffix)
 	id := fmt.Sprintf("%s-%s-%s", start.Format("20060102T150405Z"), cfg.Source, hex.EncodeToString(suffix))
+	// The recording is made under a staging name that recovery ignores,
+	// locked, and only then renamed into the library: no other process
+	// can see it without its writer lock held.
+	staging := filepath.Join(l.dir, stagingPrefix+id)
 	dir := filepath.Join(l.dir, id)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.Mkdir(staging, 0o750); err != nil {
 		return nil, fmt.Errorf("recording: %w", err)
 	}
-	r := &Recorder{cfg: cfg, lib: l, id: id, dir: dir, log: cfg.Logger.With(zap.String("recording", id)), start: start,
+	lock, err := tryLock(filepath.Join(staging, writerLock))
+	if err != nil {
+		os.RemoveAll(staging)
+		return nil, fmt.Errorf("recording: %w", err)
+	}
+	r := &Recorder{cfg: cfg, lib: l, id: id, dir: dir, lock: lock, log: cfg.Logger.With(zap.String("recording", id)), start: start,
 		q: make(chan *recFrame, cfg.Queue), done: make(chan struct{})}
-	var err error
-	if r.timeline, err = os.Create(filepath.Join(dir, "timeline.jsonl")); err != nil {
-		return nil, err
+	fail := func(err error) (*Recorder, error) {
+		if r.timeline != nil {
+			r.timeline.Close()
+		}
+		if r.segs != nil {
+			r.segs.Close()
+		}
+		os.RemoveAll(staging)
+		lock.release()
+		return nil, fmt.Errorf("recording: %w", err)
+	}
+	if r.timeline, err = createFile(filepath.Join(staging, "timeline.jsonl")); err != nil {
+		return fail(err)
 	}
 	r.tw = bufio.NewWriterSize(r.timeline, 64<<10)
-	if r.segs, err = os.Create(filepath.Join(dir, "segments.jsonl")); err != nil {
-		r.timeline.Close()
-		return nil, err
+	if r.segs, err = createFile(filepath.Join(staging, "segments.jsonl")); err != nil {
+		return fail(err)
 	}
 	// meta.json with status "recording" marks it unfinished until Close.
-	if err := writeMeta(dir, Meta{ID: id, Source: cfg.Source, Status: "recording", Start: start, Model: cfg.Model, LesionEvents: []LesionEvent{}}); err != nil {
-		r.timeline.Close()
-		r.segs.Close()
-		return nil, err
+	if err := writeMeta(staging, Meta{ID: id, Source: cfg.Source, Status: "recording", Start: start, Model: cfg.Model, LesionEvents: []LesionEvent{}}); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(staging, dir); err != nil {
+		return fail(err)
+	}
+	if err := syncDir(l.dir); err != nil {
+		return fail(err)
 	}
 	l.mu.Lock()
 	l.active[id] = r
@@ -107,11 +154,18 @@ func (l *Library) Get(id string) (Meta, error) {
 	if err != nil {
 		return m, err
 	}
-	l.mu.Lock()
-	if r, ok := l.active[id]; ok {
-		m.DurationS = r.Progress()
+	if m.Status != "recording" {
+		return m, nil
 	}
+	// A recording in progress: how far it got, in this process or another.
+	l.mu.Lock()
+	r, ok := l.active[id]
 	l.mu.Unlock()
+	if ok {
+		m.DurationS, m.Bytes = r.Progress(), r.Bytes()
+	} else {
+		m.DurationS, m.Bytes = progressOnDisk(filepath.Dir(p))
+	}
 	return m, nil
 }
 
@@ -154,7 +208,8 @@ func (l *Library) File(id, name string) (string, error) {
 	return p, nil
 }
 
-// Delete removes a finished recording.
+// Delete removes a finished recording. A recording whose writer is alive,
+// in this process or another, is refused with ErrRecording.
 func (l *Library) Delete(id string) error {
 	p, err := l.path(id, "")
 	if err != nil {
@@ -169,5 +224,13 @@ func (l *Library) Delete(id string) error {
 	if _, err := os.Stat(p); err != nil {
 		return ErrNotFound
 	}
+	lock, err := tryLock(filepath.Join(p, writerLock))
+	if errors.Is(err, ErrLocked) {
+		return ErrRecording
+	}
+	if err != nil {
+		return err
+	}
+	defer lock.release()
 	return os.RemoveAll(p)
 }

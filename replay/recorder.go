@@ -78,6 +78,7 @@ type Recorder struct {
 	lib   *Library
 	id    string
 	dir   string
+	lock  *fileLock // the writer lock, held until the recording is finished
 	log   *zap.Logger
 	start time.Time
 
@@ -87,8 +88,15 @@ type Recorder struct {
 	needKey  atomic.Bool
 	thumbSet atomic.Bool // a thumbnail with a finding is queued
 	anyThumb bool        // a first-frame thumbnail is queued (relay goroutine only)
-	closed   atomic.Bool
-	closeMu  sync.Mutex
+	bytes    atomic.Int64
+	// closeMu orders sends on q against Close closing it: senders hold
+	// it shared, Close exclusively, so no send ever meets a closed q.
+	closeMu sync.RWMutex
+	closed  bool
+	// Close's result, computed once.
+	closeOnce sync.Once
+	meta      Meta
+	closeErr  error
 
 	// writer goroutine state
 	info      trackInfo
@@ -131,7 +139,9 @@ func (r *Recorder) ID() string { return r.id }
 // Event records a session event in the timeline at the current time.
 // Never blocks; dropped (counted) when the queue is full.
 func (r *Recorder) Event(name string, data map[string]string) {
-	if r.closed.Load() {
+	r.closeMu.RLock()
+	defer r.closeMu.RUnlock()
+	if r.closed {
 		return
 	}
 	select {
@@ -143,7 +153,9 @@ func (r *Recorder) Event(name string, data map[string]string) {
 
 // WriteFrame is the relay tap.
 func (r *Recorder) WriteFrame(f *stream.EncodedFrame) {
-	if r.closed.Load() {
+	r.closeMu.RLock()
+	defer r.closeMu.RUnlock()
+	if r.closed {
 		return
 	}
 	if r.needKey.Load() {
@@ -312,6 +324,7 @@ func (r *Recorder) flushFragment() error {
 	if err := r.segs.Sync(); err != nil {
 		return err
 	}
+	r.bytes.Add(int64(len(frag)))
 	if err := r.tw.Flush(); err != nil {
 		return err
 	}
@@ -327,12 +340,23 @@ func (r *Recorder) flushFragment() error {
 // meta.json) and returns its description.
 func (r *Recorder) Close() (Meta, error) {
 	r.closeMu.Lock()
-	defer r.closeMu.Unlock()
-	if !r.closed.Swap(true) {
+	if !r.closed {
+		r.closed = true
 		close(r.q)
 	}
+	r.closeMu.Unlock()
 	<-r.done
-	defer r.lib.finished(r.id)
+	r.closeOnce.Do(func() {
+		r.meta, r.closeErr = r.end()
+		r.lib.finished(r.id)
+		r.lock.release()
+	})
+	return r.meta, r.closeErr
+}
+
+// end flushes the last fragment and finishes the recording, holding the
+// writer lock, so no other process touches it meanwhile.
+func (r *Recorder) end() (Meta, error) {
 	if r.pending != nil && r.err == nil {
 		d := uint32(3000)
 		if n := len(r.durations); n > 0 {
@@ -393,6 +417,9 @@ func (r *Recorder) lastDuration() uint32 {
 
 // Dropped counts frames and events lost to a full queue (a slow disk).
 func (r *Recorder) Dropped() uint64 { return r.dropped.Load() }
+
+// Bytes is what the finished segments take on disk so far.
+func (r *Recorder) Bytes() int64 { return r.bytes.Load() }
 
 // Progress is the recorded length so far, in seconds.
 func (r *Recorder) Progress() float64 {

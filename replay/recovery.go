@@ -10,43 +10,76 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
 )
 
-// recoverAll finishes recordings whose process died.
+// recoverAll finishes the recordings whose writer died: those marked
+// "recording" whose writer lock is free. A recording another process is
+// writing keeps its lock and is left alone. Staging directories a crash
+// left behind are removed.
 func (l *Library) recoverAll() error {
 	ents, err := os.ReadDir(l.dir)
 	if err != nil {
 		return err
 	}
 	for _, e := range ents {
-		if !e.IsDir() || !idRE.MatchString(e.Name()) {
+		if !e.IsDir() {
 			continue
 		}
 		dir := filepath.Join(l.dir, e.Name())
+		if strings.HasPrefix(e.Name(), stagingPrefix) {
+			if lock, err := tryLock(filepath.Join(dir, writerLock)); err == nil {
+				os.RemoveAll(dir)
+				lock.release()
+			}
+			continue
+		}
+		if !idRE.MatchString(e.Name()) {
+			continue
+		}
 		m, err := readMeta(filepath.Join(dir, "meta.json"))
 		if err == nil && m.Status != "recording" {
 			continue
 		}
-		source, start := m.Source, m.Start
-		if err != nil {
-			source, start = "", time.Time{}
-		}
-		rm, err := finish(dir, e.Name(), source, m.Model, start, "recovered", l.log)
-		if errors.Is(err, errEmpty) {
-			l.log.Warn("unfinished recording had no complete segment; removed", zap.String("recording", e.Name()))
-			os.RemoveAll(dir)
-			continue
-		}
-		if err != nil {
-			l.log.Error("recovering recording", zap.String("recording", e.Name()), zap.Error(err))
-			continue
-		}
-		l.log.Info("recording recovered", zap.String("recording", rm.ID), zap.Float64("duration_s", rm.DurationS))
+		l.recoverOne(dir, e.Name(), m, err)
 	}
 	return nil
+}
+
+func (l *Library) recoverOne(dir, id string, m Meta, metaErr error) {
+	lock, err := tryLock(filepath.Join(dir, writerLock))
+	if errors.Is(err, ErrLocked) {
+		l.log.Info("recording in progress in another process; left alone", zap.String("recording", id),
+			zap.String("writer_pid", holder(filepath.Join(dir, writerLock))))
+		return
+	}
+	if err != nil {
+		l.log.Error("recovering recording", zap.String("recording", id), zap.Error(err))
+		return
+	}
+	defer lock.release()
+	source, start := m.Source, m.Start
+	if metaErr != nil {
+		source, start = "", time.Time{}
+	}
+	rm, err := finish(dir, id, source, m.Model, start, "recovered", l.log)
+	if errors.Is(err, errEmpty) {
+		if _, serr := os.Stat(filepath.Join(dir, "video.mp4")); serr == nil {
+			l.log.Error("recording has a video but no meta; left for a person to look at", zap.String("recording", id))
+			return
+		}
+		l.log.Warn("unfinished recording had no complete segment; removed", zap.String("recording", id))
+		os.RemoveAll(dir)
+		return
+	}
+	if err != nil {
+		l.log.Error("recovering recording", zap.String("recording", id), zap.Error(err))
+		return
+	}
+	l.log.Info("recording recovered", zap.String("recording", rm.ID), zap.Float64("duration_s", rm.DurationS))
 }
 
 var errEmpty = errors.New("no complete segment")

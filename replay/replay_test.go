@@ -31,47 +31,79 @@ func record(t *testing.T, lib *Library, n int, closeIt bool) (*Recorder, Meta) {
 // recordWith calls during(i, rec) before frame i.
 func recordWith(t *testing.T, lib *Library, n int, closeIt bool, during func(int, *Recorder)) (*Recorder, Meta) {
 	t.Helper()
+	f := newFeed(t, lib)
+	f.during = during
+	f.feed(n)
+	if !closeIt {
+		f.relay.RemoveTap(f.rec)
+		return f.rec, Meta{}
+	}
+	return f.rec, f.close()
+}
+
+// feed is a recording in progress that a test adds phantom frames to.
+type feed struct {
+	t      *testing.T
+	relay  *stream.Relay
+	rec    *Recorder
+	src    capture.Source
+	t0     time.Time
+	n      int
+	during func(int, *Recorder)
+}
+
+func newFeed(t *testing.T, lib *Library) *feed {
+	t.Helper()
 	relay, err := stream.New(stream.Config{Source: "phantom", Encoder: stream.EncoderConfig{Bitrate: 500_000, FPS: 30, KeyframeInterval: time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { relay.Close() })
 	rec, err := lib.NewRecorder(RecorderConfig{Source: "phantom", Model: "truth", RequestKeyframe: relay.RequestKeyframe})
 	if err != nil {
 		t.Fatal(err)
 	}
 	relay.AddTap(rec)
 	src := capture.NewPhantom(capture.PhantomConfig{Seed: 5, Width: 320, Height: 240, Lesions: 2})
-	t0 := time.Now()
-	for i := 0; i < n; i++ {
-		f, err := src.Next(context.Background())
+	return &feed{t: t, relay: relay, rec: rec, src: src, t0: time.Now()}
+}
+
+// feed adds n frames (30 fps on the frames' own clock, as fast as the
+// encoder goes). The phantom's ground truth stands in for detections,
+// one track per lesion.
+func (fd *feed) feed(n int) {
+	t := fd.t
+	t.Helper()
+	for end := fd.n + n; fd.n < end; fd.n++ {
+		f, err := fd.src.Next(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.Captured = t0.Add(time.Duration(i) * time.Second / 30)
-		if during != nil {
-			during(i, rec)
+		f.Captured = fd.t0.Add(time.Duration(fd.n) * time.Second / 30)
+		if fd.during != nil {
+			fd.during(fd.n, fd.rec)
 		}
 		for k, b := range f.Truth {
 			f.Detections = append(f.Detections, frame.Detection{Box: b, Class: "lesion", Score: 0.8, Malignancy: -1, TrackID: uint64(k + 1)})
 		}
 		meta := overlay.NewMetadata(f)
-		relay.Write(f, &meta)
+		fd.relay.Write(f, &meta)
 		f.Close()
 		// The writer goroutine keeps up with a real source; let it here.
-		for len(rec.q) > 30 {
+		for len(fd.rec.q) > 30 {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	relay.RemoveTap(rec)
-	t.Cleanup(func() { relay.Close() })
-	if !closeIt {
-		return rec, Meta{}
-	}
-	m, err := rec.Close()
+}
+
+func (fd *feed) close() Meta {
+	fd.t.Helper()
+	fd.relay.RemoveTap(fd.rec)
+	m, err := fd.rec.Close()
 	if err != nil {
-		t.Fatal(err)
+		fd.t.Fatal(err)
 	}
-	return rec, m
+	return m
 }
 
 // ffprobe returns the video's duration and frame count; it fails the test

@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"errors"
 	"time"
 
 	"go.uber.org/zap"
@@ -8,7 +9,13 @@ import (
 
 // Enforce deletes the oldest finished recordings until none is older
 // than maxAge and all together use at most maxBytes (0: no limit).
+// Recordings in progress count towards maxBytes but are never deleted.
+// Only the library's owner enforces: two processes applying one limit
+// would each count the other's recordings.
 func (l *Library) Enforce(maxAge time.Duration, maxBytes int64) (removed []string, err error) {
+	if !l.Owner() {
+		return nil, nil
+	}
 	list, err := l.List()
 	if err != nil {
 		return nil, err
@@ -27,7 +34,9 @@ func (l *Library) Enforce(maxAge time.Duration, maxBytes int64) (removed []strin
 		if !old && !big {
 			continue
 		}
-		if err := l.Delete(m.ID); err != nil {
+		if err := l.Delete(m.ID); errors.Is(err, ErrRecording) {
+			continue // its writer, in another process, is still finishing it
+		} else if err != nil {
 			return removed, err
 		}
 		total -= m.Bytes

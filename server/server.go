@@ -227,6 +227,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		s.sessions[id].relay.Close()
 	}
 	s.closeDetectors()
+	if s.lib != nil {
+		s.lib.Close()
+	}
 	if cerr := s.apiClose(); cerr != nil {
 		s.log.Warn("closing WebRTC UDP port", zap.Error(cerr))
 	}

@@ -16,6 +16,7 @@ import (
 // does: one encode (the relay, with no viewers) and the recorder as its
 // tap.
 type recordSink struct {
+	lib   *replay.Library
 	relay *stream.Relay
 	rec   *replay.Recorder
 	log   *zap.Logger
@@ -36,15 +37,17 @@ func newRecordSink(dir, as, model string, info capture.Info, log *zap.Logger) (*
 		FrameClock: !info.Live, Logger: log,
 	})
 	if err != nil {
+		lib.Close()
 		return nil, err
 	}
 	rec, err := lib.NewRecorder(replay.RecorderConfig{Source: source, Model: model, Block: !info.Live, RequestKeyframe: relay.RequestKeyframe, Logger: log})
 	if err != nil {
 		relay.Close()
+		lib.Close()
 		return nil, err
 	}
 	relay.AddTap(rec)
-	return &recordSink{relay: relay, rec: rec, log: log}, nil
+	return &recordSink{lib: lib, relay: relay, rec: rec, log: log}, nil
 }
 
 func (s *recordSink) Write(f *frame.Frame, m *overlay.Metadata) error { return s.relay.Write(f, m) }
@@ -53,6 +56,7 @@ func (s *recordSink) Close() error {
 	s.relay.RemoveTap(s.rec)
 	m, err := s.rec.Close()
 	s.relay.Close()
+	s.lib.Close()
 	if errors.Is(err, replay.ErrNotFound) {
 		s.log.Warn("nothing recorded")
 		return nil

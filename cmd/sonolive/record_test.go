@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,17 +79,7 @@ func TestServeKill9KeepsRecording(t *testing.T) {
 	}
 	defer cmd.Process.Kill()
 	// Record about 6 s of frames.
-	deadline := time.Now().Add(60 * time.Second)
-	var rec string
-	for rec == "" {
-		if ents, _ := os.ReadDir(dir); len(ents) > 0 {
-			rec = ents[0].Name()
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no recording started; log:\n%s", logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	rec := waitRecording(t, dir, &logs)
 	time.Sleep(6 * time.Second)
 	killed := time.Now()
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -145,6 +136,82 @@ func TestServeKill9KeepsRecording(t *testing.T) {
 	video, _ := lib.File(rec, "video.mp4")
 	if d, n := probeDuration(t, video); n != m.Frames || d < m.DurationS-0.1 {
 		t.Fatalf("ffprobe: %d frames %.2f s; meta %d frames %.2f s", n, d, m.Frames, m.DurationS)
+	}
+}
+
+// waitRecording waits for serve's first recording in dir to appear.
+func waitRecording(t *testing.T, dir string, logs fmt.Stringer) string {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if e.IsDir() && replay.Source(e.Name()) != "" {
+				return e.Name()
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no recording started; log:\n%s", logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// The issue's scenario with the real binary: while serve records, `run
+// --record` turns a clip into a case in the same library. Serve's recording
+// keeps its full length, the case is complete, and a restarted server lists
+// both.
+func TestRunRecordBesideLiveServe(t *testing.T) {
+	dir := t.TempDir()
+	links := filepath.Join(t.TempDir(), "links")
+	cmd := exec.Command(binary, "serve", "--listen", "127.0.0.1:0", "--link-file", links, "--record-dir", dir, "--model", "none",
+		"--source", "phantom://?seed=1&lesions=2&width=320&height=240&fps=30", "--log-level", "warn")
+	var logs strings.Builder
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	live := waitRecording(t, dir, &logs)
+	time.Sleep(3 * time.Second)
+	_, stderr, err := sonolive(t, 3*time.Minute, "run", "--source", "phantom://?seed=3&lesions=1&width=320&height=240&fps=30",
+		"--frames", "90", "--model", "none", "--record", dir, "--record-source", "phantom", "--log-level", "warn")
+	if err != nil {
+		t.Fatalf("run --record: %v\n%s", err, stderr)
+	}
+	time.Sleep(3 * time.Second)
+	stopped := time.Now()
+	cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("serve: %v\n%s", err, logs.String())
+	}
+	lib, err := replay.OpenLibrary(dir, nil) // a restarted server
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lib.Close()
+	list, err := lib.List()
+	if err != nil || len(list) != 2 {
+		t.Fatalf("library after restart: %+v %v\nserve log:\n%s", list, err, logs.String())
+	}
+	for _, m := range list {
+		if m.Status != "complete" {
+			t.Fatalf("%s: status %s", m.ID, m.Status)
+		}
+		video, _ := lib.File(m.ID, "video.mp4")
+		if _, n := probeDuration(t, video); n != m.Frames {
+			t.Fatalf("%s: ffprobe %d frames, meta %d", m.ID, n, m.Frames)
+		}
+		if m.ID == live {
+			// It spans from its first frame to the stop: more than the 6 s
+			// waited, whatever the machine's load.
+			t.Logf("serve's recording: %.2f s, %d frames (stopped %v after it appeared)", m.DurationS, m.Frames, stopped.Sub(m.Start).Round(time.Millisecond))
+			if m.DurationS < 5.5 {
+				t.Fatalf("serve's recording was cut: %+v", m)
+			}
+		} else if m.Frames != 90 {
+			t.Fatalf("the case: %+v", m)
+		}
 	}
 }
 
