@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -15,6 +16,8 @@ import (
 // closed and reopened with exponential backoff until ctx ends. Sequence
 // numbers continue across reconnects so downstream never sees them reset.
 type reconnecting struct {
+	// cur is swapped by Next and read by Stats, from another goroutine.
+	mu       sync.Mutex
 	cur      Source
 	open     func(context.Context) (Source, error)
 	info     Info
@@ -33,24 +36,37 @@ func (r *reconnecting) Info() Info { return r.info }
 
 func (r *reconnecting) Stats() Stats {
 	s := r.counters.snapshot()
-	if st, ok := r.cur.(interface{ Stats() Stats }); ok && r.cur != nil {
+	if st, ok := r.current().(interface{ Stats() Stats }); ok {
 		s.Corrupt += st.Stats().Corrupt
 	}
 	return s
 }
 
+func (r *reconnecting) current() Source {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cur
+}
+
+func (r *reconnecting) setCurrent(s Source) {
+	r.mu.Lock()
+	r.cur = s
+	r.mu.Unlock()
+}
+
 func (r *reconnecting) Close() error {
-	if r.cur == nil {
+	cur := r.current()
+	if cur == nil {
 		return nil
 	}
-	return r.cur.Close()
+	return cur.Close()
 }
 
 func (r *reconnecting) Next(ctx context.Context) (*frame.Frame, error) {
 	backoff := r.minBackoff
 	for {
-		if r.cur != nil {
-			f, err := r.cur.Next(ctx)
+		if cur := r.current(); cur != nil {
+			f, err := cur.Next(ctx)
 			if err == nil {
 				r.seq++
 				f.Seq = r.seq
@@ -64,11 +80,11 @@ func (r *reconnecting) Next(ctx context.Context) (*frame.Frame, error) {
 				return nil, err
 			}
 			r.log.Warn("source lost; reconnecting", zap.Error(err), zap.Uint64("seq", r.seq))
-			if st, ok := r.cur.(interface{ Stats() Stats }); ok {
+			if st, ok := cur.(interface{ Stats() Stats }); ok {
 				r.counters.Corrupt.Add(st.Stats().Corrupt)
 			}
-			r.cur.Close()
-			r.cur = nil
+			r.setCurrent(nil)
+			cur.Close()
 		}
 		t := time.NewTimer(backoff)
 		select {
@@ -85,7 +101,7 @@ func (r *reconnecting) Next(ctx context.Context) (*frame.Frame, error) {
 		}
 		r.counters.Reconnects.Add(1)
 		r.log.Info("source reconnected")
-		r.cur = src
+		r.setCurrent(src)
 		backoff = r.minBackoff
 	}
 }

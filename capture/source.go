@@ -93,6 +93,9 @@ type Options struct {
 	Reconnect bool
 	// Region crops and masks every frame before it leaves the source.
 	Region Region
+	// ID names the source in its frames and Info (a configured source
+	// id); empty: a name made from the spec, without credentials.
+	ID     string
 	Logger *zap.Logger
 }
 
@@ -127,21 +130,20 @@ func Open(ctx context.Context, spec string, opts Options) (Source, error) {
 		return nil, err
 	}
 	if err := applyQuery(&opts, q); err != nil {
-		return nil, fmt.Errorf("%w %q: %w", ErrBadSpec, spec, err)
+		return nil, fmt.Errorf("%w %q: %w", ErrBadSpec, Redact(spec), err)
 	}
 	var open func(context.Context) (Source, error)
 	switch kind {
 	case "phantom":
 		cfg, err := phantomConfigFromQuery(q)
 		if err != nil {
-			return nil, fmt.Errorf("%w %q: %w", ErrBadSpec, spec, err)
+			return nil, fmt.Errorf("%w %q: %w", ErrBadSpec, Redact(spec), err)
 		}
 		cfg.Realtime = cfg.Realtime || opts.Realtime
 		if opts.Frames > 0 {
 			cfg.Frames = opts.Frames
 		}
-		src := NewPhantom(cfg)
-		return withRegion(src, opts.Region)
+		return finish(NewPhantom(cfg), opts)
 	case "device":
 		open = func(ctx context.Context) (Source, error) { return openDevice(ctx, target, opts) }
 	case "url":
@@ -153,7 +155,7 @@ func Open(ctx context.Context, spec string, opts Options) (Source, error) {
 		if err != nil {
 			return nil, err
 		}
-		return withRegion(src, opts.Region)
+		return finish(src, opts)
 	}
 	first, err := open(ctx)
 	if err != nil {
@@ -163,7 +165,45 @@ func Open(ctx context.Context, spec string, opts Options) (Source, error) {
 	if opts.Reconnect {
 		src = newReconnecting(first, open, opts.Logger)
 	}
-	return withRegion(src, opts.Region)
+	return finish(src, opts)
+}
+
+// finish applies what every source kind gets: the region, then the name.
+func finish(src Source, opts Options) (Source, error) {
+	src, err := withRegion(src, opts.Region)
+	if err != nil || opts.ID == "" {
+		return src, err
+	}
+	return &named{Source: src, id: opts.ID}, nil
+}
+
+// named gives a source its configured id, so a stream's URL never becomes
+// the source name that viewers see in the metadata.
+type named struct {
+	Source
+	id string
+}
+
+func (n *named) Info() Info {
+	i := n.Source.Info()
+	i.ID = n.id
+	return i
+}
+
+func (n *named) Next(ctx context.Context) (*frame.Frame, error) {
+	f, err := n.Source.Next(ctx)
+	if f != nil {
+		f.Source = n.id
+	}
+	return f, err
+}
+
+// Stats forwards to the wrapped source.
+func (n *named) Stats() Stats {
+	if st, ok := n.Source.(interface{ Stats() Stats }); ok {
+		return st.Stats()
+	}
+	return Stats{}
 }
 
 func parseSpec(spec string) (kind, target string, q url.Values, err error) {
@@ -181,7 +221,13 @@ func parseSpec(spec string) (kind, target string, q url.Values, err error) {
 	}
 	u, perr := url.Parse(spec)
 	if perr != nil {
-		return "", "", nil, fmt.Errorf("%w %q: %w", ErrBadSpec, spec, perr)
+		// url.Error repeats the raw URL, credentials and all: keep only
+		// what is wrong with it.
+		var ue *url.Error
+		if errors.As(perr, &ue) {
+			perr = ue.Err
+		}
+		return "", "", nil, fmt.Errorf("%w %q: %w", ErrBadSpec, Redact(spec), perr)
 	}
 	switch u.Scheme {
 	case "phantom":
@@ -189,7 +235,7 @@ func parseSpec(spec string) (kind, target string, q url.Values, err error) {
 	case "v4l2":
 		dev := u.Host + u.Path
 		if _, err := strconv.Atoi(dev); err != nil && !strings.HasPrefix(dev, "/dev/") {
-			return "", "", nil, fmt.Errorf("%w %q: v4l2 wants an index or /dev path", ErrBadSpec, spec)
+			return "", "", nil, fmt.Errorf("%w %q: v4l2 wants an index or /dev path", ErrBadSpec, Redact(spec))
 		}
 		return "device", dev, u.Query(), nil
 	case "file":
@@ -198,7 +244,7 @@ func parseSpec(spec string) (kind, target string, q url.Values, err error) {
 		// Stream URLs keep their query: it may belong to the camera.
 		return "url", spec, url.Values{}, nil
 	}
-	return "", "", nil, fmt.Errorf("%w %q: unknown scheme %q", ErrBadSpec, spec, u.Scheme)
+	return "", "", nil, fmt.Errorf("%w %q: unknown scheme %q", ErrBadSpec, Redact(spec), u.Scheme)
 }
 
 func applyQuery(o *Options, q url.Values) error {

@@ -2,14 +2,17 @@ package server
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
+	"sonolive/audit"
 	"sonolive/auth"
 )
 
@@ -41,13 +44,40 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 type inviteRequest struct {
 	Role auth.Role `json:"role"`
 	TTLS *int      `json:"ttl_s"`
+	// Label names the invite on the sonographer's list ("Dr Mokoena").
+	Label string `json:"label"`
 }
 
 type inviteResponse struct {
+	ID      string    `json:"id"`
 	URL     string    `json:"url"`
 	Token   string    `json:"token"`
 	Role    auth.Role `json:"role"`
 	Expires time.Time `json:"expires"`
+}
+
+// Kinds of live connection bound to a token.
+const (
+	connWHEP     = "whep"
+	connWS       = "ws"
+	connDownload = "download"
+)
+
+// reasonWord is what a page is told when its link ends.
+func reasonWord(err error) string {
+	if errors.Is(err, auth.ErrRevoked) {
+		return "revoked"
+	}
+	return "expired"
+}
+
+// auditEvent is an audit entry for a request made with c.
+func auditEvent(r *http.Request, c auth.Claims, action, kind, subject string) audit.Event {
+	e := audit.Event{Action: action, Source: c.Source, Role: string(c.Role), TokenID: c.ID, Addr: r.RemoteAddr, Subject: subject}
+	if kind != "" {
+		e.Detail = map[string]string{"kind": kind}
+	}
+	return e
 }
 
 // createInvite lets the sonographer hand an expert an expiring link.
@@ -64,7 +94,11 @@ func (s *Server) createInvite(w http.ResponseWriter, r *http.Request) {
 		req.Role = auth.Expert
 	}
 	if !req.Role.Valid() {
-		http.Error(w, fmt.Sprintf("role must be %q or %q", auth.Expert, auth.Sonographer), http.StatusBadRequest)
+		http.Error(w, fmt.Sprintf("role must be one of %v", auth.Roles), http.StatusBadRequest)
+		return
+	}
+	if len(req.Label) > 64 {
+		http.Error(w, "label: at most 64 characters", http.StatusBadRequest)
 		return
 	}
 	ttl := s.cfg.Auth.InviteTTL
@@ -75,15 +109,56 @@ func (s *Server) createInvite(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("ttl_s must be between 1 and %d", int(s.cfg.Auth.MaxInviteTTL.Seconds())), http.StatusBadRequest)
 		return
 	}
-	link, claims, err := s.Link(ses.id, req.Role, ttl)
+	// An invite never outlives the link that made it (IssueUnder caps it).
+	link, claims, err := s.linkUnder(c, ses.id, req.Role, ttl, req.Label)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	tok := link[strings.Index(link, "token=")+len("token="):]
+	tok, _ := url.QueryUnescape(link[strings.Index(link, "token=")+len("token="):])
 	s.log.Info("invite created", zap.String("source", ses.id), zap.String("role", string(req.Role)),
 		zap.String("invite_id", claims.ID), zap.String("by", c.ID), zap.Time("expires", claims.ExpiresAt()))
-	writeJSON(w, http.StatusCreated, inviteResponse{URL: link, Token: tok, Role: req.Role, Expires: claims.ExpiresAt().UTC()})
+	s.audit.Log(audit.Event{Action: "invite_issued", Source: ses.id, Role: string(c.Role), TokenID: c.ID, Addr: r.RemoteAddr,
+		Subject: claims.ID, Detail: map[string]string{"role": string(req.Role), "expires": claims.ExpiresAt().UTC().Format(time.RFC3339), "label": req.Label}})
+	writeJSON(w, http.StatusCreated, inviteResponse{ID: claims.ID, URL: link, Token: tok, Role: req.Role, Expires: claims.ExpiresAt().UTC()})
+}
+
+// listInvites shows the sonographer every live link of the source and what
+// is connected with each.
+func (s *Server) listInvites(w http.ResponseWriter, r *http.Request) {
+	ses, _, ok := s.authorize(w, r, auth.Sonographer)
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, s.access.Grants(ses.id))
+}
+
+// revokeInvite ends a link: every connection made with it (and with the
+// links it made) closes, and it opens nothing any more.
+func (s *Server) revokeInvite(w http.ResponseWriter, r *http.Request) {
+	ses, c, ok := s.authorize(w, r, auth.Sonographer)
+	if !ok {
+		return
+	}
+	id := r.PathValue("id")
+	g, known := s.access.Lookup(id)
+	if !known || g.Source != ses.id {
+		http.Error(w, "no such invite on this source", http.StatusNotFound)
+		return
+	}
+	if id == c.ID {
+		http.Error(w, "a link cannot revoke itself", http.StatusBadRequest)
+		return
+	}
+	ids, err := s.access.Revoke(id)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	s.log.Info("invite revoked", zap.String("source", ses.id), zap.Strings("invite_ids", ids), zap.String("by", c.ID))
+	s.audit.Log(audit.Event{Action: "invite_revoked", Source: ses.id, Role: string(c.Role), TokenID: c.ID, Addr: r.RemoteAddr,
+		Subject: id, Detail: map[string]string{"revoked": strings.Join(ids, ",")}})
+	w.WriteHeader(http.StatusNoContent)
 }
 
 type overlayRequest struct {
@@ -120,34 +195,52 @@ type sourceInfo struct {
 	Viewers int     `json:"viewers"`
 }
 
-// listSources needs any valid token.
+// listSources lists the token's own source: a link for one source says
+// nothing about the others.
 func (s *Server) listSources(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.signer.Verify(auth.FromRequest(r)); err != nil {
+	c, err := s.signer.Verify(auth.FromRequest(r))
+	if err != nil {
 		auth.Deny(w, err)
 		return
 	}
 	out := []sourceInfo{}
 	for _, id := range s.order {
+		if id != c.Source {
+			continue
+		}
 		m := s.sessions[id].stats()
 		out = append(out, sourceInfo{ID: id, State: m.State, Width: m.Width, Height: m.Height, FPS: m.FPS, BurnIn: m.BurnIn, Viewers: m.Viewers})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-// healthz is 200 while every source delivers frames.
+// healthz is 200 while every source delivers frames. Without a token it
+// says only "ok" or "not ok": source names and errors (which may carry a
+// camera's address) are for a sonographer's token of that source.
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	c, authErr := s.signer.Verify(auth.FromRequest(r))
 	var bad []string
 	for _, id := range s.order {
 		ses := s.sessions[id]
 		if st := ses.state(ses.relay.Stats()); st != "live" {
 			msg, _ := ses.errMsg.Load().(string)
-			bad = append(bad, fmt.Sprintf("%s: %s %s", id, st, msg))
+			if authErr == nil && c.Role == auth.Sonographer && c.Source == id {
+				bad = append(bad, fmt.Sprintf("%s: %s %s", id, st, msg))
+			} else {
+				bad = append(bad, "")
+			}
 		}
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
 	if len(bad) > 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		io.WriteString(w, strings.Join(bad, "\n")+"\n")
+		io.WriteString(w, "not ok\n")
+		for _, b := range bad {
+			if b != "" {
+				io.WriteString(w, b+"\n")
+			}
+		}
 		return
 	}
 	io.WriteString(w, "ok\n")

@@ -22,7 +22,9 @@ type Config struct {
 	// experts reach, e.g. https://scanner-3.clinic.example:8443.
 	PublicURL string    `yaml:"public_url"`
 	TLS       TLSConfig `yaml:"tls"`
+	HTTP      HTTP      `yaml:"http"`
 	Auth      Auth      `yaml:"auth"`
+	Audit     Audit     `yaml:"audit"`
 	WebRTC    WebRTC    `yaml:"webrtc"`
 	Stream    Stream    `yaml:"stream"`
 	AI        AI        `yaml:"ai"`
@@ -39,6 +41,24 @@ type TLSConfig struct {
 	Key  string `yaml:"key"`
 }
 
+// HTTP bounds every request in time, so an idle or slow client cannot hold
+// a connection. WebSockets and recording downloads set their own deadlines
+// (per message; up to the token's expiry).
+type HTTP struct {
+	// ReadTimeout bounds reading a whole request, body included.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds writing a reply.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// IdleTimeout closes keep-alive connections idle this long.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+}
+
+// Audit is the append-only, hash-chained access log (package audit).
+type Audit struct {
+	// Path of the log (JSON lines); "" turns it off.
+	Path string `yaml:"path"`
+}
+
 // Auth sets the invite tokens.
 type Auth struct {
 	// Secret signs tokens; empty: random per start (links die with the
@@ -49,8 +69,15 @@ type Auth struct {
 	SonographerTTL time.Duration `yaml:"sonographer_ttl"`
 	// InviteTTL is the default lifetime of an expert invite.
 	InviteTTL time.Duration `yaml:"invite_ttl"`
-	// MaxInviteTTL caps what the page may ask for.
+	// MaxInviteTTL caps what the page may ask for; an invite never
+	// outlives the link that made it either.
 	MaxInviteTTL time.Duration `yaml:"max_invite_ttl"`
+	// Audience names this deployment in its tokens: a token made by
+	// another box with the same secret is refused.
+	Audience string `yaml:"audience"`
+	// MaxPerToken caps the connections of each kind (viewers, WebSockets,
+	// downloads) one link may hold at once.
+	MaxPerToken int `yaml:"max_per_token"`
 }
 
 // WebRTC sets the ICE side.
@@ -136,7 +163,9 @@ type Source struct {
 func Default() Config {
 	return Config{
 		Listen: ":8080",
-		Auth:   Auth{SonographerTTL: 12 * time.Hour, InviteTTL: time.Hour, MaxInviteTTL: 24 * time.Hour},
+		HTTP:   HTTP{ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute},
+		Auth:   Auth{SonographerTTL: 12 * time.Hour, InviteTTL: time.Hour, MaxInviteTTL: 12 * time.Hour, Audience: "sonolive", MaxPerToken: 4},
+		Audit:  Audit{Path: "audit.jsonl"},
 		WebRTC: WebRTC{IncludeLoopback: true},
 		Stream: Stream{BitrateKbps: 2500, KeyframeInterval: 2 * time.Second, ViewerQueue: 15, MaxViewers: 100},
 		AI:     AI{Preset: "breast", Threads: 1, MinHits: 2},
@@ -199,6 +228,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Auth.InviteTTL <= 0 || c.Auth.MaxInviteTTL < c.Auth.InviteTTL || c.Auth.SonographerTTL <= 0 {
 		return errors.New("config: auth ttls must be positive and invite_ttl ≤ max_invite_ttl")
+	}
+	if c.Auth.MaxPerToken < 1 || c.Auth.Audience == "" {
+		return errors.New("config: auth.max_per_token must be at least 1 and auth.audience set")
+	}
+	if c.HTTP.ReadTimeout <= 0 || c.HTTP.WriteTimeout <= 0 || c.HTTP.IdleTimeout <= 0 {
+		return errors.New("config: http timeouts must be positive")
 	}
 	return nil
 }

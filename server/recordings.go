@@ -3,8 +3,10 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -15,29 +17,39 @@ import (
 
 // recordingAccess checks the token against the recording's source and, for
 // write access, the role. It writes the 4xx itself.
-func (s *Server) recordingAccess(w http.ResponseWriter, r *http.Request, roles ...auth.Role) (string, bool) {
+func (s *Server) recordingAccess(w http.ResponseWriter, r *http.Request, roles ...auth.Role) (string, auth.Claims, bool) {
 	if s.lib == nil {
 		http.Error(w, "recording is off on this server", http.StatusNotFound)
-		return "", false
+		return "", auth.Claims{}, false
 	}
 	id := r.PathValue("id")
 	src := replay.Source(id)
 	if src == "" {
 		http.Error(w, replay.ErrNotFound.Error(), http.StatusNotFound)
-		return "", false
+		return "", auth.Claims{}, false
 	}
-	if _, err := s.signer.Check(r, src, roles...); err != nil {
+	c, err := s.signer.Check(r, src, roles...)
+	if err != nil {
 		auth.Deny(w, err)
-		return "", false
+		return "", c, false
 	}
-	return id, true
+	return id, c, true
 }
 
-var anyRole = []auth.Role{auth.Sonographer, auth.Expert}
+// Who may do what. A live-view invite (expert) does not open the archive:
+// the library has its own roles, granted explicitly.
+var (
+	liveRoles    = []auth.Role{auth.Sonographer, auth.Expert}
+	libraryRoles = []auth.Role{auth.Sonographer, auth.Teacher, auth.Student}
+	curatorRoles = []auth.Role{auth.Sonographer, auth.Teacher}
+)
 
 // listRecordings lists the token's source's recordings, newest first.
 func (s *Server) listRecordings(w http.ResponseWriter, r *http.Request) {
 	c, err := s.signer.Verify(auth.FromRequest(r))
+	if err == nil && !slices.Contains(libraryRoles, c.Role) {
+		err = fmt.Errorf("%w: role %s may not open the library", auth.ErrForbidden, c.Role)
+	}
 	if err != nil {
 		auth.Deny(w, err)
 		return
@@ -60,7 +72,7 @@ func (s *Server) listRecordings(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getRecording(w http.ResponseWriter, r *http.Request) {
-	id, ok := s.recordingAccess(w, r, anyRole...)
+	id, c, ok := s.recordingAccess(w, r, libraryRoles...)
 	if !ok {
 		return
 	}
@@ -69,13 +81,15 @@ func (s *Server) getRecording(w http.ResponseWriter, r *http.Request) {
 		recordingError(w, err)
 		return
 	}
+	s.audit.Log(auditEvent(r, c, "recording_viewed", "recording", id))
 	writeJSON(w, http.StatusOK, m)
 }
 
 // recordingFile serves video.mp4 (with range requests, for seeking),
-// timeline.jsonl and thumb.jpg.
+// timeline.jsonl and thumb.jpg. A transfer is bound to its token: it stops
+// when the token expires or is revoked.
 func (s *Server) recordingFile(w http.ResponseWriter, r *http.Request) {
-	id, ok := s.recordingAccess(w, r, anyRole...)
+	id, c, ok := s.recordingAccess(w, r, libraryRoles...)
 	if !ok {
 		return
 	}
@@ -84,15 +98,43 @@ func (s *Server) recordingFile(w http.ResponseWriter, r *http.Request) {
 		recordingError(w, err)
 		return
 	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	bind, err := s.access.Bind(c, connDownload, id, r.RemoteAddr, func(error) { cancel() })
+	if err != nil {
+		auth.Deny(w, err)
+		return
+	}
+	defer bind.Release()
+	// The server's write timeout is for short replies; a video may take
+	// longer, but never past the token's life.
+	http.NewResponseController(w).SetWriteDeadline(c.ExpiresAt())
 	if filepath.Ext(p) == ".jsonl" {
 		w.Header().Set("Content-Type", "application/x-ndjson")
 	}
+	if r.PathValue("file") == "video.mp4" && r.Header.Get("Range") == "" {
+		s.audit.Log(auditEvent(r, c, "recording_downloaded", "recording", id))
+	}
 	w.Header().Set("Cache-Control", "private, max-age=60")
-	http.ServeFile(w, r, p)
+	http.ServeFile(&boundWriter{ResponseWriter: w, ctx: ctx}, r, p)
+}
+
+// boundWriter fails writes once its context ends, which stops a transfer
+// in progress (http.ServeFile copies until a write fails).
+type boundWriter struct {
+	http.ResponseWriter
+	ctx context.Context
+}
+
+func (b *boundWriter) Write(p []byte) (int, error) {
+	if err := b.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return b.ResponseWriter.Write(p)
 }
 
 func (s *Server) deleteRecording(w http.ResponseWriter, r *http.Request) {
-	id, ok := s.recordingAccess(w, r, auth.Sonographer)
+	id, c, ok := s.recordingAccess(w, r, curatorRoles...)
 	if !ok {
 		return
 	}
@@ -100,7 +142,8 @@ func (s *Server) deleteRecording(w http.ResponseWriter, r *http.Request) {
 		recordingError(w, err)
 		return
 	}
-	s.log.Info("recording deleted", zap.String("recording", id))
+	s.log.Info("recording deleted", zap.String("recording", id), zap.String("token_id", c.ID))
+	s.audit.Log(auditEvent(r, c, "recording_deleted", "recording", id))
 	w.WriteHeader(http.StatusNoContent)
 }
 

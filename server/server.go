@@ -19,6 +19,7 @@ import (
 	"github.com/pion/webrtc/v4"
 	"go.uber.org/zap"
 
+	"sonolive/audit"
 	"sonolive/auth"
 	"sonolive/infer"
 	"sonolive/metrics"
@@ -36,6 +37,8 @@ type Server struct {
 	cfg        Config
 	log        *zap.Logger
 	signer     *auth.Signer
+	access     *auth.Registry
+	audit      *audit.Log // nil when off
 	api        *webrtc.API
 	apiClose   func() error
 	iceServers []webrtc.ICEServer
@@ -60,6 +63,7 @@ func New(cfg Config, log *zap.Logger, open DetectorOpener) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	signer.SetAudience(cfg.Auth.Audience)
 	api, apiClose, err := stream.NewAPI(stream.APIConfig{
 		UDPPort: cfg.WebRTC.UDPPort, NAT1To1IPs: cfg.WebRTC.NAT1To1IPs, IncludeLoopback: cfg.WebRTC.IncludeLoopback,
 	})
@@ -67,7 +71,17 @@ func New(cfg Config, log *zap.Logger, open DetectorOpener) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, signer: signer, api: api, apiClose: apiClose,
+		access: auth.NewRegistry(signer, map[string]int{
+			connWHEP: cfg.Auth.MaxPerToken, connWS: cfg.Auth.MaxPerToken, connDownload: cfg.Auth.MaxPerToken}),
 		metrics: metrics.New(), hub: newHub(log), sessions: map[string]*Session{}}
+	if cfg.Audit.Path != "" {
+		// A broken chain stops the start: appending to it would hide
+		// what was done to it.
+		if s.audit, err = audit.Open(cfg.Audit.Path, log.Named("audit")); err != nil {
+			apiClose()
+			return nil, fmt.Errorf("%w (check it with `sonolive audit verify %s`; move it aside to start a new log)", err, cfg.Audit.Path)
+		}
+	}
 	if cfg.Record.Enabled {
 		// Opening recovers what a crash left unfinished. A library that
 		// cannot be opened (a read-only or full disk) turns recording off:
@@ -124,6 +138,8 @@ func (s *Server) Handler() http.Handler {
 	})))
 	mux.HandleFunc("GET /ws/{source}", s.serveWS)
 	mux.HandleFunc("POST /api/sources/{source}/invites", s.createInvite)
+	mux.HandleFunc("GET /api/sources/{source}/invites", s.listInvites)
+	mux.HandleFunc("DELETE /api/sources/{source}/invites/{id}", s.revokeInvite)
 	mux.HandleFunc("PUT /api/sources/{source}/overlay", s.setOverlay)
 	mux.HandleFunc("GET /api/sources", s.listSources)
 	mux.HandleFunc("GET /api/recordings", s.listRecordings)
@@ -133,7 +149,23 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /metrics", s.metrics.Handler())
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.Handle("/", ui.Handler())
-	return mux
+	return securityHeaders(mux)
+}
+
+// securityHeaders are on every response: the pages load only their own
+// scripts and styles, connect only to this server, and cannot be framed
+// (a framed page could be overlaid to trick a click on "invite").
+func securityHeaders(h http.Handler) http.Handler {
+	const csp = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; " +
+		"media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("Content-Security-Policy", csp)
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("X-Frame-Options", "DENY")
+		hd.Set("Referrer-Policy", "no-referrer")
+		h.ServeHTTP(w, r)
+	})
 }
 
 // cors lets WHEP players served from other origins in: the token is a
@@ -198,7 +230,13 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		}()
 	}
 
-	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(s.log.Named("http"))}
+	// Every request is bounded in time: a slow or idle client cannot hold
+	// a connection. The long-lived routes set their own deadlines: the
+	// WebSocket (hijacked) its per-message ones, downloads theirs up to
+	// the token's expiry (recordings.go).
+	hs := &http.Server{Handler: s.Handler(), ErrorLog: zap.NewStdLog(s.log.Named("http")),
+		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: s.cfg.HTTP.ReadTimeout,
+		WriteTimeout: s.cfg.HTTP.WriteTimeout, IdleTimeout: s.cfg.HTTP.IdleTimeout, MaxHeaderBytes: 16 << 10}
 	errc := make(chan error, 1)
 	go func() {
 		var err error
@@ -230,6 +268,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if s.lib != nil {
 		s.lib.Close()
 	}
+	s.audit.Close()
 	if cerr := s.apiClose(); cerr != nil {
 		s.log.Warn("closing WebRTC UDP port", zap.Error(cerr))
 	}
@@ -280,20 +319,22 @@ func (s *Server) SetAddr(addr net.Addr) {
 	s.baseMu.Unlock()
 }
 
-// Link issues a token and returns the page URL for it: the sonographer's
-// live page or the expert's page.
+// Link issues a root token and returns the page URL for it.
 func (s *Server) Link(source string, role auth.Role, ttl time.Duration) (string, auth.Claims, error) {
+	return s.linkUnder(auth.Claims{}, source, role, ttl, "")
+}
+
+// linkUnder issues a token asked for by parent's holder and returns the
+// page URL for its role: the live page, the expert's, or the library.
+func (s *Server) linkUnder(parent auth.Claims, source string, role auth.Role, ttl time.Duration, label string) (string, auth.Claims, error) {
 	if _, ok := s.sessions[source]; !ok {
 		return "", auth.Claims{}, fmt.Errorf("%w %q", errUnknownSource, source)
 	}
-	tok, c, err := s.signer.Issue(role, source, ttl)
+	tok, c, err := s.access.Issue(parent, role, source, ttl, label)
 	if err != nil {
 		return "", c, err
 	}
-	page := "expert"
-	if role == auth.Sonographer {
-		page = "live"
-	}
+	page := map[auth.Role]string{auth.Sonographer: "live", auth.Expert: "expert", auth.Teacher: "library", auth.Student: "library"}[role]
 	s.baseMu.RLock()
 	base := s.base
 	s.baseMu.RUnlock()

@@ -45,6 +45,7 @@ func startServerIn(t *testing.T, dir string) (srv *Server, base string, stop fun
 	cfg.Stream.BitrateKbps = 600
 	cfg.Record.Dir = dir
 	cfg.Record.Segment = time.Second
+	cfg.Audit.Path = filepath.Join(dir, "audit.jsonl")
 	srv, err := New(cfg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -341,6 +342,7 @@ func TestTLS(t *testing.T) {
 	cfg.Sources = []Source{{ID: "phantom", URL: "phantom://?width=160&height=120"}}
 	cfg.TLS = TLSConfig{Cert: cert, Key: key}
 	cfg.Record.Enabled = false
+	cfg.Audit.Path = filepath.Join(dir, "audit.jsonl")
 	srv, err := New(cfg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -390,7 +392,7 @@ func TestRecordingsAPI(t *testing.T) {
 	dir := t.TempDir()
 	srv, base, stop := startServerIn(t, dir)
 	sono := token(t, srv, auth.Sonographer, time.Hour)
-	expert := token(t, srv, auth.Expert, time.Hour)
+	student := token(t, srv, auth.Student, time.Hour)
 	list := func(base, tok string) []map[string]any {
 		code, body := do(t, "GET", base+"/api/recordings", "", tok, "")
 		var out []map[string]any
@@ -402,7 +404,7 @@ func TestRecordingsAPI(t *testing.T) {
 	// Record until the live recording reports 2.5 s.
 	var recs []map[string]any
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		recs = list(base, expert)
+		recs = list(base, student)
 		if len(recs) != 1 || recs[0]["status"] != "recording" {
 			t.Fatalf("while live: %v", recs)
 		}
@@ -422,8 +424,10 @@ func TestRecordingsAPI(t *testing.T) {
 	srv2, base2, _ := startServerIn(t, dir)
 	sono2 := token(t, srv2, auth.Sonographer, time.Hour)
 	expert2 := token(t, srv2, auth.Expert, time.Hour)
+	student2 := token(t, srv2, auth.Student, time.Hour)
+	teacher2 := token(t, srv2, auth.Teacher, time.Hour)
 	var done map[string]any
-	for _, m := range list(base2, expert2) {
+	for _, m := range list(base2, student2) {
 		if m["id"] == live {
 			done = m
 		}
@@ -437,14 +441,16 @@ func TestRecordingsAPI(t *testing.T) {
 		code                    int
 		want                    string
 	}{
-		{"meta", "GET", "", expert2, 200, `"lesion_events"`},
-		{"meta from the old server's token", "GET", "", expert, 401, "invalid token"},
+		{"meta", "GET", "", student2, 200, `"lesion_events"`},
+		{"meta from the old server's token", "GET", "", student, 401, "invalid token"},
 		{"no token", "GET", "", "", 401, "missing token"},
-		{"timeline", "GET", "/timeline.jsonl", expert2, 200, `"t":0`},
-		{"thumb", "GET", "/thumb.jpg", expert2, 200, ""},
-		{"other file", "GET", "/meta.json", expert2, 404, "no such recording"},
-		{"bad id", "GET", "/../../etc/passwd", expert2, 404, ""},
-		{"expert cannot delete", "DELETE", "", expert2, 403, "may not"},
+		{"timeline", "GET", "/timeline.jsonl", student2, 200, `"t":0`},
+		{"thumb", "GET", "/thumb.jpg", student2, 200, ""},
+		{"other file", "GET", "/meta.json", student2, 404, "no such recording"},
+		{"bad id", "GET", "/../../etc/passwd", student2, 404, ""},
+		{"a live-view invite does not open the archive", "GET", "", expert2, 403, "may not"},
+		{"nor its video", "GET", "/video.mp4", expert2, 403, "may not"},
+		{"student cannot delete", "DELETE", "", student2, 403, "may not"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, body := do(t, tc.method, u+tc.path, "", tc.tok, "")
@@ -454,13 +460,16 @@ func TestRecordingsAPI(t *testing.T) {
 		})
 	}
 	for _, bad := range []string{"nope", "20261123T170102Z-phantom-zzzz", "20261123T170102Z-other-abcd"} {
-		code, _ := do(t, "GET", base2+"/api/recordings/"+bad, "", expert2, "")
+		code, _ := do(t, "GET", base2+"/api/recordings/"+bad, "", student2, "")
 		if code != 404 && code != 403 {
 			t.Errorf("GET %s: %d", bad, code)
 		}
 	}
 	// Seeking needs range requests.
-	req, _ := http.NewRequest("GET", u+"/video.mp4?token="+url.QueryEscape(expert2), nil)
+	if code, body := do(t, "GET", base2+"/api/recordings", "", expert2, ""); code != 403 {
+		t.Fatalf("expert lists the archive: %d %s", code, body)
+	}
+	req, _ := http.NewRequest("GET", u+"/video.mp4?token="+url.QueryEscape(student2), nil)
 	req.Header.Set("Range", "bytes=0-99")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -471,10 +480,11 @@ func TestRecordingsAPI(t *testing.T) {
 	if resp.StatusCode != http.StatusPartialContent || len(b) != 100 || string(b[4:8]) != "ftyp" {
 		t.Fatalf("range: %d, %d bytes %q", resp.StatusCode, len(b), b[:8])
 	}
-	if code, body := do(t, "DELETE", u, "", sono2, ""); code != http.StatusNoContent {
+	if code, body := do(t, "DELETE", u, "", teacher2, ""); code != http.StatusNoContent {
 		t.Fatalf("delete: %d %s", code, body)
 	}
-	if code, _ := do(t, "GET", u, "", expert2, ""); code != 404 {
+	_ = sono2
+	if code, _ := do(t, "GET", u, "", student2, ""); code != 404 {
 		t.Fatalf("after delete: %d", code)
 	}
 }
@@ -487,6 +497,7 @@ func TestUnwritableLibraryStillServes(t *testing.T) {
 	cfg := Default()
 	cfg.Sources = []Source{{ID: "phantom", URL: "phantom://?width=160&height=120"}}
 	cfg.Record.Dir = filepath.Join(blocker, "recordings") // under a file: cannot exist
+	cfg.Audit.Path = ""
 	srv, err := New(cfg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -495,7 +506,7 @@ func TestUnwritableLibraryStillServes(t *testing.T) {
 		t.Fatal("library opened under a file")
 	}
 	w := httptest.NewRecorder()
-	tok, _, _ := srv.signer.Issue(auth.Expert, "phantom", time.Minute)
+	tok, _, _ := srv.signer.Issue(auth.Student, "phantom", time.Minute)
 	r := httptest.NewRequest("GET", "/api/recordings", nil)
 	r.Header.Set("Authorization", "Bearer "+tok)
 	srv.Handler().ServeHTTP(w, r)

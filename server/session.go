@@ -11,6 +11,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"sonolive/audit"
+	"sonolive/auth"
 	"sonolive/capture"
 	"sonolive/frame"
 	"sonolive/infer"
@@ -40,6 +42,9 @@ type Session struct {
 	ended  atomic.Bool
 	errMsg atomic.Value // string
 
+	vmu     sync.Mutex
+	viewers map[string]*auth.Binding // viewer id -> the token it came with
+
 	mu       sync.Mutex // guards the windows and bitrate
 	win      map[string]*stats.Window
 	g2g      *stats.Window
@@ -57,7 +62,8 @@ const window = 300
 
 func newSession(s *Server, src Source, det infer.Detector, model string) (*Session, error) {
 	ses := &Session{id: src.ID, cfg: src, deps: s, log: s.log.With(zap.String("source", src.ID)),
-		detector: det, model: model, win: map[string]*stats.Window{}, g2g: stats.NewWindow(600)}
+		detector: det, model: model, win: map[string]*stats.Window{}, g2g: stats.NewWindow(600),
+		viewers: map[string]*auth.Binding{}}
 	for _, st := range liveStages {
 		ses.win[st] = stats.NewWindow(window)
 	}
@@ -70,6 +76,9 @@ func newSession(s *Server, src Source, det infer.Detector, model string) (*Sessi
 		API: s.api, ICEServers: s.iceServers,
 		ViewerQueue: s.cfg.Stream.ViewerQueue, MaxViewers: s.cfg.Stream.MaxViewers,
 		OnViewer: func(ev stream.ViewerEvent) {
+			if ev.Event == "left" {
+				ses.releaseViewer(ev.ID, ev.Reason)
+			}
 			s.hub.broadcast(src.ID, event{Type: "viewer", Viewer: &ev})
 			ses.recordEvent("viewer_"+ev.Event, map[string]string{"viewer": ev.ID, "role": ev.Role})
 		},
@@ -137,7 +146,7 @@ func (s *Session) runOnce(ctx context.Context) error {
 	}
 	src, err := capture.Open(ctx, s.cfg.URL, capture.Options{
 		Realtime: true, Loop: true, OpenTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second,
-		Reconnect: true, Region: region, Logger: s.log,
+		Reconnect: true, Region: region, Logger: s.log, ID: s.id,
 	})
 	if err != nil {
 		return err
@@ -186,6 +195,51 @@ func (s *Session) runOnce(ctx context.Context) error {
 	}
 	_, err = p.Run(ctx)
 	return err
+}
+
+// bindViewer ties viewer id to the token it joined with: the viewer is
+// closed when the token expires or is revoked.
+func (s *Session) bindViewer(c auth.Claims, id, addr string) error {
+	b, err := s.deps.access.Bind(c, connWHEP, id, addr, func(reason error) {
+		s.relay.RemoveViewer(id, "link "+reasonWord(reason))
+	})
+	if err != nil {
+		return err
+	}
+	s.vmu.Lock()
+	s.viewers[id] = b
+	s.vmu.Unlock()
+	if _, ok := s.relay.Viewer(id); !ok {
+		s.releaseViewer(id, "") // it left while we bound it
+	}
+	return nil
+}
+
+// releaseViewer forgets a viewer's binding once it has left, and notes the
+// leave in the audit log.
+func (s *Session) releaseViewer(id, reason string) {
+	s.vmu.Lock()
+	b, ok := s.viewers[id]
+	delete(s.viewers, id)
+	s.vmu.Unlock()
+	if !ok {
+		return
+	}
+	b.Release()
+	c := b.Claims()
+	s.deps.audit.Log(audit.Event{Action: "viewer_left", Source: s.id, Role: string(c.Role), TokenID: c.ID,
+		Addr: b.Addr, Subject: id, Detail: map[string]string{"reason": reason}})
+}
+
+// viewerOwner is the id of the token viewer id joined with.
+func (s *Session) viewerOwner(id string) (string, bool) {
+	s.vmu.Lock()
+	defer s.vmu.Unlock()
+	b, ok := s.viewers[id]
+	if !ok {
+		return "", false
+	}
+	return b.Claims().ID, true
 }
 
 // SetBurnIn switches the burned-in overlay for this session.

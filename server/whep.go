@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"sonolive/auth"
 	"sonolive/stream"
 )
 
@@ -41,7 +42,7 @@ func readBody(w http.ResponseWriter, r *http.Request, mediaType string, limit in
 
 // whepOffer is WHEP's POST: an SDP offer in, a viewer and its answer out.
 func (s *Server) whepOffer(w http.ResponseWriter, r *http.Request) {
-	ses, claims, ok := s.authorize(w, r, anyRole...)
+	ses, claims, ok := s.authorize(w, r, liveRoles...)
 	if !ok {
 		return
 	}
@@ -52,6 +53,16 @@ func (s *Server) whepOffer(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	v, answer, err := ses.relay.AddViewer(ctx, string(offer), string(claims.Role))
+	if err == nil {
+		// The viewer lives as long as its token: it is closed at expiry
+		// or revocation, and counts against the token's limit.
+		if berr := ses.bindViewer(claims, v.ID(), r.RemoteAddr); berr != nil {
+			ses.relay.RemoveViewer(v.ID(), "refused: "+berr.Error())
+			auth.Deny(w, berr)
+			return
+		}
+		s.audit.Log(auditEvent(r, claims, "viewer_joined", "viewer", v.ID()))
+	}
 	switch {
 	case errors.Is(err, stream.ErrBadOffer):
 		http.Error(w, err.Error(), http.StatusBadRequest)
@@ -72,14 +83,20 @@ func (s *Server) whepOffer(w http.ResponseWriter, r *http.Request) {
 }
 
 // viewerFor authenticates a WHEP resource request and finds its viewer.
+// Only the token that created the viewer, or the sonographer, may change
+// or end it: viewer ids are not secret (metrics, session events).
 func (s *Server) viewerFor(w http.ResponseWriter, r *http.Request) (*Session, *stream.Viewer, bool) {
-	ses, _, ok := s.authorize(w, r, anyRole...)
+	ses, claims, ok := s.authorize(w, r, liveRoles...)
 	if !ok {
 		return nil, nil, false
 	}
 	v, ok := ses.relay.Viewer(r.PathValue("id"))
 	if !ok {
 		http.Error(w, stream.ErrNoViewer.Error(), http.StatusNotFound)
+		return nil, nil, false
+	}
+	if owner, ok := ses.viewerOwner(v.ID()); claims.Role != auth.Sonographer && (!ok || owner != claims.ID) {
+		auth.Deny(w, fmt.Errorf("%w: this viewer belongs to another link", auth.ErrForbidden))
 		return nil, nil, false
 	}
 	return ses, v, true
@@ -95,7 +112,10 @@ func (s *Server) whepPatch(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := v.AddCandidates(string(frag)); err != nil {
+	if err := v.AddCandidates(string(frag)); errors.Is(err, stream.ErrTooManyCandidates) {
+		http.Error(w, err.Error(), http.StatusTooManyRequests)
+		return
+	} else if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}

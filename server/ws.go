@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,8 @@ type event struct {
 	// Recording events: the id and its status.
 	Recording string `json:"recording,omitempty"`
 	Status    string `json:"status,omitempty"`
+	// Access events: the page's link ended ("expired" or "revoked").
+	Reason string `json:"reason,omitempty"`
 }
 
 // MarshalJSON flattens the viewer event into the message, as
@@ -52,7 +55,9 @@ type wsClient struct {
 	conn    *websocket.Conn
 	send    chan []byte
 	dropped atomic.Uint64
-	once    sync.Once
+
+	mu      sync.Mutex
+	closing bool
 }
 
 func newHub(log *zap.Logger) *hub { return &hub{log: log, clients: map[*wsClient]struct{}{}} }
@@ -90,7 +95,38 @@ func (h *hub) remove(c *wsClient) {
 	c.close()
 }
 
-func (c *wsClient) close() { c.once.Do(func() { c.conn.Close() }) }
+// close closes the socket, or marks it to be closed as soon as it is
+// upgraded (a token may end while the upgrade is in progress).
+func (c *wsClient) close() {
+	c.mu.Lock()
+	c.closing = true
+	conn := c.conn
+	c.mu.Unlock()
+	if conn != nil {
+		conn.Close()
+	}
+}
+
+// attach sets the upgraded connection; false when close came first.
+func (c *wsClient) attach(conn *websocket.Conn) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.conn = conn
+	return !c.closing
+}
+
+// count is the number of sockets open on source.
+func (h *hub) count(source string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for c := range h.clients {
+		if c.source == source {
+			n++
+		}
+	}
+	return n
+}
 
 func (h *hub) closeAll() {
 	h.mu.Lock()
@@ -124,15 +160,34 @@ type clientMessage struct {
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
-	ses, claims, ok := s.authorize(w, r, anyRole...)
+	ses, claims, ok := s.authorize(w, r, liveRoles...)
 	if !ok {
 		return
 	}
+	if n := s.hub.count(ses.id); n >= s.cfg.Stream.MaxViewers*2 {
+		http.Error(w, fmt.Sprintf("too many pages open on this source (%d)", n), http.StatusServiceUnavailable)
+		return
+	}
+	c := &wsClient{source: ses.id, role: claims.Role, send: make(chan []byte, 16)}
+	// The socket lives as long as its token: at expiry or revocation the
+	// page is told why, then the socket closes.
+	bind, err := s.access.Bind(claims, connWS, "", r.RemoteAddr, func(reason error) {
+		s.hub.broadcastTo(c, event{Type: "access", Reason: reasonWord(reason)})
+		time.AfterFunc(200*time.Millisecond, c.close) // let the writer send it
+	})
+	if err != nil {
+		auth.Deny(w, err)
+		return
+	}
+	defer bind.Release()
 	conn, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader wrote the 4xx
 	}
-	c := &wsClient{source: ses.id, role: claims.Role, conn: conn, send: make(chan []byte, 16)}
+	if !c.attach(conn) {
+		conn.Close()
+		return
+	}
 	s.hub.add(c)
 	log := s.log.With(zap.String("source", ses.id), zap.String("role", string(claims.Role)), zap.String("token_id", claims.ID))
 	log.Debug("ws connected")

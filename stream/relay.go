@@ -40,6 +40,9 @@ var (
 	ErrNoViewer = errors.New("no such viewer")
 	// ErrClosed: the relay is shutting down.
 	ErrClosed = errors.New("relay closed")
+	// ErrTooManyCandidates: a viewer trickled more ICE candidates than
+	// any real client has.
+	ErrTooManyCandidates = errors.New("too many ICE candidates")
 )
 
 // Config sets up a relay for one source.
@@ -105,6 +108,7 @@ type Relay struct {
 
 	mu      sync.RWMutex
 	viewers map[string]*Viewer
+	joining int // viewers negotiating: they hold a place under MaxViewers
 	taps    []Tap
 	closed  bool
 	nextID  uint64
@@ -310,13 +314,24 @@ func (r *Relay) AddViewer(ctx context.Context, offer, role string) (*Viewer, str
 		r.mu.Unlock()
 		return nil, "", ErrClosed
 	}
-	if len(r.viewers) >= r.cfg.MaxViewers {
+	// The place is taken before negotiating (which unlocks for seconds),
+	// so parallel offers cannot all pass the check.
+	if len(r.viewers)+r.joining >= r.cfg.MaxViewers {
 		r.mu.Unlock()
 		return nil, "", fmt.Errorf("%w: %d", ErrFull, r.cfg.MaxViewers)
 	}
+	r.joining++
 	r.nextID++
 	id := fmt.Sprintf("v%d-%04x", r.nextID, rand.Uint32()&0xffff)
 	r.mu.Unlock()
+	joined := false
+	defer func() {
+		if !joined {
+			r.mu.Lock()
+			r.joining--
+			r.mu.Unlock()
+		}
+	}()
 
 	pc, err := r.cfg.API.NewPeerConnection(webrtc.Configuration{ICEServers: r.cfg.ICEServers})
 	if err != nil {
@@ -328,6 +343,8 @@ func (r *Relay) AddViewer(ctx context.Context, offer, role string) (*Viewer, str
 		return nil, "", err
 	}
 	r.mu.Lock()
+	joined = true
+	r.joining--
 	if r.closed {
 		r.mu.Unlock()
 		v.close("relay closed")
@@ -396,7 +413,13 @@ func checkOffer(offer string) (hasApp bool, err error) {
 		return false, fmt.Errorf("%w: %v", ErrBadOffer, err)
 	}
 	hasH264 := false
+	cands := 0
 	for _, m := range sd.MediaDescriptions {
+		for _, a := range m.Attributes {
+			if a.Key == "candidate" {
+				cands++
+			}
+		}
 		switch m.MediaName.Media {
 		case "application":
 			hasApp = true
@@ -410,6 +433,12 @@ func checkOffer(offer string) (hasApp bool, err error) {
 	}
 	if !hasH264 {
 		return false, fmt.Errorf("%w: no H.264 video section (sonolive sends H.264 constrained baseline)", ErrBadOffer)
+	}
+	if cands > MaxCandidates {
+		return false, fmt.Errorf("%w: %d ICE candidates (at most %d)", ErrBadOffer, cands, MaxCandidates)
+	}
+	if len(sd.MediaDescriptions) > 8 {
+		return false, fmt.Errorf("%w: %d media sections (at most 8)", ErrBadOffer, len(sd.MediaDescriptions))
 	}
 	return hasApp, nil
 }

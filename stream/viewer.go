@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -39,6 +41,7 @@ type Viewer struct {
 	frames, dropped, waiting atomic.Uint64
 	metaSent, metaDropped    atomic.Uint64
 	plis                     atomic.Uint64
+	trickled                 atomic.Int64
 	state                    atomic.Value // webrtc.PeerConnectionState
 
 	ctx       context.Context
@@ -163,27 +166,79 @@ func (v *Viewer) rtcpLoop() {
 	}
 }
 
-// AddCandidates applies a trickle-ICE SDP fragment (RFC 8840).
+// MaxCandidates bounds the ICE candidates one viewer may send, in its offer
+// and trickled: a browser has a handful per interface; more is an attempt
+// to make the server probe addresses for someone.
+const MaxCandidates = 32
+
+// AddCandidates applies a trickle-ICE SDP fragment (RFC 8840). Candidates
+// past MaxCandidates, and candidates for addresses no peer can have
+// (unspecified, multicast, broadcast), are refused before any is applied.
 func (v *Viewer) AddCandidates(frag string) error {
+	cands, err := ParseTrickle(frag)
+	if err != nil {
+		return err
+	}
+	if n := v.trickled.Add(int64(len(cands))); n > MaxCandidates {
+		v.trickled.Add(-int64(len(cands)))
+		return fmt.Errorf("%w: %d trickled (at most %d per viewer)", ErrTooManyCandidates, n, MaxCandidates)
+	}
+	for _, c := range cands {
+		if err := v.pc.AddICECandidate(c); err != nil {
+			return fmt.Errorf("%w: candidate %q: %v", ErrBadOffer, c.Candidate, err)
+		}
+	}
+	return nil
+}
+
+// ParseTrickle reads a trickle-ICE SDP fragment into candidates, checking
+// each one's address. It applies nothing.
+func ParseTrickle(frag string) ([]webrtc.ICECandidateInit, error) {
+	if len(frag) > 64<<10 {
+		return nil, fmt.Errorf("%w: fragment of %d bytes", ErrBadOffer, len(frag))
+	}
+	var out []webrtc.ICECandidateInit
 	mid := ""
-	n := 0
 	for _, line := range strings.Split(strings.ReplaceAll(frag, "\r\n", "\n"), "\n") {
 		line = strings.TrimSpace(line)
 		switch {
 		case strings.HasPrefix(line, "a=mid:"):
 			mid = strings.TrimPrefix(line, "a=mid:")
 		case strings.HasPrefix(line, "a=candidate:"):
-			c := webrtc.ICECandidateInit{Candidate: strings.TrimPrefix(line, "a=")}
+			if len(out) >= MaxCandidates {
+				return nil, fmt.Errorf("%w: more than %d in one fragment", ErrTooManyCandidates, MaxCandidates)
+			}
+			cand := strings.TrimPrefix(line, "a=")
+			ic, err := ice.UnmarshalCandidate(cand)
+			if err != nil {
+				return nil, fmt.Errorf("%w: candidate %q: %v", ErrBadOffer, line, err)
+			}
+			if err := checkCandidateAddr(ic.Address()); err != nil {
+				return nil, fmt.Errorf("%w: candidate %q: %v", ErrBadOffer, line, err)
+			}
+			c := webrtc.ICECandidateInit{Candidate: cand}
 			if mid != "" {
 				m := mid
 				c.SDPMid = &m
 			}
-			if err := v.pc.AddICECandidate(c); err != nil {
-				return fmt.Errorf("%w: candidate %q: %v", ErrBadOffer, line, err)
-			}
-			n++
-		case strings.HasPrefix(line, "a=end-of-candidates"):
+			out = append(out, c)
 		}
+	}
+	return out, nil
+}
+
+// checkCandidateAddr refuses addresses no viewer can be reached at. Host
+// names (mDNS .local candidates) are left to ICE.
+func checkCandidateAddr(addr string) error {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		if strings.HasSuffix(addr, ".local") {
+			return nil
+		}
+		return fmt.Errorf("address %q is neither an IP nor an mDNS name", addr)
+	}
+	if ip.IsUnspecified() || ip.IsMulticast() || ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return fmt.Errorf("address %s cannot be a peer", ip)
 	}
 	return nil
 }
