@@ -12,8 +12,9 @@
 // Steps: (a) live page plays, switch "AI overlay in video" off and see the
 // server confirm burn_in:false over the WebSocket; (b) expert page plays and
 // draws client-side boxes matched to frames by RTP timestamp, with
-// glass-to-glass samples; (c) screenshots; (d) a bad link shows the
-// invalid/expired message; (e) one JSON line on stdout, exit 0 (ok) or 1.
+// glass-to-glass samples; (c) screenshots; (e) the sonographer revokes the
+// expert's link and the expert page says so; (d) a bad link shows the
+// invalid/expired message; one JSON line on stdout, exit 0 (ok) or 1.
 // Everything else goes to stderr. The whole run is capped at 90 s.
 
 'use strict';
@@ -30,7 +31,7 @@ const BAD_URL = env.BAD_URL || forgeBadUrl(EXPERT_URL);
 const OUT_DIR = env.OUT_DIR || '.';
 const SECONDS = Number(env.SECONDS || 8);
 
-const result = { ok: false, error: null, expert: null, live: null, bad: null };
+const result = { ok: false, error: null, expert: null, live: null, bad: null, revoke: null };
 const run = createRun({ name: 'e2e', limitMs: RUN_LIMIT_MS, result });
 const { log, finish, fail } = run;
 let browser = null;
@@ -147,6 +148,24 @@ async function stepBadLink() {
     'the server must serve expert.html for bad tokens too');
 }
 
+// (e) the sonographer's "Active links" lists the expert's invite with its
+// connections; Revoke ends the expert's page at once, with the reason.
+async function stepRevoke(livePage, expertPage) {
+  const row = livePage.locator('#links-list .link-row', { hasText: 'connected' }).first();
+  await row.waitFor({ state: 'visible', timeout: 8000 });
+  const text = (await row.textContent()).trim();
+  const t0 = Date.now();
+  await row.locator('button', { hasText: 'Revoke' }).click({ timeout: 5000 });
+  const msg = expertPage.locator('#fatal-title', { hasText: 'revoked' });
+  await msg.waitFor({ state: 'visible', timeout: 5000 });
+  result.revoke = { row: text, shownAfterMs: Date.now() - t0, message: (await msg.textContent()).trim() };
+  log(`revoke: "${text}" -> expert page says "${result.revoke.message}" after ${result.revoke.shownAfterMs} ms`);
+  await expertPage.screenshot({ path: path.join(OUT_DIR, 'expert-revoked.png'), timeout: 10000 });
+  await livePage.screenshot({ path: path.join(OUT_DIR, 'live-after-revoke.png'), timeout: 10000 });
+  const s = await snapshot(livePage);
+  if (!s || s.state !== 'live') throw new Error(`revoke: the sonographer's page left live (${s && s.state})`);
+}
+
 async function main() {
   if (!LIVE_URL || !EXPERT_URL) return fail('LIVE_URL and EXPERT_URL must be set');
   if (!BAD_URL) return fail('BAD_URL must be set (or EXPERT_URL parseable)');
@@ -169,6 +188,7 @@ async function main() {
   result.expert = await snapshot(expertPage);
   result.live = await snapshot(live.page);
 
+  await stepRevoke(live.page, expertPage);
   await stepBadLink();
 
   // Leave the server as we found it.

@@ -124,7 +124,10 @@ async function run() {
     headless: true,
     args: CHROMIUM_ARGS,
   });
-  const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+  // The player is injected into a page of the server's origin; that page's
+  // CSP (script-src 'self', meant for our own pages) would refuse the
+  // injected bundle, which on a real deployment lives on its own site.
+  const context = await browser.newContext({ viewport: { width: 1280, height: 720 }, bypassCSP: true });
   const page = await context.newPage();
 
   page.on('console', (msg) => {

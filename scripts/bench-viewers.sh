@@ -9,7 +9,7 @@ out=${2:-out}
 port=${PORT:-8097}
 root=$(cd "$(dirname "$0")/.." && pwd)
 links=$(mktemp)
-"$root/bin/sonolive" serve --listen "127.0.0.1:$port" --link-file "$links" --log-level warn &
+"$root/bin/sonolive" serve --listen "127.0.0.1:$port" --link-file "$links" --audit "$out/audit.jsonl" --log-level warn &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -f "$links"' EXIT
 for _ in $(seq 100); do [ -s "$links" ] && break; sleep 0.1; done

@@ -5,6 +5,7 @@
 //	sonolive run      run the live pipeline on one source (offline or paced)
 //	sonolive eval     measure a detector on a COCO data set through the live path
 //	sonolive phantom  write synthetic phantom frames with ground truth (COCO)
+//	sonolive audit    verify the hash chain of the access log
 //
 // Each subcommand documents its flags under --help.
 package main
@@ -34,6 +35,8 @@ func main() {
 		err = benchCmd(os.Args[2:])
 	case "eval":
 		err = evalCmd(os.Args[2:])
+	case "audit":
+		err = auditCmd(os.Args[2:])
 	case "-h", "--help", "help":
 		usage()
 		return
@@ -58,6 +61,7 @@ commands:
   run       run the live pipeline on one source: capture -> AI within a latency budget -> overlay
   eval      measure a detector on a COCO data set through the live pipeline's preprocessing and decoding
   phantom   write synthetic phantom frames and their ground truth as a COCO data set
+  audit     'audit verify FILE': check the access log's hash chain (a removed or edited line is named)
 
 Run 'sonolive <command> --help' for the flags of a command.
 `)

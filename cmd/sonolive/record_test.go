@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,7 +72,7 @@ func TestRunRecord(t *testing.T) {
 func TestServeKill9KeepsRecording(t *testing.T) {
 	dir := t.TempDir()
 	links := filepath.Join(t.TempDir(), "links")
-	cmd := exec.Command(binary, "serve", "--listen", "127.0.0.1:0", "--link-file", links, "--record-dir", dir,
+	cmd := exec.Command(binary, "serve", "--listen", "127.0.0.1:0", "--link-file", links, "--record-dir", dir, "--audit", filepath.Join(dir, "audit.jsonl"),
 		"--source", "phantom://?seed=1&lesions=2&width=640&height=360&fps=30", "--log-level", "warn")
 	var logs strings.Builder
 	cmd.Stdout, cmd.Stderr = &logs, &logs
@@ -164,7 +166,7 @@ func waitRecording(t *testing.T, dir string, logs fmt.Stringer) string {
 func TestRunRecordBesideLiveServe(t *testing.T) {
 	dir := t.TempDir()
 	links := filepath.Join(t.TempDir(), "links")
-	cmd := exec.Command(binary, "serve", "--listen", "127.0.0.1:0", "--link-file", links, "--record-dir", dir, "--model", "none",
+	cmd := exec.Command(binary, "serve", "--listen", "127.0.0.1:0", "--link-file", links, "--record-dir", dir, "--audit", filepath.Join(t.TempDir(), "audit.jsonl"), "--model", "none",
 		"--source", "phantom://?seed=1&lesions=2&width=320&height=240&fps=30", "--log-level", "warn")
 	var logs strings.Builder
 	cmd.Stdout, cmd.Stderr = &logs, &logs
@@ -231,4 +233,56 @@ func lastEntry(t *testing.T, path string) replay.Entry {
 		}
 	}
 	return e
+}
+
+// The access log of a real serve verifies, and an edited line is named.
+func TestAuditVerify(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "audit.jsonl")
+	links := filepath.Join(dir, "links")
+	cmd := exec.Command(binary, "serve", "--listen", "127.0.0.1:0", "--link-file", links, "--no-record", "--audit", log, "--model", "none",
+		"--source", "phantom://?width=160&height=120", "--log-level", "warn")
+	var logs strings.Builder
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	var link string
+	for deadline := time.Now().Add(30 * time.Second); link == ""; time.Sleep(100 * time.Millisecond) {
+		b, _ := os.ReadFile(links)
+		if _, l, ok := strings.Cut(strings.TrimSpace(string(b)), " "); ok {
+			link = l
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no link; log:\n%s", logs.String())
+		}
+	}
+	u, _ := url.Parse(link)
+	base := "http://" + strings.Replace(u.Host, "localhost", "127.0.0.1", 1)
+	for i := 0; i < 3; i++ {
+		req, _ := http.NewRequest("POST", base+"/api/sources/phantom/invites", strings.NewReader(`{"role":"expert","label":"Dr `+strconv.Itoa(i)+`"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+u.Query().Get("token"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 201 {
+			t.Fatalf("invite: %v %v", resp, err)
+		}
+		resp.Body.Close()
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	cmd.Wait()
+	out, stderr, err := sonolive(t, 10*time.Second, "audit", "verify", log)
+	if err != nil || !strings.HasPrefix(out, "ok: 3 entries") {
+		t.Fatalf("verify: %v %q %s", err, out, stderr)
+	}
+	b, _ := os.ReadFile(log)
+	if strings.Contains(string(b), u.Query().Get("token")) {
+		t.Fatal("a token is in the audit log")
+	}
+	os.WriteFile(log, []byte(strings.Replace(string(b), "Dr 1", "Dr X", 1)), 0o600)
+	_, stderr, err = sonolive(t, 10*time.Second, "audit", "verify", log)
+	if err == nil || !strings.Contains(stderr, "line 2 was edited") {
+		t.Fatalf("edited log: %v %s", err, stderr)
+	}
 }

@@ -48,6 +48,7 @@ Flags:
 		linkFile  = fs.String("link-file", "", "also write the sonographer links to this file (for scripts and tests)")
 		recordDir = fs.String("record-dir", "", "teaching library directory (config: record.dir, default ./recordings)")
 		noRecord  = fs.Bool("no-record", false, "do not record the live sessions (config: record.enabled)")
+		auditPath = fs.String("audit", "", "access log file, hash-chained (config: audit.path, default audit.jsonl)")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -79,6 +80,7 @@ Flags:
 	set(&cfg.TLS.Key, *tlsKey)
 	set(&cfg.LogLevel, *logLevel)
 	set(&cfg.Record.Dir, *recordDir)
+	set(&cfg.Audit.Path, *auditPath)
 	if *noRecord {
 		cfg.Record.Enabled = false
 	}

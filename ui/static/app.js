@@ -584,7 +584,9 @@ function showFatal(status, reason, page) {
   stats.state = 'error';
   stats.lastError = status ? `${status} ${reason}` : reason;
   let title;
-  if (status === 401) title = INVALID_LINK_MSG;
+  if (status === 401 && /revoked/.test(reason || '')) title = 'This link was revoked by the sonographer — ask for a new invite';
+  else if (status === 401 && /expired/.test(reason || '')) title = 'This link has expired — ask the sonographer for a new invite';
+  else if (status === 401) title = INVALID_LINK_MSG;
   else if (status === 403) title = FORBIDDEN_LINK_MSG;
   else if (status === 404) title = 'Unknown source — check the link';
   else title = `Cannot start: ${reason}`;
@@ -799,6 +801,14 @@ class Session {
         if (this.server && typeof msg.viewers === 'number') this.server.viewers = msg.viewers;
         if (this.hooks.onViewer) this.hooks.onViewer(msg);
         break;
+      case 'access': {
+        // The server ends this page's link (expiry or revocation) and
+        // closes its connections: say so instead of reconnecting.
+        const err = new Error(`token ${msg.reason === 'revoked' ? 'revoked' : 'expired'}`);
+        err.status = 401;
+        this.die(err);
+        break;
+      }
       default:
         break; // unknown types are for newer pages
     }
@@ -1051,6 +1061,7 @@ function setupLive(session, ctx, entry) {
   client.addEventListener('change', () => session.redraw());
 
   setupInvite(ctx, session);
+  const links = setupLinks(ctx, session);
   const hud = buildStageTable($('stage-table'));
 
   session.hooks.onStats = (msg) => {
@@ -1062,12 +1073,60 @@ function setupLive(session, ctx, entry) {
     const who = msg.role === 'expert' ? 'Expert' : 'Viewer';
     if (msg.event === 'joined') toast(`${who} joined (${msg.viewers} watching)`);
     else if (msg.event === 'left') toast(`${who} left (${msg.viewers} watching)`);
+    links.refresh();
   };
   session.hooks.onRefresh = () => {
     const g = stats.g2g;
     setText('hud-g2g', g.n ? `${fmtMs(g.p50)} / ${fmtMs(g.p95)}` : '—');
     setText('hud-g2g-n', g.n ? `n=${g.n}` : '');
   };
+}
+
+// setupLinks lists the source's live links (who was invited, what is
+// connected with each) and revokes one: its connections close at once.
+function setupLinks(ctx, session) {
+  const src = encodeURIComponent(ctx.source);
+  const list = $('links-list');
+  const own = tokenPayload(ctx.token);
+  const ownId = own && own.id;
+  const render = (grants) => {
+    list.replaceChildren();
+    const shown = grants.filter((g) => g.id !== ownId && !g.revoked);
+    setText('links-empty', shown.length ? '' : 'No other links are live.');
+    for (const g of shown) {
+      const li = document.createElement('li');
+      li.className = 'link-row';
+      const who = document.createElement('span');
+      const conns = g.connections.length;
+      const name = g.label ? `${g.label} (${g.role})` : g.role;
+      who.textContent = `${name} · ${conns ? `${conns} connected` : 'not connected'} · until ${fmtClock(new Date(g.expires))}`;
+      const btn = document.createElement('button');
+      btn.type = 'button';
+      btn.className = 'btn danger';
+      btn.textContent = 'Revoke';
+      btn.addEventListener('click', async () => {
+        btn.disabled = true;
+        const res = await fetch(`/api/sources/${src}/invites/${encodeURIComponent(g.id)}`, {
+          method: 'DELETE', headers: authHeader(ctx.token), cache: 'no-store',
+        }).catch(() => null);
+        if (res && res.ok) toast(`Link revoked: ${g.label || g.role}`);
+        else toast(`Could not revoke: ${res ? res.status : 'network error'}`);
+        refresh();
+      });
+      li.append(who, btn);
+      list.append(li);
+    }
+  };
+  const refresh = async () => {
+    try {
+      render(await apiJSON(ctx.token, 'GET', `/api/sources/${src}/invites`));
+    } catch (err) {
+      if (err.status === 401) session.die(err);
+    }
+  };
+  refresh();
+  setInterval(refresh, 5000);
+  return { refresh };
 }
 
 function setupInvite(ctx, session) {
@@ -1084,7 +1143,9 @@ function setupInvite(ctx, session) {
     setText('invite-error', '');
     try {
       const ttl = Number($('invite-ttl').value) || 3600;
-      const res = await apiJSON(ctx.token, 'POST', `/api/sources/${src}/invites`, { role: 'expert', ttl_s: ttl });
+      const role = $('invite-role') ? $('invite-role').value : 'expert';
+      const label = $('invite-label') ? $('invite-label').value.trim().slice(0, 64) : '';
+      const res = await apiJSON(ctx.token, 'POST', `/api/sources/${src}/invites`, { role, ttl_s: ttl, label });
       urlField.value = new URL(res.url, window.location.origin).href;
       expiresAt = parseExpiry(res.expires) || new Date(Date.now() + ttl * 1000);
       showExpiry();

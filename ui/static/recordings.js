@@ -141,7 +141,7 @@ function bootLibrary() {
   const ctx = parseLocation();
   const payload = tokenPayload(ctx.token);
   const role = payload && payload.role;
-  const canDelete = role === 'sonographer';
+  const canDelete = role === 'sonographer' || role === 'teacher';
   const state = { loaded: false, count: 0, ids: [], refreshes: 0, canDelete, error: null };
   window.sonolive.library = state;
   setText('source-name', ctx.source || '—');
