@@ -233,7 +233,7 @@ func TestRegion(t *testing.T) {
 	f := p.Render(1)
 	defer f.Close()
 	before := append([]frame.Box(nil), f.Truth...)
-	r := Region{Crop: image.Rect(50, 30, 600, 470), Masks: []image.Rectangle{image.Rect(0, 0, 640, 36)}}
+	r := Region{Crop: image.Rect(50, 30, 600, 470), Masks: []Mask{{Rect: image.Rect(0, 0, 640, 36)}}}
 	if err := r.Apply(f); err != nil {
 		t.Fatal(err)
 	}

@@ -51,6 +51,8 @@ type Counters struct {
 // Stats is a snapshot of Counters.
 type Stats struct {
 	Frames, Corrupt, Reconnects uint64
+	// Blanked frames: the PHI masks did not fit them (Region).
+	Blanked uint64
 }
 
 func (c *Counters) snapshot() Stats {
@@ -170,7 +172,7 @@ func Open(ctx context.Context, spec string, opts Options) (Source, error) {
 
 // finish applies what every source kind gets: the region, then the name.
 func finish(src Source, opts Options) (Source, error) {
-	src, err := withRegion(src, opts.Region)
+	src, err := withRegion(src, opts.Region, opts.Logger)
 	if err != nil || opts.ID == "" {
 		return src, err
 	}

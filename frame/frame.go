@@ -26,6 +26,9 @@ type Frame struct {
 	// Truth holds ground-truth lesion boxes in source pixels when the source
 	// knows them (the synthetic phantom); nil otherwise.
 	Truth []Box
+	// Blanked says why capture blanked the whole frame (its PHI masks did
+	// not fit it); empty for a normal frame.
+	Blanked string
 
 	// Set by the pipeline.
 

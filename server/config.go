@@ -152,8 +152,12 @@ type Source struct {
 	URL string `yaml:"url"`
 	// Crop is x,y,w,h of the scanner's image area; empty: whole frame.
 	Crop string `yaml:"crop"`
-	// Masks are x,y,w,h areas filled black first (PHI).
+	// Masks are x,y,w,h areas filled black first (PHI), in pixels or
+	// as x%,y%,w%,h% of the frame. A frame a mask does not fit is blanked.
 	Masks []string `yaml:"masks"`
+	// MaskSize is the frame size (WxH) pixel masks were drawn for; empty:
+	// the first frame's size. A frame of another size is blanked.
+	MaskSize string `yaml:"mask_size"`
 	// Preset overrides ai.preset for this source (e.g. thyroid).
 	Preset string `yaml:"preset"`
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"image"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +44,11 @@ type Session struct {
 	ended  atomic.Bool
 	errMsg atomic.Value // string
 
+	// maskSize remembers the frame size pixel masks were first applied
+	// at, across pipeline restarts: a device back at another resolution
+	// has its frames blanked, not masked on the wrong pixels.
+	maskSize *capture.SizeLock
+
 	vmu     sync.Mutex
 	viewers map[string]*auth.Binding // viewer id -> the token it came with
 
@@ -63,7 +70,11 @@ const window = 300
 func newSession(s *Server, src Source, det infer.Detector, model string) (*Session, error) {
 	ses := &Session{id: src.ID, cfg: src, deps: s, log: s.log.With(zap.String("source", src.ID)),
 		detector: det, model: model, win: map[string]*stats.Window{}, g2g: stats.NewWindow(600),
-		viewers: map[string]*auth.Binding{}}
+		viewers: map[string]*auth.Binding{}, maskSize: &capture.SizeLock{}}
+	if s.lib != nil && len(src.Masks) == 0 && !strings.HasPrefix(src.URL, "phantom://") {
+		ses.log.Warn("this source is recorded with no PHI mask: patient names and ids the scanner shows on screen go into the recordings; set masks in the source's config",
+			zap.String("url", capture.Redact(src.URL)))
+	}
 	for _, st := range liveStages {
 		ses.win[st] = stats.NewWindow(window)
 	}
@@ -129,7 +140,14 @@ func (s *Session) run(ctx context.Context) {
 }
 
 func (s *Session) runOnce(ctx context.Context) error {
-	region := capture.Region{}
+	region := capture.Region{Lock: s.maskSize}
+	if s.cfg.MaskSize != "" {
+		var w, h int
+		if _, err := fmt.Sscanf(s.cfg.MaskSize, "%dx%d", &w, &h); err != nil || w <= 0 || h <= 0 {
+			return fmt.Errorf("mask_size %q: want WxH", s.cfg.MaskSize)
+		}
+		region.Size = image.Pt(w, h)
+	}
 	if s.cfg.Crop != "" {
 		r, err := capture.ParseRect(s.cfg.Crop)
 		if err != nil {
@@ -138,7 +156,7 @@ func (s *Session) runOnce(ctx context.Context) error {
 		region.Crop = r
 	}
 	for _, m := range s.cfg.Masks {
-		r, err := capture.ParseRect(m)
+		r, err := capture.ParseMask(m)
 		if err != nil {
 			return fmt.Errorf("mask: %w", err)
 		}

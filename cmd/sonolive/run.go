@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"image"
 	"os"
 	"os/signal"
 	"strings"
@@ -21,16 +20,16 @@ import (
 	"sonolive/pipeline"
 )
 
-// rectList collects repeated x,y,w,h flags.
-type rectList []image.Rectangle
+// maskList collects repeated x,y,w,h (pixels or percent) flags.
+type maskList []capture.Mask
 
-func (r *rectList) String() string { return fmt.Sprint(*r) }
-func (r *rectList) Set(s string) error {
-	rect, err := capture.ParseRect(s)
+func (r *maskList) String() string { return fmt.Sprint(*r) }
+func (r *maskList) Set(s string) error {
+	m, err := capture.ParseMask(s)
 	if err != nil {
 		return err
 	}
-	*r = append(*r, rect)
+	*r = append(*r, m)
 	return nil
 }
 
@@ -108,10 +107,10 @@ Flags:
 		minHits     = fs.Int("min-hits", 2, "inferences that must see a lesion before it is shown")
 		recordDir   = fs.String("record", "", "record the annotated run into this teaching library directory (docs/recording.md)")
 		recordAs    = fs.String("record-source", "", "file the recording under this source id (so `serve`'s library for that source lists it); default: from --source")
-		masks       rectList
+		masks       maskList
 		mf          modelFlags
 	)
-	fs.Var(&masks, "mask", "fill x,y,w,h black before anything else sees the frame (PHI); repeatable")
+	fs.Var(&masks, "mask", "fill x,y,w,h (pixels, or x%,y%,w%,h% of the frame) black before anything else sees the frame (PHI); repeatable. A frame a mask does not fit is blanked whole")
 	mf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
