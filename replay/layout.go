@@ -21,17 +21,22 @@ var (
 
 // Meta describes a recording: meta.json, and the API's recording object.
 type Meta struct {
-	ID           string        `json:"id"`
-	Source       string        `json:"source"`
-	Status       string        `json:"status"` // recording, complete, recovered
-	Start        time.Time     `json:"start"`
-	DurationS    float64       `json:"duration_s"`
-	Bytes        int64         `json:"bytes"`
-	Width        int           `json:"width"`
-	Height       int           `json:"height"`
-	Frames       int           `json:"frames"`
-	Detections   int           `json:"detections"`
-	Model        string        `json:"model,omitempty"`
+	ID         string    `json:"id"`
+	Source     string    `json:"source"`
+	Status     string    `json:"status"` // recording, complete, recovered
+	Start      time.Time `json:"start"`
+	DurationS  float64   `json:"duration_s"`
+	Bytes      int64     `json:"bytes"`
+	Width      int       `json:"width"`
+	Height     int       `json:"height"`
+	Frames     int       `json:"frames"`
+	Detections int       `json:"detections"`
+	Model      string    `json:"model,omitempty"`
+	// Part numbers the parts of one live session from 1; Previous is the
+	// id of the part before (a long session, or one whose frame size
+	// changed, is recorded in parts).
+	Part         int           `json:"part,omitempty"`
+	Previous     string        `json:"previous,omitempty"`
 	LesionEvents []LesionEvent `json:"lesion_events"`
 }
 

@@ -118,7 +118,7 @@ func (l *Library) NewRecorder(cfg RecorderConfig) (*Recorder, error) {
 		return fail(err)
 	}
 	// meta.json with status "recording" marks it unfinished until Close.
-	if err := writeMeta(staging, Meta{ID: id, Source: cfg.Source, Status: "recording", Start: start, Model: cfg.Model, LesionEvents: []LesionEvent{}}); err != nil {
+	if err := writeMeta(staging, r.base()); err != nil {
 		return fail(err)
 	}
 	if err := os.Rename(staging, dir); err != nil {

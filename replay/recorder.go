@@ -65,6 +65,10 @@ type RecorderConfig struct {
 	// Block makes WriteFrame wait for the disk instead of dropping: for
 	// offline runs, which have no live viewer to protect.
 	Block bool
+	// Part and Previous place the recording in a series (Series sets
+	// them; see Meta).
+	Part     int
+	Previous string
 	// RequestKeyframe asks the encoder for a keyframe (after a drop).
 	RequestKeyframe func()
 	Logger          *zap.Logger
@@ -242,6 +246,13 @@ func (r *Recorder) write(f *recFrame) error {
 	if err != nil {
 		return err
 	}
+	if r.initDone && (f.w&^1 != r.info.width || f.h&^1 != r.info.height) {
+		// One track has one size: a frame of another would corrupt the
+		// rest of the file. Series starts a new part instead; here the
+		// frame is dropped, counted.
+		r.dropped.Add(1)
+		return nil
+	}
 	if !r.initDone {
 		if !f.key || sps == nil || pps == nil {
 			return nil // wait for the first keyframe with parameter sets
@@ -383,7 +394,7 @@ func (r *Recorder) end() (Meta, error) {
 	if r.err != nil {
 		status = "recovered"
 	}
-	m, err := finish(r.dir, r.id, r.cfg.Source, r.cfg.Model, r.start, status, r.log)
+	m, err := finish(r.dir, r.base(), status, r.log)
 	if errors.Is(err, errEmpty) {
 		// Nothing playable was recorded (the source never delivered a
 		// keyframe): leave no empty entry in the library.
@@ -417,6 +428,12 @@ func (r *Recorder) lastDuration() uint32 {
 
 // Dropped counts frames and events lost to a full queue (a slow disk).
 func (r *Recorder) Dropped() uint64 { return r.dropped.Load() }
+
+// base is what the recording's meta.json says from the start.
+func (r *Recorder) base() Meta {
+	return Meta{ID: r.id, Source: r.cfg.Source, Status: "recording", Start: r.start, Model: r.cfg.Model,
+		Part: r.cfg.Part, Previous: r.cfg.Previous, LesionEvents: []LesionEvent{}}
+}
 
 // Bytes is what the finished segments take on disk so far.
 func (r *Recorder) Bytes() int64 { return r.bytes.Load() }

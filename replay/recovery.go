@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"time"
 
 	"go.uber.org/zap"
 )
@@ -61,11 +60,11 @@ func (l *Library) recoverOne(dir, id string, m Meta, metaErr error) {
 		return
 	}
 	defer lock.release()
-	source, start := m.Source, m.Start
 	if metaErr != nil {
-		source, start = "", time.Time{}
+		m = Meta{}
 	}
-	rm, err := finish(dir, id, source, m.Model, start, "recovered", l.log)
+	m.ID = id
+	rm, err := finish(dir, m, "recovered", l.log)
 	if errors.Is(err, errEmpty) {
 		if _, serr := os.Stat(filepath.Join(dir, "video.mp4")); serr == nil {
 			l.log.Error("recording has a video but no meta; left for a person to look at", zap.String("recording", id))
@@ -84,11 +83,15 @@ func (l *Library) recoverOne(dir, id string, m Meta, metaErr error) {
 
 var errEmpty = errors.New("no complete segment")
 
+// maxSidxEntries is what sidx's 16-bit reference_count holds.
+const maxSidxEntries = 1<<16 - 1
+
 // finish assembles video.mp4 from init.mp4 and the finished segments,
 // cuts the timeline at the video's end, computes the lesion events and
 // writes meta.json. It is the end of a recording and of a recovery.
-func finish(dir, id, source, model string, start time.Time, status string, log *zap.Logger) (Meta, error) {
-	m := Meta{ID: id, Source: source, Status: status, Start: start, Model: model, LesionEvents: []LesionEvent{}}
+func finish(dir string, base Meta, status string, log *zap.Logger) (Meta, error) {
+	m := Meta{ID: base.ID, Source: base.Source, Status: status, Start: base.Start, Model: base.Model,
+		Part: base.Part, Previous: base.Previous, LesionEvents: []LesionEvent{}}
 	tmps, _ := filepath.Glob(filepath.Join(dir, "*.tmp"))
 	for _, t := range tmps {
 		os.Remove(t)
@@ -167,8 +170,13 @@ func assemble(dir, initPath string, segs []segmentLine) error {
 		if _, err := w.Write(initB); err != nil {
 			return err
 		}
-		if _, err := w.Write(sidx(entries)); err != nil {
-			return err
+		// sidx counts its references in 16 bits: a longer recording (parts
+		// keep them far shorter, see Series) goes without the index,
+		// which players only use to seek faster, rather than wrap.
+		if len(entries) <= maxSidxEntries {
+			if _, err := w.Write(sidx(entries)); err != nil {
+				return err
+			}
 		}
 		for _, s := range segs {
 			b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("seg-%05d.m4s", s.N)))
@@ -205,64 +213,98 @@ func readSegments(path string) ([]segmentLine, error) {
 }
 
 // cutTimeline keeps the entries inside the video, rewrites the file when
-// it held more (a crash), and fills m's counts and lesion events.
+// it held more (a crash), and fills m's counts and lesion events. Memory
+// stays bounded whatever the timeline's length: one pass counts and finds
+// whether a cut is needed, a second (only then) streams the kept lines
+// into the replacement.
 func cutTimeline(path string, durationS float64, m *Meta) error {
-	f, err := os.Open(path)
+	events := map[uint64]*LesionEvent{}
+	cut := false
+	err := scanTimeline(path, durationS, func(_ []byte, e *Entry) error {
+		if e == nil {
+			cut = true
+			return nil
+		}
+		if e.Event != "" {
+			return nil
+		}
+		m.Frames++
+		m.Detections += len(e.Detections)
+		for _, d := range e.Detections {
+			ev, ok := events[d.TrackID]
+			if !ok {
+				ev = &LesionEvent{TrackID: d.TrackID, Class: d.Class, FirstS: e.T}
+				events[d.TrackID] = ev
+			}
+			ev.LastS = e.T
+			ev.Frames++
+			ev.MaxScore = max(ev.MaxScore, d.Score)
+			if d.Malignancy != nil && (ev.MaxMalignancy == nil || *d.Malignancy > *ev.MaxMalignancy) {
+				v := *d.Malignancy
+				ev.MaxMalignancy = &v
+			}
+		}
+		return nil
+	})
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	var kept []byte
-	cut := false
-	events := map[uint64]*LesionEvent{}
-	r := bufio.NewReaderSize(f, 64<<10)
-	for {
-		line, err := r.ReadBytes('\n')
-		if len(line) > 0 && line[len(line)-1] == '\n' {
-			var e Entry
-			if json.Unmarshal(line, &e) != nil || e.T >= durationS+1e-6 {
-				cut = true
-			} else if e.Event != "" {
-				kept = append(kept, line...)
-			} else {
-				kept = append(kept, line...)
-				m.Frames++
-				m.Detections += len(e.Detections)
-				for _, d := range e.Detections {
-					ev, ok := events[d.TrackID]
-					if !ok {
-						ev = &LesionEvent{TrackID: d.TrackID, Class: d.Class, FirstS: e.T}
-						events[d.TrackID] = ev
-					}
-					ev.LastS = e.T
-					ev.Frames++
-					ev.MaxScore = max(ev.MaxScore, d.Score)
-					if d.Malignancy != nil && (ev.MaxMalignancy == nil || *d.Malignancy > *ev.MaxMalignancy) {
-						v := *d.Malignancy
-						ev.MaxMalignancy = &v
-					}
-				}
-			}
-		} else if len(line) > 0 {
-			cut = true // a torn last line
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			f.Close()
-			return err
-		}
-	}
-	f.Close()
 	for _, ev := range events {
 		m.LesionEvents = append(m.LesionEvents, *ev)
 	}
 	sort.Slice(m.LesionEvents, func(i, j int) bool { return m.LesionEvents[i].FirstS < m.LesionEvents[j].FirstS })
-	if cut {
-		return writeFileSync(path, kept)
+	if !cut {
+		return nil
 	}
-	return nil
+	return writeSync(path, func(w io.Writer) error {
+		bw := bufio.NewWriterSize(w, 64<<10)
+		err := scanTimeline(path, durationS, func(line []byte, e *Entry) error {
+			if e == nil {
+				return nil
+			}
+			_, err := bw.Write(line)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		return bw.Flush()
+	})
+}
+
+// scanTimeline calls fn for every line of the timeline: with the entry
+// when it is whole and inside the video, with nil when it is to be cut (a
+// torn or unparsable line, or one past durationS).
+func scanTimeline(path string, durationS float64, fn func(line []byte, e *Entry) error) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r := bufio.NewReaderSize(f, 64<<10)
+	for {
+		line, err := r.ReadBytes('\n')
+		if len(line) > 0 {
+			var e Entry
+			switch {
+			case line[len(line)-1] != '\n', json.Unmarshal(line, &e) != nil, e.T >= durationS+1e-6:
+				if ferr := fn(line, nil); ferr != nil {
+					return ferr
+				}
+			default:
+				if ferr := fn(line, &e); ferr != nil {
+					return ferr
+				}
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }

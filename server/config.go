@@ -118,6 +118,9 @@ type Record struct {
 	Dir string `yaml:"dir"`
 	// Segment is the fragment length: a crash loses at most about this.
 	Segment time.Duration `yaml:"segment"`
+	// MaxPart is the longest recording: a longer session is recorded in
+	// parts, chained in the library (a frame size change starts one too).
+	MaxPart time.Duration `yaml:"max_part"`
 	// MaxAge and MaxGB bound the library; the oldest finished
 	// recordings go first. 0: no limit.
 	MaxAge time.Duration `yaml:"max_age"`
@@ -173,7 +176,7 @@ func Default() Config {
 		WebRTC: WebRTC{IncludeLoopback: true},
 		Stream: Stream{BitrateKbps: 2500, KeyframeInterval: 2 * time.Second, ViewerQueue: 15, MaxViewers: 100},
 		AI:     AI{Preset: "breast", Threads: 1, MinHits: 2},
-		Record: Record{Enabled: true, Dir: "recordings", Segment: time.Second, MaxAge: 30 * 24 * time.Hour, MaxGB: 20},
+		Record: Record{Enabled: true, Dir: "recordings", Segment: time.Second, MaxPart: time.Hour, MaxAge: 30 * 24 * time.Hour, MaxGB: 20},
 		Sources: []Source{{
 			ID: "phantom", URL: "phantom://?seed=1&lesions=2&width=1280&height=720&fps=30",
 		}},
@@ -229,6 +232,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Record.Enabled && (c.Record.Dir == "" || c.Record.Segment < 500*time.Millisecond) {
 		return errors.New("config: record needs a dir and a segment of at least 500ms")
+	}
+	if c.Record.Enabled && (c.Record.MaxPart < time.Minute || c.Record.MaxPart > 12*time.Hour) {
+		return errors.New("config: record.max_part must be between 1m and 12h")
 	}
 	if c.Auth.InviteTTL <= 0 || c.Auth.MaxInviteTTL < c.Auth.InviteTTL || c.Auth.SonographerTTL <= 0 {
 		return errors.New("config: auth ttls must be positive and invite_ttl ≤ max_invite_ttl")

@@ -39,7 +39,7 @@ type Session struct {
 	model    string
 
 	pipe   atomic.Pointer[pipeline.Pipeline]
-	rec    atomic.Pointer[replay.Recorder] // the recording in progress
+	rec    atomic.Pointer[replay.Series] // the recording in progress
 	burnIn atomic.Bool
 	ended  atomic.Bool
 	errMsg atomic.Value // string
@@ -184,35 +184,51 @@ func (s *Session) runOnce(ctx context.Context) error {
 	s.pipe.Store(p)
 	s.errMsg.Store("")
 	s.log.Info("session live", zap.String("url", capture.Redact(s.cfg.URL)), zap.Duration("budget", p.Budget()))
-	if lib := s.deps.lib; lib != nil {
-		rec, err := lib.NewRecorder(replay.RecorderConfig{
-			Source: s.id, Model: s.model, Segment: s.deps.cfg.Record.Segment,
-			RequestKeyframe: s.relay.RequestKeyframe, Logger: s.log,
-		})
-		if err != nil {
-			// The live view matters more than the recording.
-			s.log.Error("recording not started", zap.Error(err))
-		} else {
-			s.relay.AddTap(rec)
-			s.rec.Store(rec)
-			s.deps.hub.broadcast(s.id, event{Type: "recording", Recording: rec.ID(), Status: "recording"})
-			defer func() {
-				s.rec.Store(nil)
-				s.relay.RemoveTap(rec)
-				m, err := rec.Close()
-				if err != nil && !errors.Is(err, replay.ErrNotFound) {
-					s.log.Error("finishing recording", zap.String("recording", rec.ID()), zap.Error(err))
-				}
-				if err == nil {
-					s.log.Info("recording finished", zap.String("recording", m.ID), zap.Float64("duration_s", m.DurationS),
-						zap.Int("lesion_events", len(m.LesionEvents)))
-					s.deps.hub.broadcast(s.id, event{Type: "recording", Recording: m.ID, Status: m.Status})
-				}
-			}()
-		}
+	if stop := s.startRecording(); stop != nil {
+		defer stop()
 	}
 	_, err = p.Run(ctx)
 	return err
+}
+
+// startRecording records the session into the library, in parts
+// (record.max_part, and at a frame size change); the returned stop
+// finishes it. Nil when recording is off or cannot start: the live view
+// matters more than the recording.
+func (s *Session) startRecording() (stop func()) {
+	lib := s.deps.lib
+	if lib == nil {
+		return nil
+	}
+	finished := func(m replay.Meta, err error) {
+		if err != nil && !errors.Is(err, replay.ErrNotFound) {
+			s.log.Error("finishing recording", zap.String("recording", m.ID), zap.Error(err))
+		}
+		if err == nil {
+			s.log.Info("recording finished", zap.String("recording", m.ID), zap.Int("part", m.Part),
+				zap.Float64("duration_s", m.DurationS), zap.Int("lesion_events", len(m.LesionEvents)))
+			s.deps.hub.broadcast(s.id, event{Type: "recording", Recording: m.ID, Status: m.Status})
+		}
+	}
+	rec, err := lib.NewSeries(replay.SeriesConfig{
+		Recorder: replay.RecorderConfig{
+			Source: s.id, Model: s.model, Segment: s.deps.cfg.Record.Segment,
+			RequestKeyframe: s.relay.RequestKeyframe, Logger: s.log,
+		},
+		MaxPart: s.deps.cfg.Record.MaxPart, OnPartEnd: finished,
+	})
+	if err != nil {
+		s.log.Error("recording not started", zap.Error(err))
+		return nil
+	}
+	s.relay.AddTap(rec)
+	s.rec.Store(rec)
+	s.deps.hub.broadcast(s.id, event{Type: "recording", Recording: rec.ID(), Status: "recording"})
+	return func() {
+		s.rec.Store(nil)
+		s.relay.RemoveTap(rec)
+		finished(rec.Close())
+	}
 }
 
 // bindViewer ties viewer id to the token it joined with: the viewer is

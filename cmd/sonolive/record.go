@@ -18,7 +18,7 @@ import (
 type recordSink struct {
 	lib   *replay.Library
 	relay *stream.Relay
-	rec   *replay.Recorder
+	rec   *replay.Series
 	log   *zap.Logger
 }
 
@@ -40,7 +40,14 @@ func newRecordSink(dir, as, model string, info capture.Info, log *zap.Logger) (*
 		lib.Close()
 		return nil, err
 	}
-	rec, err := lib.NewRecorder(replay.RecorderConfig{Source: source, Model: model, Block: !info.Live, RequestKeyframe: relay.RequestKeyframe, Logger: log})
+	rec, err := lib.NewSeries(replay.SeriesConfig{
+		Recorder: replay.RecorderConfig{Source: source, Model: model, Block: !info.Live, RequestKeyframe: relay.RequestKeyframe, Logger: log},
+		OnPartEnd: func(m replay.Meta, err error) {
+			if err == nil {
+				log.Info("recorded part", zap.String("recording", m.ID), zap.Int("part", m.Part), zap.Float64("duration_s", m.DurationS))
+			}
+		},
+	})
 	if err != nil {
 		relay.Close()
 		lib.Close()
