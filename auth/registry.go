@@ -137,8 +137,10 @@ func (b *Binding) Release() {
 }
 
 func (b *Binding) detach() {
-	b.timer.Stop()
+	// Under the lock: Bind sets b.timer while holding it, and a timer
+	// already due may fire before that assignment.
 	b.reg.mu.Lock()
+	b.timer.Stop()
 	if g, ok := b.reg.grants[b.claims.ID]; ok {
 		delete(g.conns, b)
 	}

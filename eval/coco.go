@@ -7,8 +7,11 @@ package eval
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
+	"path/filepath"
 	"sort"
+	"strings"
 
 	"sonolive/frame"
 )
@@ -41,6 +44,13 @@ func LoadCOCO(path string) (*Dataset, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coco: %w", err)
 	}
+	return ParseCOCO(data, path)
+}
+
+// ParseCOCO reads COCO annotations; name is for messages. Image file names
+// must stay inside the data set's directory, image ids be unique and boxes
+// finite and non-empty.
+func ParseCOCO(data []byte, path string) (*Dataset, error) {
 	var raw struct {
 		Images []struct {
 			ID       int    `json:"id"`
@@ -69,6 +79,13 @@ func LoadCOCO(path string) (*Dataset, error) {
 	}
 	idx := map[int]int{}
 	for _, im := range raw.Images {
+		if _, dup := idx[im.ID]; dup {
+			return nil, fmt.Errorf("coco %s: image id %d twice", path, im.ID)
+		}
+		if f := filepath.ToSlash(im.FileName); im.FileName == "" || filepath.IsAbs(im.FileName) || f == ".." ||
+			strings.HasPrefix(f, "../") || strings.Contains(f, "/../") || strings.HasSuffix(f, "/..") {
+			return nil, fmt.Errorf("coco %s: image %d: file name %q must be a path inside the data set", path, im.ID, im.FileName)
+		}
 		idx[im.ID] = len(ds.Images)
 		ds.Images = append(ds.Images, Image{ID: im.ID, FileName: im.FileName, Label: im.Label})
 	}
@@ -78,7 +95,11 @@ func LoadCOCO(path string) (*Dataset, error) {
 			return nil, fmt.Errorf("coco %s: annotation for unknown image %d", path, a.ImageID)
 		}
 		b := a.BBox
-		if b[2] <= 0 || b[3] <= 0 {
+		finite := true
+		for _, v := range b {
+			finite = finite && !math.IsNaN(float64(v)) && !math.IsInf(float64(v), 0)
+		}
+		if !finite || !(b[2] > 0 && b[3] > 0) {
 			return nil, fmt.Errorf("coco %s: empty box %v on image %d", path, b, a.ImageID)
 		}
 		ds.Images[i].Truth = append(ds.Images[i].Truth, Truth{

@@ -3,13 +3,18 @@ package server
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -442,4 +447,93 @@ func TestIdleAndRefusedConnectionsClose(t *testing.T) {
 	if resp.StatusCode != 401 || !resp.Close {
 		t.Fatalf("refused request: %d, close %v", resp.StatusCode, resp.Close)
 	}
+}
+
+// Beyond loopback the server speaks HTTPS even with no certificate given:
+// it makes one, keeps it (the same fingerprint next start) and links say
+// https. Plain HTTP there needs insecure_http; with no certificate
+// directory it refuses to start.
+func TestTLSByDefaultBeyondLoopback(t *testing.T) {
+	dir := t.TempDir()
+	newCfg := func() Config {
+		cfg := Default()
+		cfg.Sources = []Source{{ID: "phantom", URL: "phantom://?width=160&height=120"}}
+		cfg.Record.Enabled = false
+		cfg.Audit.Path = ""
+		cfg.TLS.SelfSignedDir = filepath.Join(dir, "tls")
+		return cfg
+	}
+	wide := &net.TCPAddr{IP: net.IPv4zero, Port: 8443}
+	prints := []string{}
+	for i := 0; i < 2; i++ {
+		srv, err := New(newCfg(), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.SetAddr(wide); err != nil {
+			t.Fatal(err)
+		}
+		link, _, _ := srv.Link("phantom", auth.Sonographer, time.Minute)
+		if !strings.HasPrefix(link, "https://") || srv.TLSFingerprint() == "" {
+			t.Fatalf("beyond loopback: link %s, fingerprint %q", link, srv.TLSFingerprint())
+		}
+		prints = append(prints, srv.TLSFingerprint())
+		srv.apiClose()
+	}
+	if prints[0] != prints[1] {
+		t.Fatalf("the certificate changed between starts: %v", prints)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "tls", "key.pem")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", fi, err)
+	}
+	// It really serves TLS with that certificate.
+	ln, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(newCfg(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+	port := ln.Addr().(*net.TCPAddr).Port
+	var conn *tls.Conn
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		conn, err = tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), &tls.Config{InsecureSkipVerify: true})
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(conn.ConnectionState().PeerCertificates[0].Raw)
+	conn.Close()
+	if got := strings.ToUpper(hex.EncodeToString(sum[:])); strings.ReplaceAll(prints[0], ":", "") != got {
+		t.Fatalf("served %s, printed %s", got, prints[0])
+	}
+
+	cfg := newCfg()
+	cfg.TLS.InsecureHTTP = true
+	srv2, _ := New(cfg, nil, nil)
+	if err := srv2.SetAddr(wide); err != nil || srv2.TLSFingerprint() != "" {
+		t.Fatalf("insecure_http: %v %q", err, srv2.TLSFingerprint())
+	}
+	srv2.apiClose()
+	cfg = newCfg()
+	cfg.TLS.SelfSignedDir = ""
+	srv3, _ := New(cfg, nil, nil)
+	if err := srv3.SetAddr(wide); !errors.Is(err, ErrPlainHTTP) {
+		t.Fatalf("no cert, no dir, not insecure: %v", err)
+	}
+	srv3.apiClose()
+	// Loopback stays plain HTTP: the demo on http://localhost.
+	srv4, _ := New(newCfg(), nil, nil)
+	if err := srv4.SetAddr(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}); err != nil || srv4.TLSFingerprint() != "" {
+		t.Fatalf("loopback: %v %q", err, srv4.TLSFingerprint())
+	}
+	srv4.apiClose()
 }

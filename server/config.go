@@ -39,6 +39,13 @@ type Config struct {
 type TLSConfig struct {
 	Cert string `yaml:"cert"`
 	Key  string `yaml:"key"`
+	// SelfSignedDir keeps the certificate the server makes for itself
+	// when it listens beyond loopback with no cert given; "" refuses
+	// to start instead.
+	SelfSignedDir string `yaml:"self_signed_dir"`
+	// InsecureHTTP allows plain HTTP beyond loopback (behind a TLS proxy
+	// on the same host, say). Tokens then cross the network in clear.
+	InsecureHTTP bool `yaml:"insecure_http"`
 }
 
 // HTTP bounds every request in time, so an idle or slow client cannot hold
@@ -169,7 +176,8 @@ type Source struct {
 // the shipped breast model, http://localhost:8080.
 func Default() Config {
 	return Config{
-		Listen: ":8080",
+		Listen: "127.0.0.1:8080",
+		TLS:    TLSConfig{SelfSignedDir: "tls"},
 		HTTP:   HTTP{ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute},
 		Auth:   Auth{SonographerTTL: 12 * time.Hour, InviteTTL: time.Hour, MaxInviteTTL: 12 * time.Hour, Audience: "sonolive", MaxPerToken: 4},
 		Audit:  Audit{Path: "audit.jsonl"},
@@ -187,11 +195,16 @@ func Default() Config {
 // Load reads a YAML file over the defaults. Unknown keys are errors: a
 // typo in a clinic's config should not silently do nothing.
 func Load(path string) (Config, error) {
-	cfg := Default()
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return cfg, fmt.Errorf("config: %w", err)
+		return Default(), fmt.Errorf("config: %w", err)
 	}
+	return Parse(b, path)
+}
+
+// Parse reads a YAML config over the defaults; name is for messages.
+func Parse(b []byte, path string) (Config, error) {
+	cfg := Default()
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	// An empty file means all defaults.

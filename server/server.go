@@ -7,6 +7,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -34,21 +35,24 @@ type DetectorOpener func(src Source) (det infer.Detector, name string, err error
 
 // Server holds the sessions and serves them.
 type Server struct {
-	cfg        Config
-	log        *zap.Logger
-	signer     *auth.Signer
-	access     *auth.Registry
-	audit      *audit.Log // nil when off
-	api        *webrtc.API
-	apiClose   func() error
-	iceServers []webrtc.ICEServer
-	metrics    *metrics.Metrics
-	hub        *hub
-	lib        *replay.Library // nil when recording is off
-	sessions   map[string]*Session
-	order      []string
-	base       string // public base URL, set when listening
-	baseMu     sync.RWMutex
+	cfg         Config
+	log         *zap.Logger
+	signer      *auth.Signer
+	access      *auth.Registry
+	audit       *audit.Log // nil when off
+	api         *webrtc.API
+	apiClose    func() error
+	iceServers  []webrtc.ICEServer
+	metrics     *metrics.Metrics
+	hub         *hub
+	lib         *replay.Library // nil when recording is off
+	sessions    map[string]*Session
+	order       []string
+	base        string // public base URL, set when listening
+	addrSet     bool
+	tlsConfig   *tls.Config // nil: plain HTTP (loopback, or insecure_http)
+	fingerprint string
+	baseMu      sync.RWMutex
 }
 
 // New builds the server and its sessions; Run starts them.
@@ -201,11 +205,17 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, roles ...auth
 // everything. The links for the sonographers are logged once listening.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	s.baseMu.RLock()
-	unset := s.base == ""
+	set := s.addrSet
 	s.baseMu.RUnlock()
-	if unset {
-		s.SetAddr(ln.Addr())
+	if !set {
+		if err := s.SetAddr(ln.Addr()); err != nil {
+			ln.Close()
+			return err
+		}
 	}
+	s.baseMu.RLock()
+	tc := s.tlsConfig
+	s.baseMu.RUnlock()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -240,8 +250,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() {
 		var err error
-		if s.cfg.TLS.Cert != "" {
-			err = hs.ServeTLS(ln, s.cfg.TLS.Cert, s.cfg.TLS.Key)
+		if tc != nil {
+			hs.TLSConfig = tc
+			err = hs.ServeTLS(ln, "", "")
 		} else {
 			err = hs.Serve(ln)
 		}
@@ -299,13 +310,21 @@ func (s *Server) tickStats(ctx context.Context) {
 	}
 }
 
-// SetAddr sets the base of the links from the listening address, unless
-// public_url is configured.
-func (s *Server) SetAddr(addr net.Addr) {
+// SetAddr settles how the server speaks on the listening address (TLS,
+// tls.go) and sets the base of the links from it, unless public_url is
+// configured.
+func (s *Server) SetAddr(addr net.Addr) error {
+	tc, err := s.setupTLS(addr)
+	if err != nil {
+		return err
+	}
+	s.baseMu.Lock()
+	s.tlsConfig, s.addrSet = tc, true
+	s.baseMu.Unlock()
 	base := s.cfg.PublicURL
 	if base == "" {
 		scheme := "http"
-		if s.cfg.TLS.Cert != "" {
+		if tc != nil {
 			scheme = "https"
 		}
 		port := ""
@@ -317,6 +336,7 @@ func (s *Server) SetAddr(addr net.Addr) {
 	s.baseMu.Lock()
 	s.base = strings.TrimRight(base, "/")
 	s.baseMu.Unlock()
+	return nil
 }
 
 // Link issues a root token and returns the page URL for it.

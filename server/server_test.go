@@ -290,7 +290,7 @@ func TestLoadConfig(t *testing.T) {
 		check           func(Config) bool
 	}{
 		{"empty is defaults", "", "", func(c Config) bool {
-			return c.Listen == ":8080" && len(c.Sources) == 1 && !c.Stream.BurnIn && c.Record.Enabled
+			return c.Listen == "127.0.0.1:8080" && len(c.Sources) == 1 && !c.Stream.BurnIn && c.Record.Enabled
 		}},
 		{"durations", "stream:\n  keyframe_interval: 1s\nauth:\n  invite_ttl: 30m\n", "", func(c Config) bool {
 			return c.Stream.KeyframeInterval == time.Second && c.Auth.InviteTTL == 30*time.Minute
@@ -351,7 +351,9 @@ func TestTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.SetAddr(ln.Addr())
+	if err := srv.SetAddr(ln.Addr()); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx, ln) }()

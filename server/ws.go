@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -242,22 +243,45 @@ func (s *Server) wsReader(c *wsClient, ses *Session, log *zap.Logger) {
 			return
 		}
 		c.conn.SetReadDeadline(time.Now().Add(60 * time.Second))
-		var m clientMessage
-		if err := json.Unmarshal(b, &m); err != nil {
+		m, err := parseClientMessage(b)
+		if err != nil {
 			log.Warn("ws: malformed message", zap.Error(err))
 			continue
 		}
 		switch m.Type {
 		case "g2g":
-			if len(m.SamplesMS) > 300 {
-				m.SamplesMS = m.SamplesMS[:300]
-			}
 			ses.addG2G(m.SamplesMS)
 		case "quality":
 			log.Debug("viewer quality", zap.String("viewer", m.Viewer), zap.Float64("fps", m.FPS),
 				zap.Float64("rtt_ms", m.RTTMS), zap.Float64("jitter_ms", m.JitterMS), zap.Int64("packets_lost", m.Lost))
-		default:
-			log.Warn("ws: unknown message type", zap.String("type", m.Type))
 		}
 	}
+}
+
+// errBadMessage: a page sent what no page of ours sends.
+var errBadMessage = errors.New("bad client message")
+
+// maxG2GSamples bounds one g2g report (a page sends about 30 a second).
+const maxG2GSamples = 300
+
+// parseClientMessage reads and checks one page message: a known type,
+// bounded sizes, and only the numbers a real page could report.
+func parseClientMessage(b []byte) (clientMessage, error) {
+	var m clientMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("%w: %v", errBadMessage, err)
+	}
+	switch m.Type {
+	case "g2g":
+		if len(m.SamplesMS) > maxG2GSamples {
+			m.SamplesMS = m.SamplesMS[:maxG2GSamples]
+		}
+	case "quality":
+		if len(m.Viewer) > 64 {
+			return m, fmt.Errorf("%w: viewer id of %d bytes", errBadMessage, len(m.Viewer))
+		}
+	default:
+		return m, fmt.Errorf("%w: unknown type %.32q", errBadMessage, m.Type)
+	}
+	return m, nil
 }

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -77,6 +78,22 @@ type feeder struct {
 
 func newFeeder(t *testing.T, r *Relay) *feeder {
 	return &feeder{t: t, r: r, src: capture.NewPhantom(capture.PhantomConfig{Seed: 3, Width: 320, Height: 240, FPS: 30})}
+}
+
+// start runs the feeder until the returned stop, which waits for it; the
+// test's cleanup stops it too, before the relay is closed (a Write in
+// progress would meet a freed encoder).
+func (f *feeder) start() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.run(ctx, 0)
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	f.t.Cleanup(stop)
+	return stop
 }
 
 // run writes n frames (0: until ctx ends) paced at 30 fps.
@@ -156,7 +173,7 @@ func TestFanOutEveryViewerGetsFramesAndMetadata(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	f := newFeeder(t, tr.Relay)
-	go f.run(ctx, 0)
+	stopFeed := f.start()
 	views := dialAll(t, ctx, tr.url, 5)
 	for i, v := range views {
 		// A late joiner starts at once (about 0.3 s idle; 3 s allows for
@@ -165,7 +182,7 @@ func TestFanOutEveryViewerGetsFramesAndMetadata(t *testing.T) {
 			t.Errorf("viewer %d: first keyframe after %v", i, st.FirstKeyframe)
 		}
 	}
-	cancel()
+	stopFeed()
 	settle(views)
 	for _, v := range views {
 		v.Reset()
@@ -195,9 +212,9 @@ func TestThrottledViewerDoesNotSlowOthers(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	f := newFeeder(t, tr.Relay)
-	go f.run(ctx, 0)
+	stopFeed := f.start()
 	views := dialAll(t, ctx, tr.url, 4)
-	cancel()
+	stopFeed()
 	settle(views)
 
 	// Viewer 0's send path now takes 20 ms per packet: a viewer on a
@@ -261,7 +278,7 @@ func TestLeavingViewerFreesGoroutines(t *testing.T) {
 	tr := newTestRelay(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go newFeeder(t, tr.Relay).run(ctx, 0)
+	newFeeder(t, tr.Relay).start()
 	// Warm pion's shared goroutines up with one viewer that stays.
 	dialAll(t, ctx, tr.url, 1)
 	time.Sleep(200 * time.Millisecond)

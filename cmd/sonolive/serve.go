@@ -36,7 +36,7 @@ Flags:
 	}
 	var (
 		cfgPath   = fs.String("config", "", "YAML config file (default: built-in defaults, see sonolive.example.yaml)")
-		listen    = fs.String("listen", "", "HTTP address (config: listen, default :8080)")
+		listen    = fs.String("listen", "", "address (config: listen, default 127.0.0.1:8080); beyond loopback it serves HTTPS (tls.*)")
 		source    = fs.String("source", "", "run this one source instead of the configured ones (capture spec as in `sonolive run`)")
 		preset    = fs.String("preset", "", "embedded model preset (config: ai.preset)")
 		model     = fs.String("model", "", "ONNX model file, or 'none' (config: ai.model)")
@@ -48,6 +48,7 @@ Flags:
 		linkFile  = fs.String("link-file", "", "also write the sonographer links to this file (for scripts and tests)")
 		recordDir = fs.String("record-dir", "", "teaching library directory (config: record.dir, default ./recordings)")
 		noRecord  = fs.Bool("no-record", false, "do not record the live sessions (config: record.enabled)")
+		insecure  = fs.Bool("insecure-http", false, "allow plain HTTP beyond loopback, e.g. behind a TLS proxy (config: tls.insecure_http)")
 		auditPath = fs.String("audit", "", "access log file, hash-chained (config: audit.path, default audit.jsonl)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -83,6 +84,9 @@ Flags:
 	set(&cfg.Audit.Path, *auditPath)
 	if *noRecord {
 		cfg.Record.Enabled = false
+	}
+	if *insecure {
+		cfg.TLS.InsecureHTTP = true
 	}
 	if *source != "" {
 		id := "live"
@@ -124,7 +128,13 @@ Flags:
 	defer stop()
 
 	// The sonographer's links, on stdout for the person who started us.
-	srv.SetAddr(ln.Addr())
+	if err := srv.SetAddr(ln.Addr()); err != nil {
+		ln.Close()
+		return err
+	}
+	if fp := srv.TLSFingerprint(); fp != "" {
+		fmt.Printf("HTTPS certificate SHA-256 fingerprint: %s\n", fp)
+	}
 	var links []byte
 	for _, id := range srv.Sources() {
 		link, _, err := srv.Link(id, auth.Sonographer, srv.SonographerTTL())

@@ -1,0 +1,49 @@
+package server
+
+import (
+	"errors"
+	"os"
+	"testing"
+)
+
+// FuzzClientMessage: whatever a hostile page sends over the WebSocket is
+// refused with errBadMessage or comes out within bounds.
+func FuzzClientMessage(f *testing.F) {
+	f.Add([]byte(`{"type":"g2g","samples_ms":[31.5,40.2]}`))
+	f.Add([]byte(`{"type":"quality","viewer":"v1-abcd","fps":30,"rtt_ms":2,"jitter_ms":1,"packets_lost":0}`))
+	f.Add([]byte(`{"type":"nope"}`))
+	f.Add([]byte(`[1,2,3]`))
+	f.Add([]byte(`{"type":"g2g","samples_ms":[1e309]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := parseClientMessage(b)
+		if err != nil {
+			if !errors.Is(err, errBadMessage) {
+				t.Fatalf("unnamed error: %v", err)
+			}
+			return
+		}
+		if len(m.SamplesMS) > maxG2GSamples || len(m.Viewer) > 64 || (m.Type != "g2g" && m.Type != "quality") {
+			t.Fatalf("out of bounds: %+v", m)
+		}
+	})
+}
+
+// FuzzConfig: any YAML either parses into a configuration that passes
+// Validate, or is refused; never a panic.
+func FuzzConfig(f *testing.F) {
+	if b, err := os.ReadFile("../sonolive.example.yaml"); err == nil {
+		f.Add(b)
+	}
+	f.Add([]byte("sources:\n  - id: cart\n    url: rtsp://cam/x\n    masks: [\"0%,0%,100%,8%\"]\n"))
+	f.Add([]byte("auth: {secret: short}\n"))
+	f.Add([]byte("listen: [\n"))
+	f.Add([]byte("record: {max_part: 1s}\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		cfg, err := Parse(b, "fuzz.yaml")
+		if err == nil {
+			if verr := cfg.Validate(); verr != nil {
+				t.Fatalf("Parse accepted what Validate refuses: %v", verr)
+			}
+		}
+	})
+}
