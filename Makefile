@@ -9,7 +9,7 @@ PY      := /usr/bin/python3
 SOURCE  ?= phantom://?seed=1&lesions=2
 OUT     ?= out
 
-.PHONY: setup setup-train setup-browser build run run-offline test test-train vet bench bench-viewers train train-phantom testmodels clean
+.PHONY: setup setup-train setup-browser build run run-offline test test-race test-train fuzz fuzz-smoke soak vet bench bench-viewers train train-phantom testmodels clean
 
 setup:
 	bash scripts/setup.sh
@@ -39,10 +39,28 @@ vet:
 	gofmt -l . | tee /dev/stderr | (! read)
 	go vet ./...
 
-# All tests. matprofile lets the tests count live gocv Mats.
+# All tests. matprofile lets the tests count live gocv Mats. Then the
+# concurrent packages again under the race detector, and every fuzz target
+# briefly (its committed seeds plus a few seconds of new inputs).
 test: setup-train setup-browser vet test-train
 	mkdir -p $(OUT)/e2e
 	SONOLIVE_SMOKE_MODEL=$(CURDIR)/$(OUT)/smoke.onnx SONOLIVE_E2E_OUT=$(CURDIR)/$(OUT)/e2e go test -tags $(TAGS),matprofile -count=1 -timeout 45m ./...
+	$(MAKE) --no-print-directory test-race fuzz-smoke
+
+RACE_PKGS := ./server/... ./stream/... ./replay/... ./capture/... ./pipeline/... ./infer/... ./auth/... ./audit/...
+test-race: setup
+	go test -race -tags $(TAGS),matprofile -count=1 -timeout 30m $(RACE_PKGS)
+
+# Every fuzz target for FUZZTIME (CI: 10 s each); `make fuzz` runs them for
+# 5 minutes each and writes the executions to $(OUT)/fuzz.txt.
+FUZZTIME ?= 5m
+fuzz-smoke: setup
+	bash scripts/fuzz.sh 10s
+
+fuzz: setup
+	mkdir -p $(OUT)
+	rm -f $(OUT)/fuzz.txt
+	bash scripts/fuzz.sh $(FUZZTIME) $(OUT)/fuzz.txt
 
 # The training code must not rot: unit tests, then a few steps and an export.
 test-train: setup-train

@@ -99,12 +99,12 @@ func phantomConfigFromQuery(q url.Values) (PhantomConfig, error) {
 	switch {
 	case c.Width < 64 || c.Height < 64 || c.Width > 4096 || c.Height > 4096:
 		return c, fmt.Errorf("phantom size %dx%d out of range 64..4096", c.Width, c.Height)
-	case c.FPS <= 0 || c.FPS > 240:
+	case !(c.FPS > 0 && c.FPS <= 240): // NaN too
 		return c, fmt.Errorf("phantom fps %v out of range (0, 240]", c.FPS)
 	case c.Lesions < 0 || c.Lesions > 16:
 		return c, fmt.Errorf("phantom lesions %d out of range 0..16", c.Lesions)
-	case c.SweepPeriod <= 0:
-		return c, fmt.Errorf("phantom sweep must be positive")
+	case c.SweepPeriod <= 0 || c.Frames < 0:
+		return c, fmt.Errorf("phantom sweep must be positive and frames not negative")
 	}
 	return c, nil
 }

@@ -275,6 +275,14 @@ func applyQuery(o *Options, q url.Values) error {
 			return fmt.Errorf("parameter %s=%q: %w", key, v, err)
 		}
 	}
+	switch {
+	case o.Width < 0 || o.Height < 0 || o.Width > 8192 || o.Height > 8192:
+		return fmt.Errorf("size %dx%d out of range 0..8192", o.Width, o.Height)
+	case o.FPS != 0 && !(o.FPS > 0 && o.FPS <= 240):
+		return fmt.Errorf("fps %v out of range (0, 240]", o.FPS)
+	case o.Frames < 0 || o.OpenTimeout < 0 || o.ReadTimeout < 0:
+		return errors.New("frames and timeouts must not be negative")
+	}
 	return nil
 }
 

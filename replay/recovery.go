@@ -100,12 +100,21 @@ func finish(dir string, base Meta, status string, log *zap.Logger) (Meta, error)
 	if err != nil {
 		return m, err
 	}
-	// Only segments whose file made it to disk count.
+	// Only segments whose file made it to disk count, each once, in
+	// order, with the size on disk (the index may be torn or damaged).
 	var ok []segmentLine
+	seen := map[int]bool{}
 	for _, s := range segs {
-		if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("seg-%05d.m4s", s.N))); err == nil {
-			ok = append(ok, s)
+		if s.N <= 0 || seen[s.N] || s.Duration == 0 || (len(ok) > 0 && s.N < ok[len(ok)-1].N) {
+			continue
 		}
+		fi, err := os.Stat(filepath.Join(dir, fmt.Sprintf("seg-%05d.m4s", s.N)))
+		if err != nil || !fi.Mode().IsRegular() || fi.Size() == 0 || fi.Size() > 1<<31-1 {
+			continue
+		}
+		seen[s.N] = true
+		s.Bytes = int(fi.Size())
+		ok = append(ok, s)
 	}
 	initPath := filepath.Join(dir, "init.mp4")
 	// Segments and their index go only after meta.json is final, so an
@@ -200,8 +209,13 @@ func readSegments(path string) ([]segmentLine, error) {
 		return nil, err
 	}
 	defer f.Close()
+	return parseSegments(f)
+}
+
+// parseSegments reads segments.jsonl up to its first torn or bad line.
+func parseSegments(r io.Reader) ([]segmentLine, error) {
 	var out []segmentLine
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		var s segmentLine
 		if json.Unmarshal(sc.Bytes(), &s) != nil {
@@ -284,7 +298,12 @@ func scanTimeline(path string, durationS float64, fn func(line []byte, e *Entry)
 		return err
 	}
 	defer f.Close()
-	r := bufio.NewReaderSize(f, 64<<10)
+	return scanLines(f, durationS, fn)
+}
+
+// scanLines is scanTimeline over any reader.
+func scanLines(rd io.Reader, durationS float64, fn func(line []byte, e *Entry) error) error {
+	r := bufio.NewReaderSize(rd, 64<<10)
 	for {
 		line, err := r.ReadBytes('\n')
 		if len(line) > 0 {
