@@ -24,12 +24,14 @@ type reconnecting struct {
 	seq      uint64
 	counters Counters
 	log      *zap.Logger
-	// backoff bounds; fields so tests can shrink them.
+	// backoff bounds; fields so tests can shrink them. The cap is short:
+	// a scanner's stream that comes back must show on screen within a
+	// couple of seconds, and a refused connection costs nothing.
 	minBackoff, maxBackoff time.Duration
 }
 
 func newReconnecting(first Source, open func(context.Context) (Source, error), log *zap.Logger) *reconnecting {
-	return &reconnecting{cur: first, open: open, info: first.Info(), log: log.With(zap.String("source", first.Info().ID)), minBackoff: 250 * time.Millisecond, maxBackoff: 5 * time.Second}
+	return &reconnecting{cur: first, open: open, info: first.Info(), log: log.With(zap.String("source", first.Info().ID)), minBackoff: 250 * time.Millisecond, maxBackoff: time.Second}
 }
 
 func (r *reconnecting) Info() Info { return r.info }

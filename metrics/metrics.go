@@ -43,6 +43,12 @@ func New() *Metrics {
 	}
 	m.reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector(),
 		m.StageLatency, m.GlassToGlass)
+	if _, ok := liveMats(); ok {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "sonolive", Name: "gocv_mats",
+			Help: "gocv Mats alive (binaries built with the matprofile tag; a leak only grows).",
+		}, func() float64 { n, _ := liveMats(); return float64(n) }))
+	}
 	return m
 }
 

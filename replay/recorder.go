@@ -93,6 +93,7 @@ type Recorder struct {
 	thumbSet atomic.Bool // a thumbnail with a finding is queued
 	anyThumb bool        // a first-frame thumbnail is queued (relay goroutine only)
 	bytes    atomic.Int64
+	failed   atomic.Value // string: why writing stopped (a full disk)
 	// closeMu orders sends on q against Close closing it: senders hold
 	// it shared, Close exclusively, so no send ever meets a closed q.
 	closeMu sync.RWMutex
@@ -210,7 +211,8 @@ func (r *Recorder) run() {
 		if r.err == nil {
 			if err := r.write(f); err != nil {
 				r.err = err
-				r.log.Error("recording failed; dropping the rest", zap.String("recording", r.id), zap.Error(err))
+				r.failed.Store(err.Error())
+				r.log.Error("recording failed; dropping the rest (what is on disk is kept)", zap.String("recording", r.id), zap.Error(err))
 			}
 		}
 		if f.thumb != nil {
@@ -433,6 +435,13 @@ func (r *Recorder) Dropped() uint64 { return r.dropped.Load() }
 func (r *Recorder) base() Meta {
 	return Meta{ID: r.id, Source: r.cfg.Source, Status: "recording", Start: r.start, Model: r.cfg.Model,
 		Part: r.cfg.Part, Previous: r.cfg.Previous, LesionEvents: []LesionEvent{}}
+}
+
+// Err says why the recording stopped writing ("" while it writes): the
+// segments already on disk are kept and finished or recovered.
+func (r *Recorder) Err() string {
+	v, _ := r.failed.Load().(string)
+	return v
 }
 
 // Bytes is what the finished segments take on disk so far.

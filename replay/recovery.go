@@ -15,6 +15,16 @@ import (
 	"go.uber.org/zap"
 )
 
+// Recover finishes what recovery finds now: recordings whose writer died,
+// or whose own finish failed (a full disk) and whose lock is free again.
+// Only the owner recovers; the server calls it with retention.
+func (l *Library) Recover() error {
+	if !l.Owner() {
+		return nil
+	}
+	return l.recoverAll()
+}
+
 // recoverAll finishes the recordings whose writer died: those marked
 // "recording" whose writer lock is free. A recording another process is
 // writing keeps its lock and is left alone. Staging directories a crash
@@ -49,6 +59,12 @@ func (l *Library) recoverAll() error {
 }
 
 func (l *Library) recoverOne(dir, id string, m Meta, metaErr error) {
+	l.mu.Lock()
+	_, ours := l.active[id]
+	l.mu.Unlock()
+	if ours {
+		return // being written by this process
+	}
 	lock, err := tryLock(filepath.Join(dir, writerLock))
 	if errors.Is(err, ErrLocked) {
 		l.log.Info("recording in progress in another process; left alone", zap.String("recording", id),
@@ -309,7 +325,7 @@ func scanLines(rd io.Reader, durationS float64, fn func(line []byte, e *Entry) e
 		if len(line) > 0 {
 			var e Entry
 			switch {
-			case line[len(line)-1] != '\n', json.Unmarshal(line, &e) != nil, e.T >= durationS+1e-6:
+			case line[len(line)-1] != '\n', json.Unmarshal(line, &e) != nil, e.T >= durationS-5e-4: // at or past the end: a frame still pending when the video stopped
 				if ferr := fn(line, nil); ferr != nil {
 					return ferr
 				}

@@ -85,6 +85,13 @@ func (s *Series) Dropped() uint64 {
 	return s.cur.Dropped()
 }
 
+// Err says why the current part stopped writing ("" while it writes).
+func (s *Series) Err() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cur.Err()
+}
+
 // Event records a session event in the current part.
 func (s *Series) Event(name string, data map[string]string) {
 	s.mu.Lock()

@@ -163,6 +163,11 @@ func (s *Server) retain(ctx context.Context) {
 	t := time.NewTicker(10 * time.Minute)
 	defer t.Stop()
 	for {
+		// A recording whose finish failed (a full disk) is finished here
+		// once there is room again.
+		if err := s.lib.Recover(); err != nil {
+			s.log.Error("recovering recordings", zap.Error(err))
+		}
 		if _, err := s.lib.Enforce(s.cfg.Record.MaxAge, int64(s.cfg.Record.MaxGB*1e9)); err != nil {
 			s.log.Error("retention", zap.Error(err))
 		}

@@ -380,6 +380,9 @@ type statsMessage struct {
 	BurnIn         bool                   `json:"burn_in"`
 	G2G            Percentiles            `json:"g2g_ms"`
 	Restarts       int                    `json:"restarts"`
+	// Recording is "recording", "off", or "failed: <why>" (the disk is
+	// full, say): what is already on disk is kept, the live view goes on.
+	Recording string `json:"recording"`
 }
 
 // Percentiles summarise a latency in milliseconds.
@@ -420,6 +423,13 @@ func (s *Session) stats() statsMessage {
 	}
 	m.BitrateKbps = stats.Round3(s.bitrate / 1000)
 	m.Restarts = s.restarts
+	m.Recording = "off"
+	if rec := s.rec.Load(); rec != nil {
+		m.Recording = "recording"
+		if e := rec.Err(); e != "" {
+			m.Recording = "failed: " + e
+		}
+	}
 	return m
 }
 

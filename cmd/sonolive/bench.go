@@ -20,8 +20,11 @@ import (
 )
 
 func benchCmd(args []string) error {
+	if len(args) > 0 && args[0] == "soak" {
+		return soakCmd(args[1:])
+	}
 	if len(args) == 0 || args[0] != "viewers" {
-		return errors.New("usage: sonolive bench viewers [flags] (see --help)")
+		return errors.New("usage: sonolive bench viewers|soak [flags] (see --help)")
 	}
 	fs := flag.NewFlagSet("bench viewers", flag.ContinueOnError)
 	fs.Usage = func() {
@@ -81,11 +84,17 @@ type serverSample struct {
 	rssBytes    float64
 	frames      float64
 	viewerDrops float64
+	openFDs     float64
+	goroutines  float64
+	mats        float64 // -1: the server was built without matprofile
+	// totalLE is the cumulative count of frames by total pipeline
+	// latency bucket (upper bound in seconds), summed over sources.
+	totalLE map[float64]float64
 }
 
 // scrape reads the few metrics the bench needs from the server.
 func scrape(ctx context.Context, u string) (serverSample, error) {
-	s := serverSample{at: time.Now()}
+	s := serverSample{at: time.Now(), mats: -1, totalLE: map[float64]float64{}}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -116,6 +125,20 @@ func scrape(ctx context.Context, u string) (serverSample, error) {
 			s.frames += v
 		case strings.HasPrefix(name, "sonolive_viewer_dropped_frames_total{"):
 			s.viewerDrops += v
+		case name == "process_open_fds":
+			s.openFDs = v
+		case name == "go_goroutines":
+			s.goroutines = v
+		case name == "sonolive_gocv_mats":
+			s.mats = v
+		case strings.HasPrefix(name, "sonolive_stage_latency_seconds_bucket{") && strings.Contains(name, `stage="total"`):
+			if i := strings.Index(name, `le="`); i >= 0 {
+				le := name[i+4:]
+				le = le[:strings.IndexByte(le, '"')]
+				if b, err := strconv.ParseFloat(le, 64); err == nil {
+					s.totalLE[b] += v
+				}
+			}
 		}
 	}
 	return s, sc.Err()

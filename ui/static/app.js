@@ -601,7 +601,7 @@ function showFatal(status, reason, page) {
   const main = $('main');
   if (main) main.hidden = true;
   setPill('state-pill', 'error', 'error');
-  for (const id of ['ai-pill', 'viewers-pill']) { const el = $(id); if (el) el.hidden = true; }
+  for (const id of ['ai-pill', 'viewers-pill', 'rec-pill']) { const el = $(id); if (el) el.hidden = true; }
   document.title = `sonolive — ${status === 401 ? 'link invalid or expired' : 'error'}`;
 }
 
@@ -851,6 +851,16 @@ class Session {
     else setPill('ai-pill', 'unknown', `AI ${ai}`);
     const aiPill = $('ai-pill');
     if (aiPill) aiPill.title = ai || '';
+
+    // Recording: shown on every page, failed loudly (a full disk).
+    const rec = this.server && this.server.recording;
+    const recPill = $('rec-pill');
+    if (recPill) {
+      recPill.hidden = !rec || rec === 'off';
+      if (rec === 'recording') setPill('rec-pill', 'ok', 'REC');
+      else if (rec && rec.startsWith('failed')) setPill('rec-pill', 'unavailable', 'REC failed');
+      recPill.title = rec || '';
+    }
 
     const viewers = this.server && typeof this.server.viewers === 'number' ? this.server.viewers : null;
     setText('viewers-pill', viewers == null ? '— viewers' : `${viewers} viewer${viewers === 1 ? '' : 's'}`);
