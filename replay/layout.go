@@ -51,6 +51,8 @@ type LesionEvent struct {
 	Frames        int      `json:"frames"`
 }
 
+var sourceIDRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
+
 var idRE = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z-[a-z0-9_-]{1,32}-[0-9a-f]{4}$`)
 
 // path returns a file of a recording, refusing ids that are not ours (no
@@ -85,6 +87,11 @@ func readMeta(path string) (Meta, error) {
 // SourceID turns any source name ("file:clip.mp4") into the id form used
 // in recording ids and URLs: lower case, [a-z0-9_-], at most 32.
 func SourceID(s string) string {
+	// A configured id is kept exactly, trailing '-' and all: two sources
+	// must never share one id in the library (tokens are per source).
+	if sourceIDRE.MatchString(s) {
+		return s
+	}
 	b := []byte(strings.ToLower(s))
 	for i, c := range b {
 		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {

@@ -140,3 +140,42 @@ func TestLibraryFilesArePrivate(t *testing.T) {
 		t.Fatalf("%+v", m)
 	}
 }
+
+func TestSourceIDKeepsConfiguredIDs(t *testing.T) {
+	for in, want := range map[string]string{"cart-": "cart-", "cart": "cart", "a_b-c": "a_b-c", "file:Clip.MP4": "file-clip-mp4", "--": "source"} {
+		if got := SourceID(in); got != want {
+			t.Errorf("SourceID(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := Source("20261123T170102Z-cart--abcd"); got != "cart-" {
+		t.Errorf("Source of a cart- recording = %q", got)
+	}
+}
+
+// Events racing Close used to send on a closed channel (a panic that
+// kills the process); now they are dropped once Close has begun.
+func TestEventsRacingClose(t *testing.T) {
+	lib, err := OpenLibrary(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lib.Close()
+	fd := newFeed(t, lib)
+	fd.feed(35)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				fd.rec.Event("viewer_joined", map[string]string{"viewer": "v1"})
+			}
+		}
+	}()
+	fd.close()
+	close(stop)
+	<-done
+}

@@ -32,7 +32,7 @@ printf '%-22s %-10s %14s %8s %s\n' target package execs new result
 for t in "${targets[@]}"; do
   set -- $t
   log=$(mktemp)
-  go test -run '^$' -fuzz "^$2\$" -fuzztime "$time" -parallel 2 "$1" >"$log" 2>&1
+  go test -run '^$' -fuzz "^$2\$" -fuzztime "$time" -timeout 0 -parallel 2 "$1" >"$log" 2>&1
   rc=$?
   execs=$(grep -o 'execs: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
   new=$(grep -o 'new interesting: [0-9]*' "$log" | tail -1 | cut -d' ' -f3)
