@@ -77,20 +77,11 @@ func waitGone(t *testing.T, srv *Server, id string, within time.Duration) time.D
 // that made a viewer, or the sonographer, may change or end it.
 func TestWHEPResourceBelongsToItsToken(t *testing.T) {
 	srv, base := startServer(t)
-	ctx := context.Background()
 	sono := token(t, srv, auth.Sonographer, time.Hour)
 	expert, _ := invite(t, base, sono, `{"role":"expert"}`)
 	other, _ := invite(t, base, sono, `{"role":"expert"}`)
-	mine, err := whepclient.Dial(ctx, base+"/whep/phantom", whepclient.Options{Token: sono})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mine.Close(ctx)
-	theirs, err := whepclient.Dial(ctx, base+"/whep/phantom", whepclient.Options{Token: expert})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer theirs.Close(ctx)
+	mine := dialViewer(t, base, sono)
+	theirs := dialViewer(t, base, expert)
 	waitFrames(t, mine, 5)
 	frag := "a=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n"
 	for _, tc := range []struct {
@@ -121,14 +112,9 @@ func TestWHEPResourceBelongsToItsToken(t *testing.T) {
 // and the page is told why.
 func TestExpiredLinkIsDisconnected(t *testing.T) {
 	srv, base := startServer(t)
-	ctx := context.Background()
 	sono := token(t, srv, auth.Sonographer, time.Hour)
 	tok, _ := invite(t, base, sono, `{"role":"expert","ttl_s":2}`)
-	v, err := whepclient.Dial(ctx, base+"/whep/phantom", whepclient.Options{Token: tok})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close(ctx)
+	v := dialViewer(t, base, tok)
 	ws := dialWS(t, base, tok)
 	waitFrames(t, v, 5)
 	id := path.Base(v.Resource())
@@ -165,14 +151,9 @@ func TestExpiredLinkIsDisconnected(t *testing.T) {
 // on it, and revoking one closes its connections within a second.
 func TestRevokeClosesWithinASecond(t *testing.T) {
 	srv, base := startServer(t)
-	ctx := context.Background()
 	sono := token(t, srv, auth.Sonographer, time.Hour)
 	tok, id := invite(t, base, sono, `{"role":"expert","label":"Dr A"}`)
-	v, err := whepclient.Dial(ctx, base+"/whep/phantom", whepclient.Options{Token: tok})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close(ctx)
+	v := dialViewer(t, base, tok)
 	ws := dialWS(t, base, tok)
 	waitFrames(t, v, 5)
 
@@ -289,13 +270,8 @@ func TestViewerLimitsHoldUnderParallelOffers(t *testing.T) {
 // address no peer can have.
 func TestTrickleIsBounded(t *testing.T) {
 	srv, base := startServer(t)
-	ctx := context.Background()
 	sono := token(t, srv, auth.Sonographer, time.Hour)
-	v, err := whepclient.Dial(ctx, base+"/whep/phantom", whepclient.Options{Token: sono})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close(ctx)
+	v := dialViewer(t, base, sono)
 	cand := func(i int, addr string) string {
 		return fmt.Sprintf("a=candidate:%d 1 udp 2130706431 %s %d typ host\r\n", i, addr, 40000+i)
 	}
@@ -330,8 +306,16 @@ func TestTrickleIsBounded(t *testing.T) {
 
 // runServer runs cfg on loopback until the test ends.
 func runServer(t *testing.T, cfg Config) (*Server, string) {
+	srv, base, _ := runServerWith(t, cfg, nil)
+	return srv, base
+}
+
+// runServerWith runs cfg with open's detectors on loopback; stop ends it
+// (idempotent; the test's cleanup calls it too) and fails the test if Run
+// did.
+func runServerWith(t *testing.T, cfg Config, open DetectorOpener) (srv *Server, base string, stop func()) {
 	t.Helper()
-	srv, err := New(cfg, nil, nil)
+	srv, err := New(cfg, nil, open)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,8 +326,35 @@ func runServer(t *testing.T, cfg Config) (*Server, string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return srv, "http://" + ln.Addr().String()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return srv, "http://" + ln.Addr().String(), stop
+}
+
+// dialViewer joins as a pion WHEP viewer, retrying while the source starts.
+func dialViewer(t *testing.T, base, tok string) *whepclient.Session {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		v, err := whepclient.Dial(ctx, base+"/whep/phantom", whepclient.Options{Token: tok})
+		if err == nil {
+			t.Cleanup(func() { v.Close(context.Background()) })
+			return v
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // Secrets never leave: /healthz without a token says only "not ok", and

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"net"
 	"os"
@@ -70,19 +69,7 @@ func TestSourceStallsAndComesBack(t *testing.T) {
 	cfg.Record.Enabled = false
 	cfg.Audit.Path = ""
 	srv, base := runServer(t, cfg)
-	sono := token(t, srv, auth.Sonographer, time.Hour)
-	ctx := context.Background()
-	var v *whepclient.Session
-	var err error
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		if v, err = whepclient.Dial(ctx, base+"/whep/phantom", whepclient.Options{Token: sono}); err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close(ctx)
+	v := dialViewer(t, base, token(t, srv, auth.Sonographer, time.Hour))
 	framesAfter(t, v, 10, 20*time.Second)
 	ff.Process.Kill()
 	ff.Wait()
@@ -126,27 +113,8 @@ func TestAIFailsMidRun(t *testing.T) {
 	cfg.Record.Enabled = false
 	cfg.Audit.Path = filepath.Join(dir, "audit.jsonl")
 	det := &failingDetector{}
-	srv, err := New(cfg, nil, func(Source) (infer.Detector, string, error) { return det, "failing", nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, ln) }()
-	defer func() { cancel(); <-done }()
-	base := "http://" + ln.Addr().String()
-	sono := token(t, srv, auth.Sonographer, time.Hour)
-	var v *whepclient.Session
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if v, err = whepclient.Dial(ctx, base+"/whep/phantom", whepclient.Options{Token: sono}); err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close(context.Background())
+	srv, base, _ := runServerWith(t, cfg, func(Source) (infer.Detector, string, error) { return det, "failing", nil })
+	v := dialViewer(t, base, token(t, srv, auth.Sonographer, time.Hour))
 	for deadline := time.Now().Add(20 * time.Second); !strings.HasPrefix(statsOf(srv).AI, "unavailable: onnxruntime"); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("AI status %q after %d detector calls", statsOf(srv).AI, det.calls.Load())
@@ -180,35 +148,8 @@ func TestDiskFullStopsRecordingCleanly(t *testing.T) {
 	cfg.Stream.BitrateKbps = 800
 	cfg.Record.Dir = dir
 	cfg.Audit.Path = filepath.Join(t.TempDir(), "audit.jsonl")
-	srv, err := New(cfg, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, ln) }()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			<-done
-		}
-	}
-	defer stop()
-	base := "http://" + ln.Addr().String()
-	sono := token(t, srv, auth.Sonographer, time.Hour)
-	var v *whepclient.Session
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if v, err = whepclient.Dial(ctx, base+"/whep/phantom", whepclient.Options{Token: sono}); err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close(context.Background())
+	srv, base, stop := runServerWith(t, cfg, nil)
+	v := dialViewer(t, base, token(t, srv, auth.Sonographer, time.Hour))
 	var st statsMessage
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if st = statsOf(srv); strings.HasPrefix(st.Recording, "failed") {

@@ -20,7 +20,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -46,28 +45,7 @@ func startServerIn(t *testing.T, dir string) (srv *Server, base string, stop fun
 	cfg.Record.Dir = dir
 	cfg.Record.Segment = time.Second
 	cfg.Audit.Path = filepath.Join(dir, "audit.jsonl")
-	srv, err := New(cfg, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, ln) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	base = "http://" + ln.Addr().String()
+	srv, base, stop = runServerWith(t, cfg, nil)
 	// Wait for the first frames so tests see a live session.
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -235,31 +235,36 @@ func lastEntry(t *testing.T, path string) replay.Entry {
 	return e
 }
 
-// The access log of a real serve verifies, and an edited line is named.
-func TestAuditVerify(t *testing.T) {
-	dir := t.TempDir()
-	log := filepath.Join(dir, "audit.jsonl")
-	links := filepath.Join(dir, "links")
-	cmd := exec.Command(binary, "serve", "--listen", "127.0.0.1:0", "--link-file", links, "--no-record", "--audit", log, "--model", "none",
-		"--source", "phantom://?width=160&height=120", "--log-level", "warn")
-	var logs strings.Builder
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+// serveBin starts bin serve with args on a free loopback port and waits
+// for its sonographer link; the process is stopped (SIGINT) at cleanup.
+func serveBin(t *testing.T, bin string, args ...string) (link *url.URL, base string, cmd *exec.Cmd, logs *strings.Builder) {
+	t.Helper()
+	links := filepath.Join(t.TempDir(), "links")
+	cmd = exec.Command(bin, append([]string{"serve", "--listen", "127.0.0.1:0", "--link-file", links, "--log-level", "warn"}, args...)...)
+	logs = &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Process.Kill()
-	var link string
-	for deadline := time.Now().Add(30 * time.Second); link == ""; time.Sleep(100 * time.Millisecond) {
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGINT); cmd.Wait() })
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		b, _ := os.ReadFile(links)
 		if _, l, ok := strings.Cut(strings.TrimSpace(string(b)), " "); ok {
-			link = l
+			link, _ = url.Parse(l)
+			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("no link; log:\n%s", logs.String())
 		}
 	}
-	u, _ := url.Parse(link)
-	base := "http://" + strings.Replace(u.Host, "localhost", "127.0.0.1", 1)
+	return link, "http://" + strings.Replace(link.Host, "localhost", "127.0.0.1", 1), cmd, logs
+}
+
+// The access log of a real serve verifies, and an edited line is named.
+func TestAuditVerify(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "audit.jsonl")
+	u, base, cmd, _ := serveBin(t, binary, "--no-record", "--audit", log, "--model", "none", "--source", "phantom://?width=160&height=120")
 	for i := 0; i < 3; i++ {
 		req, _ := http.NewRequest("POST", base+"/api/sources/phantom/invites", strings.NewReader(`{"role":"expert","label":"Dr `+strconv.Itoa(i)+`"}`))
 		req.Header.Set("Content-Type", "application/json")
@@ -310,27 +315,8 @@ func TestSoak(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-tags", "gocv_specific_modules,gocv_videoio,matprofile", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	links := filepath.Join(dir, "links")
-	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--link-file", links, "--record-dir", filepath.Join(dir, "rec"),
-		"--audit", filepath.Join(dir, "audit.jsonl"), "--log-level", "warn")
-	var logs strings.Builder
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Signal(syscall.SIGINT); cmd.Wait() }()
-	var link string
-	for deadline := time.Now().Add(60 * time.Second); link == ""; time.Sleep(100 * time.Millisecond) {
-		b, _ := os.ReadFile(links)
-		if _, l, ok := strings.Cut(strings.TrimSpace(string(b)), " "); ok {
-			link = l
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no link; log:\n%s", logs.String())
-		}
-	}
-	u, _ := url.Parse(link)
-	whep := "http://" + strings.Replace(u.Host, "localhost", "127.0.0.1", 1) + "/whep/phantom"
+	u, base, _, logs := serveBin(t, bin, "--record-dir", filepath.Join(dir, "rec"), "--audit", filepath.Join(dir, "audit.jsonl"))
+	whep := base + "/whep/phantom"
 	report := filepath.Join(dir, "soak.json")
 	out, stderr, err := sonolive(t, dur+2*time.Minute, "bench", "soak", "--url", whep, "--token", u.Query().Get("token"),
 		"--viewers", "10", "--churn", "15s", "--duration", dur.String(), "--warmup", "30s", "--report", report)
