@@ -90,6 +90,40 @@ func (r *Registry) grantFor(c Claims) *grant {
 	return g
 }
 
+// Check reports whether c may open one more connection of kind now (not
+// revoked, under its limit): a cheap test before costly work such as a
+// WebRTC negotiation. Bind decides for good.
+func (r *Registry) Check(c Claims, kind string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.signer.IsRevoked(c) {
+		return ErrRevoked
+	}
+	g, ok := r.grants[c.ID]
+	if !ok {
+		return nil
+	}
+	return r.underLimit(g, kind)
+}
+
+// underLimit is nil while g holds fewer than the limit of kind. r.mu is held.
+func (r *Registry) underLimit(g *grant, kind string) error {
+	max, ok := r.limits[kind]
+	if !ok {
+		return nil
+	}
+	n := 0
+	for o := range g.conns {
+		if o.Kind == kind {
+			n++
+		}
+	}
+	if n >= max {
+		return fmt.Errorf("%w: %d %s connections", ErrTooMany, n, kind)
+	}
+	return nil
+}
+
 // Bind ties a live connection to the token c: close is called once, from
 // its own goroutine, when the token expires or is revoked. The caller
 // calls Release when the connection ends for any other reason.
@@ -101,16 +135,8 @@ func (r *Registry) Bind(c Claims, kind, id, addr string, close func(reason error
 		return nil, ErrRevoked
 	}
 	g := r.grantFor(c)
-	if max, ok := r.limits[kind]; ok {
-		n := 0
-		for o := range g.conns {
-			if o.Kind == kind {
-				n++
-			}
-		}
-		if n >= max {
-			return nil, fmt.Errorf("%w: %d %s connections", ErrTooMany, n, kind)
-		}
+	if err := r.underLimit(g, kind); err != nil {
+		return nil, err
 	}
 	g.conns[b] = struct{}{}
 	left := time.Until(c.ExpiresAt())

@@ -50,6 +50,12 @@ func (s *Server) whepOffer(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// Refuse a link at its limit before negotiating, which costs the
+	// server a peer connection and ICE gathering.
+	if err := s.access.Check(claims, connWHEP); err != nil {
+		auth.Deny(w, err)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	v, answer, err := ses.relay.AddViewer(ctx, string(offer), string(claims.Role))

@@ -2,14 +2,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,6 +98,18 @@ func soak(ctx context.Context, endpoint, metricsURL, token string, n int, durati
 	rep := soakReport{Viewers: n, Metrics: map[string]soakFigures{}}
 	ctx, cancel := context.WithTimeout(ctx, duration)
 	defer cancel()
+	// Each viewer slot joins with a link of its own, as experts do (one
+	// link holds at most auth.max_per_token viewers): a sonographer's
+	// token mints them; any other token is shared.
+	tokens := make([]string, n)
+	for i := range tokens {
+		tokens[i] = token
+		if tok, err := mintInvite(ctx, endpoint, token, duration+5*time.Minute); err == nil {
+			tokens[i] = tok
+		} else if i == 0 {
+			fmt.Fprintf(os.Stderr, "bench soak: using the given token for every viewer (%v)\n", err)
+		}
+	}
 	var joins, joinErrs atomic.Int64
 	var mu sync.Mutex
 	var received []float64
@@ -104,7 +119,7 @@ func soak(ctx context.Context, endpoint, metricsURL, token string, n int, durati
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				v, err := whepclient.Dial(ctx, endpoint, whepclient.Options{Token: token})
+				v, err := whepclient.Dial(ctx, endpoint, whepclient.Options{Token: tokens[i]})
 				if err != nil {
 					if ctx.Err() == nil {
 						joinErrs.Add(1)
@@ -192,6 +207,30 @@ func soak(ctx context.Context, endpoint, metricsURL, token string, n int, durati
 		rep.FramesMin, rep.FramesMedian = round3(received[0]), round3(received[len(received)/2])
 	}
 	return rep, nil
+}
+
+// mintInvite asks the server for an expert invite with the sonographer's
+// token (the sonographer page's own call).
+func mintInvite(ctx context.Context, endpoint, token string, ttl time.Duration) (string, error) {
+	i := strings.Index(endpoint, "/whep/")
+	if i < 0 {
+		return "", fmt.Errorf("%q is not a /whep/{source} endpoint", endpoint)
+	}
+	u := endpoint[:i] + "/api/sources/" + endpoint[i+len("/whep/"):] + "/invites"
+	body := fmt.Sprintf(`{"role":"expert","ttl_s":%d,"label":"soak"}`, int(ttl.Seconds()))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var inv struct{ Token string }
+	if resp.StatusCode != http.StatusCreated || json.NewDecoder(resp.Body).Decode(&inv) != nil || inv.Token == "" {
+		return "", fmt.Errorf("invite: HTTP %d", resp.StatusCode)
+	}
+	return inv.Token, nil
 }
 
 // p99Between is the 99th percentile of the frames counted between two
