@@ -57,9 +57,11 @@ type Config struct {
 
 // Pipeline runs one source through the stages.
 type Pipeline struct {
-	cfg     Config
-	log     *zap.Logger
-	sched   *infer.Scheduler
+	cfg Config
+	log *zap.Logger
+	// sched is set when Run starts; Snapshot reads it from other
+	// goroutines.
+	sched   atomic.Pointer[infer.Scheduler]
 	overlay atomic.Bool  // burn-in, switchable while running
 	status  atomic.Value // string: the AI status of the newest frame
 
@@ -147,9 +149,9 @@ func (p *Pipeline) Run(ctx context.Context) (Report, error) {
 	p.sinkQ.Store(sinkQ)
 
 	if p.cfg.Detector != nil {
-		p.sched = infer.NewScheduler(ctx, p.cfg.Detector, infer.SchedulerConfig{
+		p.sched.Store(infer.NewScheduler(ctx, p.cfg.Detector, infer.SchedulerConfig{
 			Budget: p.cfg.Budget, Tracker: p.cfg.Tracker, Logger: p.log, Observe: p.observe,
-		})
+		}))
 	}
 
 	var srcErr error
@@ -210,8 +212,8 @@ loop:
 	capQ.Drain()
 	sinkQ.Close()
 	sinkWG.Wait()
-	if p.sched != nil {
-		p.sched.Close()
+	if sched := p.sched.Load(); sched != nil {
+		sched.Close()
 	}
 	if err := p.cfg.Source.Close(); err != nil {
 		p.log.Warn("closing source", zap.Error(err))
@@ -228,9 +230,9 @@ loop:
 func (p *Pipeline) process(ctx context.Context, f *frame.Frame, drawer *overlay.Drawer) {
 	f.Timings.Queue = time.Since(f.Captured)
 	status := "unavailable: no model"
-	if p.sched != nil {
-		p.sched.Process(ctx, f)
-		switch err := p.sched.LastError(); {
+	if sched := p.sched.Load(); sched != nil {
+		sched.Process(ctx, f)
+		switch err := sched.LastError(); {
 		case err != "":
 			status = "unavailable: " + err
 		case f.Stale:
@@ -254,8 +256,8 @@ func (p *Pipeline) hud(status string) overlay.HUD {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	h := overlay.HUD{FPS: p.hudDT.inverse(), InferMS: p.hudInf.v, TotalMS: p.hudTot.v, AIStatus: status, ShowTiming: p.cfg.HUDTiming}
-	if p.sched != nil && p.frames > 0 {
-		h.MissRate = float64(p.sched.Stats().Misses) / float64(p.frames)
+	if sched := p.sched.Load(); sched != nil && p.frames > 0 {
+		h.MissRate = float64(sched.Stats().Misses) / float64(p.frames)
 	}
 	return h
 }
@@ -374,8 +376,8 @@ func (p *Pipeline) report(seconds float64, capDropped, sinkDropped uint64) Repor
 	for _, s := range Stages {
 		r.LatencyMS[s] = p.stages[s].Percentiles()
 	}
-	if p.sched != nil {
-		st := p.sched.Stats()
+	if sched := p.sched.Load(); sched != nil {
+		st := sched.Stats()
 		r.DeadlineMisses, r.Inferences, r.Skipped, r.StaleFrames, r.InferErrors = st.Misses, st.Inferences, st.Skipped, st.Stale, st.Errors
 		if p.frames > 0 {
 			r.MissRate = round3(float64(st.Misses) / float64(p.frames))
