@@ -111,7 +111,11 @@ func newSession(s *Server, src Source, det infer.Detector, model string) (*Sessi
 // run keeps the pipeline going until ctx ends: a source that fails is
 // reopened with backoff, the relay and its viewers stay.
 func (s *Session) run(ctx context.Context) {
-	backoff := time.Second
+	// Short backoff, capped at 2 s: a source that comes back (a file
+	// restored, a device replugged) must be on screen again within a
+	// couple of seconds, and a failed open costs little.
+	const minBackoff, maxBackoff = 500 * time.Millisecond, 2 * time.Second
+	backoff := minBackoff
 	for ctx.Err() == nil {
 		started := time.Now()
 		err := s.runOnce(ctx)
@@ -127,7 +131,7 @@ func (s *Session) run(ctx context.Context) {
 		s.restarts++
 		s.mu.Unlock()
 		if time.Since(started) > time.Minute {
-			backoff = time.Second
+			backoff = minBackoff
 		}
 		s.log.Warn("source lost; reopening", zap.String("reason", msg), zap.Duration("backoff", backoff))
 		select {
@@ -135,7 +139,7 @@ func (s *Session) run(ctx context.Context) {
 			return
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 30*time.Second)
+		backoff = min(backoff*2, maxBackoff)
 	}
 }
 

@@ -86,6 +86,7 @@ type serverSample struct {
 	viewerDrops float64
 	openFDs     float64
 	goroutines  float64
+	heapInuse   float64 // Go heap in use: tells a Go leak from RSS the allocator keeps
 	mats        float64 // -1: the server was built without matprofile
 	// totalLE is the cumulative count of frames by total pipeline
 	// latency bucket (upper bound in seconds), summed over sources.
@@ -129,6 +130,8 @@ func scrape(ctx context.Context, u string) (serverSample, error) {
 			s.openFDs = v
 		case name == "go_goroutines":
 			s.goroutines = v
+		case name == "go_memstats_heap_inuse_bytes":
+			s.heapInuse = v
 		case name == "sonolive_gocv_mats":
 			s.mats = v
 		case strings.HasPrefix(name, "sonolive_stage_latency_seconds_bucket{") && strings.Contains(name, `stage="total"`):

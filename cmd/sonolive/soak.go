@@ -167,6 +167,7 @@ func soak(ctx context.Context, endpoint, metricsURL, token string, n int, durati
 		if time.Since(start) > warmup && prev.totalLE != nil {
 			vals := map[string]float64{
 				"rss_mb":     s.rssBytes / 1e6,
+				"go_heap_mb": s.heapInuse / 1e6,
 				"goroutines": s.goroutines,
 				"open_fds":   s.openFDs,
 				"p99_ms":     p99Between(prev.totalLE, s.totalLE) * 1000,
