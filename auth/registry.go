@@ -53,9 +53,6 @@ func NewRegistry(signer *Signer, limits map[string]int) *Registry {
 	return &Registry{signer: signer, limits: limits, grants: map[string]*grant{}}
 }
 
-// Signer is the registry's signer.
-func (r *Registry) Signer() *Signer { return r.signer }
-
 // Issue signs a token under parent (zero: a root token) and remembers it.
 func (r *Registry) Issue(parent Claims, role Role, source string, ttl time.Duration, label string) (string, Claims, error) {
 	tok, c, err := r.signer.IssueUnder(parent, role, source, ttl)
