@@ -103,10 +103,14 @@ func (s *Scheduler) worker(ctx context.Context) {
 	}
 }
 
-// Close stops the detector goroutine and frees the frame copy.
+// Close stops the detector goroutine and frees the frame copy. An
+// inference still running is waited for and counted: a short file read
+// faster than real time can end before the first (cold) inference does,
+// and its report must not say the model never ran.
 func (s *Scheduler) Close() {
 	close(s.jobs)
 	s.wg.Wait()
+	s.collect()
 	s.buf.Close()
 }
 

@@ -124,3 +124,17 @@ func TestSchedulerReportsDetectorErrors(t *testing.T) {
 		t.Fatalf("stats %+v last error %q stale %v", s.Stats(), s.LastError(), f.Stale)
 	}
 }
+
+// A source that ends while its only inference runs still reports it.
+func TestSchedulerCloseCountsInferenceInFlight(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := NewScheduler(ctx, &fakeDetector{delay: 200 * time.Millisecond}, SchedulerConfig{Budget: time.Millisecond})
+	f := newFrame(1)
+	s.Process(ctx, f)
+	f.Close()
+	s.Close()
+	if st := s.Stats(); st.Inferences != 1 || st.Misses != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
