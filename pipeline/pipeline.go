@@ -52,7 +52,11 @@ type Config struct {
 	// (default 0.5).
 	TruthIoU      float64
 	StatsInterval time.Duration // periodic log line; 0: none
-	Logger        *zap.Logger
+	// LatencySamples caps the samples kept per stage for the percentiles
+	// (0: stats' default, for a run's exact report); a server's pipeline
+	// runs for days and keeps a small reservoir.
+	LatencySamples int
+	Logger         *zap.Logger
 }
 
 // Pipeline runs one source through the stages.
@@ -105,7 +109,7 @@ func New(cfg Config) (*Pipeline, error) {
 	}
 	p := &Pipeline{cfg: cfg, log: cfg.Logger.With(zap.String("source", cfg.Source.Info().ID)), stages: map[string]*stats.Samples{}}
 	for _, s := range Stages {
-		p.stages[s] = &stats.Samples{}
+		p.stages[s] = &stats.Samples{Cap: cfg.LatencySamples}
 	}
 	p.overlay.Store(cfg.Overlay)
 	return p, nil

@@ -119,7 +119,7 @@ type Relay struct {
 	bytes     uint64
 	encErrs   uint64
 	lastErr   string
-	encode    stats.Samples
+	encode    stats.Samples // capped: summarised every second for days
 	lastFrame time.Time
 	width     int
 	height    int
@@ -153,6 +153,7 @@ func New(cfg Config) (*Relay, error) {
 		enc:     NewEncoder(cfg.Encoder),
 		tsBase:  rand.Uint32(),
 		viewers: map[string]*Viewer{},
+		encode:  stats.Samples{Cap: 1 << 13},
 	}, nil
 }
 

@@ -49,6 +49,7 @@ Flags:
 		recordDir = fs.String("record-dir", "", "teaching library directory (config: record.dir, default ./recordings)")
 		noRecord  = fs.Bool("no-record", false, "do not record the live sessions (config: record.enabled)")
 		insecure  = fs.Bool("insecure-http", false, "allow plain HTTP beyond loopback, e.g. behind a TLS proxy (config: tls.insecure_http)")
+		pprofAddr = fs.String("pprof", "", "serve Go profiles (heap, goroutines, CPU) on this loopback address, e.g. 127.0.0.1:6060")
 		auditPath = fs.String("audit", "", "access log file, hash-chained (config: audit.path, default audit.jsonl)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -126,6 +127,14 @@ Flags:
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *pprofAddr != "" {
+		addr, err := servePprof(ctx, *pprofAddr)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "profiles on http://%s/debug/pprof/\n", addr)
+	}
 
 	// The sonographer's links, on stdout for the person who started us.
 	if err := srv.SetAddr(ln.Addr()); err != nil {

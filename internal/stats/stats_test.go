@@ -50,3 +50,20 @@ func TestWindow(t *testing.T) {
 		t.Fatalf("window kept the wrong values: %+v", p)
 	}
 }
+
+// A capped Samples keeps at most Cap values, and they stay a fair sample
+// of everything seen: the median of 1..100000 through a 2000-value
+// reservoir is near 50000.
+func TestSamplesCap(t *testing.T) {
+	s := Samples{Cap: 2000}
+	for _, v := range seq(100000) {
+		s.Add(time.Duration(v) * time.Millisecond)
+	}
+	p := s.Percentiles()
+	if len(s.v) != 2000 || p.N != 100000 {
+		t.Fatalf("kept %d, N %d", len(s.v), p.N)
+	}
+	if p.P50 < 45000 || p.P50 > 55000 || p.P99 < 97000 {
+		t.Fatalf("percentiles %+v", p)
+	}
+}
