@@ -179,7 +179,7 @@ func (s *Session) runOnce(ctx context.Context) error {
 		Tracker: infer.TrackerConfig{MinHits: ai.MinHits},
 		Overlay: s.burnIn.Load(), HUDTiming: true,
 		Sinks:         []pipeline.Sink{statsSink{s}, relaySink{s.relay}},
-		StatsInterval: time.Minute, Logger: s.log, LatencySamples: latencySamples,
+		StatsInterval: time.Minute, Logger: s.log, LatencySamples: stats.LiveCap,
 	})
 	if err != nil {
 		src.Close()
@@ -344,11 +344,6 @@ func (s *Session) addG2G(samples []float64) {
 		h.Observe(v / 1000)
 	}
 }
-
-// latencySamples is the reservoir behind a live session's latency
-// percentiles: about 4.5 minutes at 30 fps, 64 KB a stage. The stats are
-// summarised every second, so the whole uptime would be sorted each time.
-const latencySamples = 1 << 13
 
 // lostAfter without a frame marks the source lost.
 const lostAfter = 2 * time.Second

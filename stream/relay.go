@@ -153,7 +153,7 @@ func New(cfg Config) (*Relay, error) {
 		enc:     NewEncoder(cfg.Encoder),
 		tsBase:  rand.Uint32(),
 		viewers: map[string]*Viewer{},
-		encode:  stats.Samples{Cap: 1 << 13},
+		encode:  stats.Samples{Cap: stats.LiveCap},
 	}, nil
 }
 

@@ -21,6 +21,11 @@ type Percentiles struct {
 // day-long run stays bounded.
 const maxSamples = 1 << 18
 
+// LiveCap is the Cap for what a long-running server summarises every
+// second (a session's stage latencies, its encoder): about 4.5 minutes at
+// 30 fps, 64 KB each, a sort of 8192 values per summary.
+const LiveCap = 1 << 13
+
 // Samples collects durations for exact percentiles. Not safe for concurrent
 // use.
 type Samples struct {
