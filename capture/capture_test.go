@@ -65,6 +65,8 @@ func TestFileSource(t *testing.T) {
 	dir := t.TempDir()
 	clip := filepath.Join(dir, "clip.mp4")
 	writeClip(t, clip, 30)
+	odd := filepath.Join(dir, "scan?2.mp4")
+	writeClip(t, odd, 30)
 	tests := []struct {
 		name    string
 		spec    string
@@ -76,6 +78,8 @@ func TestFileSource(t *testing.T) {
 		{"plays to the end", clip, Options{}, 100, 30, true},
 		{"frames limit", clip, Options{Frames: 10}, 100, 10, true},
 		{"loops", "file://" + clip + "?loop=1", Options{}, 75, 75, false},
+		{"a plain path takes a query too", clip + "?loop=1&frames=40", Options{}, 100, 40, true},
+		{"an existing name with ? is taken whole", odd, Options{}, 100, 30, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -89,6 +93,34 @@ func TestFileSource(t *testing.T) {
 				t.Fatalf("got %d frames, err %v; want %d", n, err, tc.want)
 			}
 		})
+	}
+}
+
+// A looping file that is rewritten while it plays is a lost source (the
+// session reopens it) rather than a replay of FFmpeg's stale buffers.
+func TestLoopingFileChangedIsLost(t *testing.T) {
+	clip := filepath.Join(t.TempDir(), "clip.mp4")
+	writeClip(t, clip, 10)
+	src, err := Open(context.Background(), clip+"?loop=1", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if n, err := drain(t, src, 15); n != 15 {
+		t.Fatalf("an unchanged file stopped looping after %d frames: %v", n, err)
+	}
+	writeClip(t, clip, 40)
+	n := 0
+	for ; n < 100; n++ {
+		f, err2 := src.Next(context.Background())
+		if err2 != nil {
+			err = err2
+			break
+		}
+		f.Close()
+	}
+	if !errors.Is(err, ErrDisconnected) || n > 10 {
+		t.Fatalf("after the rewrite: %d frames, err %v; want ErrDisconnected within one pass", n, err)
 	}
 }
 

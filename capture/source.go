@@ -120,7 +120,7 @@ func (o Options) withDefaults() Options {
 //	/dev/video0, v4l2:///dev/video0, v4l2://0       V4L2 capture device
 //	rtsp://host/path, rtsps://…, http(s)://…        network stream
 //	gst:videotestsrc ! videoconvert ! appsink       GStreamer pipeline
-//	clip.mp4, file:///data/clip.avi?loop=1          video file
+//	clip.mp4?loop=1, file:///data/clip.avi?loop=1   video file
 //
 // Query parameters on any spec (width, height, fps, loop, realtime, frames,
 // open_timeout, read_timeout) override opts. The first open must succeed:
@@ -219,7 +219,7 @@ func parseSpec(spec string) (kind, target string, q url.Values, err error) {
 		return "device", spec, url.Values{}, nil
 	}
 	if !strings.Contains(spec, "://") {
-		return "file", spec, url.Values{}, nil
+		return parsePlainPath(spec)
 	}
 	u, perr := url.Parse(spec)
 	if perr != nil {
@@ -247,6 +247,24 @@ func parseSpec(spec string) (kind, target string, q url.Values, err error) {
 		return "url", spec, url.Values{}, nil
 	}
 	return "", "", nil, fmt.Errorf("%w %q: unknown scheme %q", ErrBadSpec, Redact(spec), u.Scheme)
+}
+
+// parsePlainPath reads "clip.mp4?loop=1" as the file clip.mp4 with its
+// query, as the doc of Open promises for every spec, unless a file of that
+// whole name exists: a name may really contain "?".
+func parsePlainPath(spec string) (kind, target string, q url.Values, err error) {
+	i := strings.LastIndexByte(spec, '?')
+	if i < 0 {
+		return "file", spec, url.Values{}, nil
+	}
+	if _, err := os.Stat(spec); err == nil {
+		return "file", spec, url.Values{}, nil
+	}
+	q, perr := url.ParseQuery(spec[i+1:])
+	if perr != nil {
+		return "", "", nil, fmt.Errorf("%w %q: query: %w", ErrBadSpec, Redact(spec), perr)
+	}
+	return "file", spec[:i], q, nil
 }
 
 func applyQuery(o *Options, q url.Values) error {

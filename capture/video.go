@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -35,6 +36,7 @@ type cvSource struct {
 	opts     Options
 	file     bool
 	path     string
+	stamp    fileStamp // the file as opened, to see it replaced before a loop
 	pending  *gocv.Mat // first frame, read while opening to prove the source decodes
 	seq      uint64
 	start    time.Time
@@ -125,7 +127,35 @@ func openFile(ctx context.Context, path string, opts Options) (Source, error) {
 		return nil, err
 	}
 	s.path = path
+	s.stamp, _ = stampOf(path)
 	return s, nil
+}
+
+// fileStamp is what says a file is still the one that was opened.
+type fileStamp struct {
+	size int64
+	mod  time.Time
+}
+
+func stampOf(path string) (fileStamp, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}, err
+	}
+	return fileStamp{fi.Size(), fi.ModTime()}, nil
+}
+
+// rewind starts a looping file over. A file truncated, replaced or removed
+// since it was opened is a lost source, not a loop: FFmpeg would replay
+// what its buffers still hold, or stall on a file being written, and the
+// session reopens it instead, as it does any lost source.
+func (s *cvSource) rewind() error {
+	if st, err := stampOf(s.path); err != nil || st != s.stamp {
+		return fmt.Errorf("%s: %w: the file changed while it played", s.info.ID, ErrDisconnected)
+	}
+	s.cap.Set(gocv.VideoCapturePosFrames, 0)
+	s.played = 0
+	return nil
 }
 
 func openStream(ctx context.Context, url string, opts Options) (Source, error) {
@@ -268,9 +298,9 @@ func (s *cvSource) Next(ctx context.Context) (*frame.Frame, error) {
 	} else {
 		m, err := s.readFrame(ctx)
 		if errors.Is(err, io.EOF) && s.file && s.opts.Loop && s.played > 0 {
-			s.cap.Set(gocv.VideoCapturePosFrames, 0)
-			s.played = 0
-			m, err = s.readFrame(ctx)
+			if err = s.rewind(); err == nil {
+				m, err = s.readFrame(ctx)
+			}
 		}
 		if err != nil {
 			return nil, err

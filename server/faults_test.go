@@ -93,6 +93,55 @@ func TestSourceStallsAndComesBack(t *testing.T) {
 	}
 }
 
+// The clip a file source reads is truncated (a copy being replaced, a
+// card ejected) and then written again: the source is reported lost, the
+// viewer stays connected, and frames flow again once the file is back.
+func TestFileTruncatedAndRewritten(t *testing.T) {
+	if _, err := exec.LookPath("ffmpeg"); err != nil {
+		t.Skip("ffmpeg missing")
+	}
+	dir := t.TempDir()
+	clip := filepath.Join(dir, "clip.mp4")
+	if out, err := exec.Command("ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30", "-t", "2",
+		"-pix_fmt", "yuv420p", clip).CombinedOutput(); err != nil {
+		t.Fatalf("clip: %v %s", err, out)
+	}
+	content, err := os.ReadFile(clip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Default()
+	cfg.Sources = []Source{{ID: "phantom", URL: clip + "?loop=1&realtime=1"}}
+	cfg.Record.Enabled = false
+	cfg.Audit.Path = ""
+	srv, base := runServer(t, cfg)
+	v := dialViewer(t, base, token(t, srv, auth.Sonographer, time.Hour))
+	framesAfter(t, v, 10, 20*time.Second)
+	if err := os.Truncate(clip, 0); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); statsOf(srv).State != "lost"; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("truncated source not reported lost: %+v", statsOf(srv))
+		}
+	}
+	time.Sleep(time.Second)
+	n := v.Stats().Frames
+	if err := os.WriteFile(clip, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	took := framesAfter(t, v, n, 15*time.Second)
+	t.Logf("frames back %v after the file was rewritten; viewer %s", took.Round(time.Millisecond), v.Stats().State)
+	if st := v.Stats().State; st != "connected" {
+		t.Fatalf("viewer %s", st)
+	}
+	// The session retries every 0.5-2 s: 2 s is the target on an idle
+	// machine, and a loaded CI box gets room.
+	if took > 6*time.Second {
+		t.Fatalf("frames back only %v after the rewrite", took)
+	}
+}
+
 // failingDetector stands in for an ONNX session that starts failing
 // mid-run (the real session's errors take the same path).
 type failingDetector struct{ calls atomic.Int64 }
