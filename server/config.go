@@ -115,6 +115,14 @@ type Stream struct {
 	// so a replay can hide the marks for a quiz. Turn it on for
 	// third-party players.
 	BurnIn bool `yaml:"burn_in"`
+	// VP8Fallback encodes VP8 for browsers that offer no H.264 (Firefox
+	// without its OpenH264 plugin, which a clinic network without internet
+	// never lets it fetch), only while such a viewer is connected. Off:
+	// those browsers are refused with a message naming the fix.
+	VP8Fallback bool `yaml:"vp8_fallback"`
+	// VP8MaxHeight caps the fallback's rows: VP8 costs more CPU per pixel
+	// than the H.264 encode it runs beside.
+	VP8MaxHeight int `yaml:"vp8_max_height"`
 }
 
 // Record sets the teaching library (docs/recording.md).
@@ -182,7 +190,8 @@ func Default() Config {
 		Auth:   Auth{SonographerTTL: 12 * time.Hour, InviteTTL: time.Hour, MaxInviteTTL: 12 * time.Hour, Audience: "sonolive", MaxPerToken: 4},
 		Audit:  Audit{Path: "audit.jsonl"},
 		WebRTC: WebRTC{IncludeLoopback: true},
-		Stream: Stream{BitrateKbps: 2500, KeyframeInterval: 2 * time.Second, ViewerQueue: 15, MaxViewers: 100},
+		Stream: Stream{BitrateKbps: 2500, KeyframeInterval: 2 * time.Second, ViewerQueue: 15, MaxViewers: 100,
+			VP8Fallback: true, VP8MaxHeight: 480},
 		AI:     AI{Preset: "breast", Threads: 1, MinHits: 2},
 		Record: Record{Enabled: true, Dir: "recordings", Segment: time.Second, MaxPart: time.Hour, MaxAge: 30 * 24 * time.Hour, MaxGB: 20},
 		Sources: []Source{{
@@ -242,6 +251,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Stream.BitrateKbps < 100 {
 		return fmt.Errorf("config: stream.bitrate_kbps %d is too low", c.Stream.BitrateKbps)
+	}
+	if c.Stream.VP8Fallback && (c.Stream.VP8MaxHeight < 120 || c.Stream.VP8MaxHeight > 1080) {
+		return fmt.Errorf("config: stream.vp8_max_height %d is outside 120..1080", c.Stream.VP8MaxHeight)
 	}
 	if c.Record.Enabled && (c.Record.Dir == "" || c.Record.Segment < 500*time.Millisecond) {
 		return errors.New("config: record needs a dir and a segment of at least 500ms")

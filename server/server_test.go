@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"io"
 	"math/big"
 	"net"
@@ -494,4 +495,46 @@ func TestUnwritableLibraryStillServes(t *testing.T) {
 		t.Fatalf("recordings with recording off: %d %s", w.Code, w.Body.String())
 	}
 	srv.apiClose()
+}
+
+// A browser that offers VP8 but no H.264 (Firefox without OpenH264) plays
+// the VP8 fallback; where the fallback is off it gets a 400 that names the
+// fix, which the pages show instead of retrying.
+func TestOfferWithoutH264(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		fallback bool
+	}{
+		{"fallback on: plays VP8", true},
+		{"fallback off: 400 naming the fix", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Default()
+			cfg.Record.Enabled = false
+			cfg.Audit.Path = ""
+			cfg.Stream.VP8Fallback = tc.fallback
+			srv, base := runServer(t, cfg)
+			tok := token(t, srv, auth.Expert, time.Hour)
+			v, err := whepclient.Dial(context.Background(), base+"/whep/phantom", whepclient.Options{Token: tok, VP8: true})
+			if !tc.fallback {
+				var he *whepclient.HTTPError
+				if !errors.As(err, &he) || he.Code != http.StatusBadRequest || !strings.Contains(he.Body, "OpenH264") {
+					t.Fatalf("got %v, want a 400 naming OpenH264", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer v.Close(context.Background())
+			for deadline := time.Now().Add(20 * time.Second); v.Stats().Keyframes == 0 || v.Stats().Matched < 10; time.Sleep(50 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("VP8 viewer: %+v", v.Stats())
+				}
+			}
+			if l := srv.sessions["phantom"].relay.Stats().Layers; len(l) != 1 || l[0].Codec != "vp8" {
+				t.Fatalf("layers %+v", l)
+			}
+		})
+	}
 }

@@ -19,6 +19,16 @@ var h264Codec = webrtc.RTPCodecCapability{
 	},
 }
 
+// vp8Codec is the fallback for viewers whose browser decodes no H.264
+// (Firefox until it has downloaded OpenH264, which a clinic network
+// without internet access never lets it do).
+var vp8Codec = webrtc.RTPCodecCapability{
+	MimeType: webrtc.MimeTypeVP8, ClockRate: 90000,
+	RTCPFeedback: []webrtc.RTCPFeedback{
+		{Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}, {Type: "goog-remb"},
+	},
+}
+
 // APIConfig sets up the WebRTC stack shared by all relays.
 type APIConfig struct {
 	// UDPPort, when non-zero, multiplexes every peer on this one UDP port
@@ -33,13 +43,16 @@ type APIConfig struct {
 	IncludeLoopback bool
 }
 
-// NewAPI builds the WebRTC API: H.264 only, NACK/RTCP reports/TWCC
+// NewAPI builds the WebRTC API: H.264, and VP8 for the fallback layer, NACK/RTCP reports/TWCC
 // interceptors, and the ICE settings of cfg. The returned closer releases
 // the shared UDP port.
 func NewAPI(cfg APIConfig) (*webrtc.API, func() error, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: h264Codec, PayloadType: 102}, webrtc.RTPCodecTypeVideo); err != nil {
 		return nil, nil, fmt.Errorf("stream: register H.264: %w", err)
+	}
+	if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: vp8Codec, PayloadType: 96}, webrtc.RTPCodecTypeVideo); err != nil {
+		return nil, nil, fmt.Errorf("stream: register VP8: %w", err)
 	}
 	reg := &interceptor.Registry{}
 	if err := webrtc.RegisterDefaultInterceptors(m, reg); err != nil {

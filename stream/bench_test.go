@@ -45,6 +45,38 @@ func BenchmarkEncode720p(b *testing.B) {
 	}
 }
 
+// BenchmarkEncodeLayers sets the VP8 fallback's cost beside the H.264
+// encode it runs with, on the same 720p frames in one run: H.264 at 720p
+// (always running), and VP8 scaled to 360, 480 and 720 rows (scaling
+// included), at the speed the relay uses.
+func BenchmarkEncodeLayers(b *testing.B) {
+	frames := benchFrames(b, 1280, 720, 30)
+	b.Run("h264-720", func(b *testing.B) {
+		enc := NewEncoder(EncoderConfig{Bitrate: 2_500_000, FPS: 30})
+		defer enc.Close()
+		for i := 0; i < b.N; i++ {
+			if _, _, err := enc.Encode(frames[i%len(frames)].Image); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	for _, rows := range []int{360, 480, 720} {
+		b.Run(fmt.Sprintf("vp8-%d", rows), func(b *testing.B) {
+			enc := newVP8Encoder(VP8Config{MaxHeight: rows}, 30)
+			defer enc.Close()
+			var bytes int
+			for i := 0; i < b.N; i++ {
+				au, _, err := enc.Encode(frames[i%len(frames)].Image)
+				if err != nil {
+					b.Fatal(err)
+				}
+				bytes += len(au)
+			}
+			b.ReportMetric(float64(bytes*8*30)/float64(b.N)/1000, "kbit/s@30fps")
+		})
+	}
+}
+
 // BenchmarkFanOut measures Relay.Write (encode once, packetise once, queue
 // to every viewer) with 1 and 50 viewers whose send loops copy and "send"
 // every packet: the difference is the per-viewer cost on the frame path.

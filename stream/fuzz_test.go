@@ -20,8 +20,14 @@ func FuzzCheckOffer(f *testing.F) {
 	f.Add("v=0\r\n")
 	f.Add("m=video 9 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n")
 	f.Fuzz(func(t *testing.T, offer string) {
-		if _, err := checkOffer(offer); err != nil && !isBadOffer(err) {
-			t.Fatalf("unnamed error: %v", err)
+		for _, vp8 := range []bool{true, false} {
+			_, codec, err := checkOffer(offer, vp8)
+			switch {
+			case err != nil && !isBadOffer(err):
+				t.Fatalf("unnamed error: %v", err)
+			case err == nil && codec != h264Codec.MimeType && (codec != vp8Codec.MimeType || !vp8):
+				t.Fatalf("codec %q chosen (VP8 allowed: %v)", codec, vp8)
+			}
 		}
 	})
 }

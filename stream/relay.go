@@ -49,6 +49,9 @@ var (
 type Config struct {
 	Source  string
 	Encoder EncoderConfig
+	// VP8 sets the fallback encoding for browsers without H.264; it runs
+	// only while such a viewer is connected.
+	VP8 VP8Config
 	// API builds the peer connections (NewAPI); shared by all relays so
 	// they can share one UDP port. Nil: no viewers, taps only (offline
 	// recording).
@@ -110,6 +113,7 @@ type Relay struct {
 	viewers map[string]*Viewer
 	joining int // viewers negotiating: they hold a place under MaxViewers
 	taps    []Tap
+	vp8     *layer // while a VP8 viewer is connected
 	closed  bool
 	nextID  uint64
 
@@ -240,7 +244,12 @@ func (r *Relay) Write(f *frame.Frame, meta *overlay.Metadata) error {
 
 	r.mu.RLock()
 	for _, v := range r.viewers {
-		v.offer(s)
+		if v.layer == nil {
+			v.offer(s)
+		}
+	}
+	if r.vp8 != nil {
+		r.vp8.push(f.Image, f.Seq, ts, s.meta)
 	}
 	if len(r.taps) > 0 {
 		ef := &EncodedFrame{AU: au, Key: key, RTPTime: ts, Seq: f.Seq, Captured: f.Captured, Image: f.Image, Meta: meta}
@@ -301,12 +310,13 @@ func (r *Relay) requestKeyframe() { r.wantKey.Store(true) }
 
 // AddViewer answers a WHEP offer: a new viewer that will receive the video
 // (and the metadata DataChannel when the offer has an application
-// section). The answer carries all our ICE candidates.
+// section). A browser that offers no H.264 but VP8 gets the VP8 layer,
+// started for it. The answer carries all our ICE candidates.
 func (r *Relay) AddViewer(ctx context.Context, offer, role string) (*Viewer, string, error) {
 	if r.cfg.API == nil {
 		return nil, "", fmt.Errorf("%w: this relay takes no viewers", ErrClosed)
 	}
-	hasApp, err := checkOffer(offer)
+	hasApp, codec, err := checkOffer(offer, !r.cfg.VP8.Disabled)
 	if err != nil {
 		return nil, "", err
 	}
@@ -338,7 +348,7 @@ func (r *Relay) AddViewer(ctx context.Context, offer, role string) (*Viewer, str
 	if err != nil {
 		return nil, "", fmt.Errorf("stream: peer connection: %w", err)
 	}
-	v, answer, err := r.negotiate(ctx, pc, id, role, offer, hasApp)
+	v, answer, err := r.negotiate(ctx, pc, id, role, offer, codec, hasApp)
 	if err != nil {
 		pc.Close()
 		return nil, "", err
@@ -351,21 +361,31 @@ func (r *Relay) AddViewer(ctx context.Context, offer, role string) (*Viewer, str
 		v.close("relay closed")
 		return nil, "", ErrClosed
 	}
+	if codec == vp8Codec.MimeType {
+		if r.vp8 == nil {
+			r.vp8 = newVP8Layer(r)
+		}
+		v.layer = r.vp8
+	}
 	r.viewers[id] = v
 	n := len(r.viewers)
 	r.mu.Unlock()
 	v.start()
-	r.requestKeyframe()
-	r.log.Info("viewer joined", zap.String("viewer", id), zap.String("role", role), zap.Int("viewers", n))
+	v.requestKeyframe()
+	r.log.Info("viewer joined", zap.String("viewer", id), zap.String("role", role), zap.String("codec", codec), zap.Int("viewers", n))
 	r.emit(ViewerEvent{Event: "joined", ID: id, Role: role, Viewers: n})
 	return v, answer, nil
 }
 
-func (r *Relay) negotiate(ctx context.Context, pc *webrtc.PeerConnection, id, role, offer string, hasApp bool) (*Viewer, string, error) {
+func (r *Relay) negotiate(ctx context.Context, pc *webrtc.PeerConnection, id, role, offer, codec string, hasApp bool) (*Viewer, string, error) {
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
 		return nil, "", fmt.Errorf("%w: %v", ErrBadOffer, err)
 	}
-	track, err := webrtc.NewTrackLocalStaticRTP(h264Codec, "video", "sonolive-"+r.cfg.Source)
+	capability := h264Codec
+	if codec == vp8Codec.MimeType {
+		capability = vp8Codec
+	}
+	track, err := webrtc.NewTrackLocalStaticRTP(capability, "video", "sonolive-"+r.cfg.Source)
 	if err != nil {
 		return nil, "", err
 	}
@@ -403,17 +423,23 @@ func (r *Relay) negotiate(ctx context.Context, pc *webrtc.PeerConnection, id, ro
 	return v, pc.LocalDescription().SDP, nil
 }
 
-// checkOffer rejects what is not SDP or offers no H.264 video before any
-// WebRTC state is made, with a reason a client developer can act on.
-func checkOffer(offer string) (hasApp bool, err error) {
+// ErrNoCodec: the offer's video takes neither H.264 nor (where the fallback
+// is on) VP8. Its message names the fix, for the page to show.
+var ErrNoCodec = errors.New("this browser offers no video codec sonolive sends")
+
+// checkOffer rejects what is not SDP or offers no video we can send before
+// any WebRTC state is made, with a reason a client developer can act on.
+// codec is the MIME type to send: H.264 when offered, else VP8 when the
+// fallback is allowed.
+func checkOffer(offer string, allowVP8 bool) (hasApp bool, codec string, err error) {
 	if strings.TrimSpace(offer) == "" {
-		return false, fmt.Errorf("%w: empty body", ErrBadOffer)
+		return false, "", fmt.Errorf("%w: empty body", ErrBadOffer)
 	}
 	var sd sdp.SessionDescription
 	if err := sd.UnmarshalString(offer); err != nil {
-		return false, fmt.Errorf("%w: %v", ErrBadOffer, err)
+		return false, "", fmt.Errorf("%w: %v", ErrBadOffer, err)
 	}
-	hasH264 := false
+	hasH264, hasVP8 := false, false
 	cands := 0
 	for _, m := range sd.MediaDescriptions {
 		for _, a := range m.Attributes {
@@ -426,22 +452,31 @@ func checkOffer(offer string) (hasApp bool, err error) {
 			hasApp = true
 		case "video":
 			for _, a := range m.Attributes {
-				if a.Key == "rtpmap" && strings.Contains(strings.ToUpper(a.Value), "H264/90000") {
-					hasH264 = true
+				if a.Key != "rtpmap" {
+					continue
 				}
+				v := strings.ToUpper(a.Value)
+				hasH264 = hasH264 || strings.Contains(v, "H264/90000")
+				hasVP8 = hasVP8 || strings.Contains(v, "VP8/90000")
 			}
 		}
 	}
-	if !hasH264 {
-		return false, fmt.Errorf("%w: no H.264 video section (sonolive sends H.264 constrained baseline)", ErrBadOffer)
-	}
 	if cands > MaxCandidates {
-		return false, fmt.Errorf("%w: %d ICE candidates (at most %d)", ErrBadOffer, cands, MaxCandidates)
+		return false, "", fmt.Errorf("%w: %d ICE candidates (at most %d)", ErrBadOffer, cands, MaxCandidates)
 	}
 	if len(sd.MediaDescriptions) > 8 {
-		return false, fmt.Errorf("%w: %d media sections (at most 8)", ErrBadOffer, len(sd.MediaDescriptions))
+		return false, "", fmt.Errorf("%w: %d media sections (at most 8)", ErrBadOffer, len(sd.MediaDescriptions))
 	}
-	return hasApp, nil
+	switch {
+	case hasH264:
+		return hasApp, h264Codec.MimeType, nil
+	case hasVP8 && allowVP8:
+		return hasApp, vp8Codec.MimeType, nil
+	case hasVP8:
+		return false, "", fmt.Errorf("%w: %w: no H.264 in the offer and the VP8 fallback is off on this server; "+
+			"use Chrome, Edge or Safari, or enable Firefox's OpenH264 plugin (about:addons, Plugins)", ErrBadOffer, ErrNoCodec)
+	}
+	return false, "", fmt.Errorf("%w: %w: no H.264 or VP8 video section; use Chrome, Edge, Firefox or Safari", ErrBadOffer, ErrNoCodec)
 }
 
 // Viewer returns the viewer with id.
@@ -458,16 +493,33 @@ func (r *Relay) RemoveViewer(id, reason string) error {
 	v, ok := r.viewers[id]
 	delete(r.viewers, id)
 	n := len(r.viewers)
+	var idle *layer
+	if ok && v.layer != nil && v.layer == r.vp8 && !r.layerInUse(v.layer) {
+		idle, r.vp8 = r.vp8, nil
+	}
 	r.mu.Unlock()
 	if !ok {
 		return ErrNoViewer
 	}
 	v.close(reason)
+	if idle != nil {
+		idle.close()
+	}
 	st := v.Stats()
 	r.log.Info("viewer left", zap.String("viewer", id), zap.String("reason", reason), zap.Int("viewers", n),
 		zap.Uint64("frames_sent", st.Frames), zap.Uint64("frames_dropped", st.Dropped))
 	r.emit(ViewerEvent{Event: "left", ID: id, Role: v.role, Viewers: n, Reason: reason})
 	return nil
+}
+
+// layerInUse reports whether a viewer still takes l. Callers hold r.mu.
+func (r *Relay) layerInUse(l *layer) bool {
+	for _, v := range r.viewers {
+		if v.layer == l {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *Relay) emit(ev ViewerEvent) {
@@ -505,6 +557,8 @@ type Stats struct {
 	Width        int           `json:"width"`
 	Height       int           `json:"height"`
 	Viewers      []ViewerStats `json:"viewers"`
+	// Layers are the extra encodings running now (the VP8 fallback).
+	Layers []LayerStats `json:"layers,omitempty"`
 }
 
 // Percentiles summarise a latency in milliseconds.
@@ -519,6 +573,9 @@ func (r *Relay) Stats() Stats {
 	r.mu.RLock()
 	for _, v := range r.viewers {
 		s.Viewers = append(s.Viewers, v.Stats())
+	}
+	if r.vp8 != nil {
+		s.Layers = append(s.Layers, r.vp8.stats())
 	}
 	r.mu.RUnlock()
 	return s

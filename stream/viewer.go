@@ -28,6 +28,9 @@ type Viewer struct {
 	track  *webrtc.TrackLocalStaticRTP
 	sender *webrtc.RTPSender
 	dc     *webrtc.DataChannel // nil when the offer had no application section
+	// layer is the extra encoding the viewer takes (VP8), nil for the
+	// relay's own H.264. Set before the viewer is listed, then fixed.
+	layer *layer
 
 	// q is the bounded send queue. offer (relay goroutine) never blocks on
 	// it: when full the frame is dropped and the viewer waits for the next
@@ -72,7 +75,7 @@ func (v *Viewer) start() {
 		v.state.Store(s)
 		switch s {
 		case webrtc.PeerConnectionStateConnected:
-			v.relay.requestKeyframe()
+			v.requestKeyframe()
 		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
 			// Not from inside pion's callback: RemoveViewer waits for
 			// pion's goroutines.
@@ -100,8 +103,17 @@ func (v *Viewer) offer(s *sample) {
 		if !v.waitKey.Swap(true) {
 			v.relay.log.Debug("viewer behind; dropping to next keyframe", zap.String("viewer", v.id), zap.Uint64("seq", s.seq))
 		}
-		v.relay.requestKeyframe()
+		v.requestKeyframe()
 	}
+}
+
+// requestKeyframe asks the viewer's encoder for a keyframe soon.
+func (v *Viewer) requestKeyframe() {
+	if v.layer != nil {
+		v.layer.requestKeyframe()
+		return
+	}
+	v.relay.requestKeyframe()
 }
 
 func (v *Viewer) sendLoop() {
@@ -160,7 +172,7 @@ func (v *Viewer) rtcpLoop() {
 			switch p.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
 				v.plis.Add(1)
-				v.relay.requestKeyframe()
+				v.requestKeyframe()
 			}
 		}
 	}
@@ -257,6 +269,7 @@ func (v *Viewer) close(reason string) {
 type ViewerStats struct {
 	ID     string    `json:"id"`
 	Role   string    `json:"role"`
+	Codec  string    `json:"codec"`
 	State  string    `json:"state"`
 	Joined time.Time `json:"joined"`
 	// Frames sent; Dropped because the queue was full; Waiting skipped
@@ -273,7 +286,11 @@ type ViewerStats struct {
 // Stats returns the viewer's counters.
 func (v *Viewer) Stats() ViewerStats {
 	st, _ := v.state.Load().(webrtc.PeerConnectionState)
-	return ViewerStats{ID: v.id, Role: v.role, State: st.String(), Joined: v.joined,
+	codec := "H264"
+	if v.layer != nil {
+		codec = "VP8"
+	}
+	return ViewerStats{ID: v.id, Role: v.role, Codec: codec, State: st.String(), Joined: v.joined,
 		Frames: v.frames.Load(), Dropped: v.dropped.Load(), Waiting: v.waiting.Load(),
 		MetaSent: v.metaSent.Load(), MetaDropped: v.metaDropped.Load(), PLIs: v.plis.Load(), Queued: len(v.q)}
 }

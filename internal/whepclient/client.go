@@ -28,6 +28,8 @@ type Options struct {
 	Token string
 	// NoMetadata offers video only, like a third-party WHEP player.
 	NoMetadata bool
+	// VP8 offers VP8 only, as Firefox does before it has OpenH264.
+	VP8 bool
 	// HTTP is the client for signalling (default: 10 s timeout).
 	HTTP *http.Client
 }
@@ -35,6 +37,7 @@ type Options struct {
 // Session is one connected viewer.
 type Session struct {
 	pc       *webrtc.PeerConnection
+	vp8      bool
 	resource string
 	http     *http.Client
 	token    string
@@ -87,13 +90,20 @@ type HTTPError struct {
 
 func (e *HTTPError) Error() string { return fmt.Sprintf("whep: HTTP %d: %s", e.Code, e.Body) }
 
-func newAPI() (*webrtc.API, error) {
+func newAPI(vp8 bool) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
-	if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{
+	c := webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{
 		MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
 		SDPFmtpLine:  "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
 		RTCPFeedback: []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}},
-	}, PayloadType: 102}, webrtc.RTPCodecTypeVideo); err != nil {
+	}, PayloadType: 102}
+	if vp8 {
+		c = webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{
+			MimeType: webrtc.MimeTypeVP8, ClockRate: 90000,
+			RTCPFeedback: []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}},
+		}, PayloadType: 96}
+	}
+	if err := m.RegisterCodec(c, webrtc.RTPCodecTypeVideo); err != nil {
 		return nil, err
 	}
 	reg := &interceptor.Registry{}
@@ -109,7 +119,7 @@ func newAPI() (*webrtc.API, error) {
 // Dial offers to the WHEP endpoint at endpoint and returns once the answer
 // is applied; media arrives in the background.
 func Dial(ctx context.Context, endpoint string, opt Options) (*Session, error) {
-	api, err := newAPI()
+	api, err := newAPI(opt.VP8)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +127,7 @@ func Dial(ctx context.Context, endpoint string, opt Options) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{pc: pc, http: opt.HTTP, token: opt.Token, started: time.Now(), metaTS: map[uint32]bool{}, done: make(chan struct{})}
+	s := &Session{pc: pc, vp8: opt.VP8, http: opt.HTTP, token: opt.Token, started: time.Now(), metaTS: map[uint32]bool{}, done: make(chan struct{})}
 	if s.http == nil {
 		s.http = &http.Client{Timeout: 10 * time.Second}
 	}
@@ -237,7 +247,7 @@ func (s *Session) onPacket(p *rtp.Packet, n int) {
 		}
 	}
 	s.lastSeq, s.haveSeq = p.SequenceNumber, true
-	if isIDR(p.Payload) {
+	if (s.vp8 && isVP8Key(p.Payload)) || (!s.vp8 && isIDR(p.Payload)) {
 		s.inKey = true
 	}
 	if !p.Marker {
@@ -298,6 +308,38 @@ func isIDR(pl []byte) bool {
 		return pl[1]&0x80 != 0 && pl[1]&0x1f == 5
 	}
 	return false
+}
+
+// isVP8Key reports whether a VP8 RTP payload (RFC 7741) starts a
+// keyframe: the first packet of partition 0 whose frame tag has P = 0.
+func isVP8Key(pl []byte) bool {
+	if len(pl) < 1 || pl[0]&0x10 == 0 || pl[0]&0x07 != 0 {
+		return false
+	}
+	i := 1
+	if pl[0]&0x80 != 0 { // X: extension byte
+		if len(pl) < 2 {
+			return false
+		}
+		x := pl[1]
+		i = 2
+		if x&0x80 != 0 { // I: picture id, 7 or 15 bits
+			if len(pl) <= i {
+				return false
+			}
+			if pl[i]&0x80 != 0 {
+				i++
+			}
+			i++
+		}
+		if x&0x40 != 0 { // L: TL0PICIDX
+			i++
+		}
+		if x&0x30 != 0 { // T or K
+			i++
+		}
+	}
+	return i < len(pl) && pl[i]&0x01 == 0
 }
 
 // Stats returns what has arrived so far.

@@ -38,3 +38,24 @@ func TestIsIDR(t *testing.T) {
 		}
 	}
 }
+
+func TestIsVP8Key(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		pl   []byte
+		want bool
+	}{
+		{"key, no extension", []byte{0x10, 0x00, 0x9d}, true},
+		{"inter, no extension", []byte{0x10, 0x01, 0x9d}, false},
+		{"key, 15-bit picture id", []byte{0x90, 0x80, 0x81, 0x02, 0x00}, true},
+		{"inter, 15-bit picture id", []byte{0x90, 0x80, 0x81, 0x02, 0x01}, false},
+		{"key, 7-bit picture id", []byte{0x90, 0x80, 0x05, 0x00}, true},
+		{"continuation packet", []byte{0x80, 0x80, 0x05, 0x00}, false},
+		{"second partition", []byte{0x11, 0x00}, false},
+		{"truncated", []byte{0x90, 0x80}, false},
+	} {
+		if got := isVP8Key(tc.pl); got != tc.want {
+			t.Errorf("%s: %v", tc.name, got)
+		}
+	}
+}

@@ -214,7 +214,9 @@ class WhepClient {
       await pc.setRemoteDescription({ type: 'answer', sdp: answer });
     } catch (err) {
       if (gen !== this.gen || this.stopped) return;
-      if (isFatalStatus(err.status)) {
+      // 400: the server refused this browser's offer (no codec it can
+      // send); the same browser would only offer the same again.
+      if (isFatalStatus(err.status) || err.status === 400) {
         this.stop();
         this.onFatal(err);
         return;
@@ -589,6 +591,7 @@ function showFatal(status, reason, page) {
   else if (status === 401) title = INVALID_LINK_MSG;
   else if (status === 403) title = FORBIDDEN_LINK_MSG;
   else if (status === 404) title = 'Unknown source — check the link';
+  else if (status === 400 && /codec/.test(reason || '')) title = 'This browser cannot play the video';
   else title = `Cannot start: ${reason}`;
   let hint = reason && title !== `Cannot start: ${reason}` ? `Server said: ${reason}` : '';
   if (page === 'live' && (status === 401 || status === 403)) {
