@@ -1,0 +1,65 @@
+package stream
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/pion/sdp/v3"
+)
+
+// ErrNoCodec: the offer's video takes neither H.264 nor (where the fallback
+// is on) VP8. Its message names the fix, for the page to show.
+var ErrNoCodec = errors.New("this browser offers no video codec sonolive sends")
+
+// checkOffer rejects what is not SDP or offers no video we can send before
+// any WebRTC state is made, with a reason a client developer can act on.
+// codec is the MIME type to send: H.264 when offered, else VP8 when the
+// fallback is allowed.
+func checkOffer(offer string, allowVP8 bool) (hasApp bool, codec string, err error) {
+	if strings.TrimSpace(offer) == "" {
+		return false, "", fmt.Errorf("%w: empty body", ErrBadOffer)
+	}
+	var sd sdp.SessionDescription
+	if err := sd.UnmarshalString(offer); err != nil {
+		return false, "", fmt.Errorf("%w: %v", ErrBadOffer, err)
+	}
+	hasH264, hasVP8 := false, false
+	cands := 0
+	for _, m := range sd.MediaDescriptions {
+		for _, a := range m.Attributes {
+			if a.Key == "candidate" {
+				cands++
+			}
+		}
+		switch m.MediaName.Media {
+		case "application":
+			hasApp = true
+		case "video":
+			for _, a := range m.Attributes {
+				if a.Key != "rtpmap" {
+					continue
+				}
+				v := strings.ToUpper(a.Value)
+				hasH264 = hasH264 || strings.Contains(v, "H264/90000")
+				hasVP8 = hasVP8 || strings.Contains(v, "VP8/90000")
+			}
+		}
+	}
+	if cands > MaxCandidates {
+		return false, "", fmt.Errorf("%w: %d ICE candidates (at most %d)", ErrBadOffer, cands, MaxCandidates)
+	}
+	if len(sd.MediaDescriptions) > 8 {
+		return false, "", fmt.Errorf("%w: %d media sections (at most 8)", ErrBadOffer, len(sd.MediaDescriptions))
+	}
+	switch {
+	case hasH264:
+		return hasApp, h264Codec.MimeType, nil
+	case hasVP8 && allowVP8:
+		return hasApp, vp8Codec.MimeType, nil
+	case hasVP8:
+		return false, "", fmt.Errorf("%w: %w: no H.264 in the offer and the VP8 fallback is off on this server; "+
+			"use Chrome, Edge or Safari, or enable Firefox's OpenH264 plugin (about:addons, Plugins)", ErrBadOffer, ErrNoCodec)
+	}
+	return false, "", fmt.Errorf("%w: %w: no H.264 or VP8 video section; use Chrome, Edge, Firefox or Safari", ErrBadOffer, ErrNoCodec)
+}
