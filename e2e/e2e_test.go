@@ -1,7 +1,8 @@
 // Package e2e runs sonolive as a user would and watches it in a real
 // browser: the real binary (`sonolive serve`, 720p30 phantom, the shipped
-// ONNX model) and Debian's headless Chromium driven by playwright-core.
-// The browser scripts live next to this file (expert.js, whep-eyevinn.js).
+// ONNX model) and Debian's headless Chromium driven by playwright-core, or
+// its Firefox ESR driven by puppeteer-core over WebDriver BiDi. The browser
+// scripts live next to this file (expert.js, firefox.js, whep-eyevinn.js).
 package e2e
 
 import (
@@ -61,6 +62,31 @@ func browser(t *testing.T) string {
 		t.Skipf("browser test needs %s", missing)
 	}
 	return chromium
+}
+
+// firefox finds Debian's Firefox ESR and puppeteer-core: required in CI,
+// skipped on a machine without them.
+func firefox(t *testing.T) string {
+	t.Helper()
+	ff := os.Getenv("FIREFOX")
+	if ff == "" {
+		ff = "/usr/bin/firefox-esr"
+	}
+	var missing string
+	if _, err := os.Stat(ff); err != nil {
+		missing = ff + " (make setup-browser)"
+	} else if _, err := os.Stat("node_modules/puppeteer-core"); err != nil {
+		missing = "e2e/node_modules/puppeteer-core (make setup-browser)"
+	} else if _, err := exec.LookPath("node"); err != nil {
+		missing = "node"
+	}
+	if missing != "" {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("Firefox test needs %s", missing)
+		}
+		t.Skipf("Firefox test needs %s", missing)
+	}
+	return ff
 }
 
 func outDir(t *testing.T) string {

@@ -4,9 +4,11 @@
 #
 #   scripts/setup.sh            system packages + ONNX Runtime library
 #   SETUP_TRAIN=1 scripts/setup.sh   also the Python training stack
-#   SETUP_BROWSER=1 scripts/setup.sh Debian's Chromium and the e2e scripts'
-#                                    npm packages (playwright-core drives
-#                                    /usr/bin/chromium; it never downloads one)
+#   SETUP_BROWSER=1 scripts/setup.sh Debian's Chromium and Firefox ESR and the
+#                                    e2e scripts' npm packages (playwright-core
+#                                    drives /usr/bin/chromium, puppeteer-core
+#                                    /usr/bin/firefox-esr; neither downloads
+#                                    a browser)
 #
 # ORT_LIB=/path/libonnxruntime.so skips the download when that file exists.
 set -euo pipefail
@@ -21,14 +23,14 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
 
-pkgs=(build-essential pkg-config libopencv-dev libx264-dev ffmpeg gstreamer1.0-plugins-base gstreamer1.0-plugins-good ca-certificates)
+pkgs=(build-essential pkg-config libopencv-dev libx264-dev libvpx-dev ffmpeg gstreamer1.0-plugins-base gstreamer1.0-plugins-good ca-certificates)
 # npm fetches the ONNX Runtime tarball; use Debian's only when none is on PATH.
 command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
 if [ "${SETUP_TRAIN:-0}" = 1 ]; then
   pkgs+=(python3-torch python3-torchvision python3-onnx python3-numpy python3-pil libopenblas0-pthread)
 fi
 if [ "${SETUP_BROWSER:-0}" = 1 ]; then
-  pkgs+=(chromium chromium-driver)
+  pkgs+=(chromium chromium-driver firefox-esr)
 fi
 
 missing=()
@@ -67,7 +69,7 @@ fi
 # Browser tests: npm packages pinned by e2e/package-lock.json. npm ci does not
 # fetch browsers (playwright-core has no install script).
 if [ "${SETUP_BROWSER:-0}" = 1 ]; then
-  if [ ! -d "$root/e2e/node_modules/playwright-core" ] || [ "$root/e2e/package-lock.json" -nt "$root/e2e/node_modules/.package-lock.json" ]; then
+  if [ ! -d "$root/e2e/node_modules/playwright-core" ] || [ ! -d "$root/e2e/node_modules/puppeteer-core" ] || [ "$root/e2e/package-lock.json" -nt "$root/e2e/node_modules/.package-lock.json" ]; then
     log "installing e2e npm packages"
     (cd "$root/e2e" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
   fi
