@@ -14,6 +14,7 @@ targets=(
   "./stream FuzzParseTrickle"
   "./server FuzzClientMessage"
   "./server FuzzConfig"
+  "./server FuzzConsult"
   "./capture FuzzSpec"
   "./capture FuzzRedact"
   "./capture FuzzMask"

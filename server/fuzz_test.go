@@ -47,3 +47,35 @@ func FuzzConfig(f *testing.F) {
 		}
 	})
 }
+
+// FuzzConsult: whatever a hostile page sends on the consult channel is
+// refused with ErrBadConsult or comes out inside the frame and within
+// bounds, without the server's own fields.
+func FuzzConsult(f *testing.F) {
+	f.Add([]byte(`{"type":"pointer","x":100,"y":50.5,"rtp_ts":12345}`))
+	f.Add([]byte(`{"type":"mark","id":"m1","shape":"arrow","points":[[10,10],[200,120]],"rtp_ts":1}`))
+	f.Add([]byte(`{"type":"mark","id":"f","shape":"freehand","points":[[1,1],[2,2],[3,3]]}`))
+	f.Add([]byte(`{"type":"clear"}`))
+	f.Add([]byte(`{"type":"pointer","x":1e309,"y":-1,"from":{"viewer":"x","role":"sonographer"}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := parseConsult(b, 640, 480)
+		if err != nil {
+			if !errors.Is(err, ErrBadConsult) {
+				t.Fatalf("unnamed error: %v", err)
+			}
+			return
+		}
+		if m.From != nil || m.At != 0 || len(m.Points) > maxMarkPoints || len(m.ID) > 32 {
+			t.Fatalf("out of bounds: %+v", m)
+		}
+		pts := m.Points
+		if m.X != nil {
+			pts = append(pts, [2]float64{*m.X, *m.Y})
+		}
+		for _, p := range pts {
+			if !(p[0] >= 0 && p[0] <= 640 && p[1] >= 0 && p[1] <= 480) {
+				t.Fatalf("point %v outside the frame: %+v", p, m)
+			}
+		}
+	})
+}

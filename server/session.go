@@ -35,6 +35,7 @@ type Session struct {
 	deps     *Server
 	log      *zap.Logger
 	relay    *stream.Relay
+	consult  *consultRelay
 	detector infer.Detector
 	model    string
 
@@ -90,10 +91,12 @@ func newSession(s *Server, src Source, det infer.Detector, model string) (*Sessi
 		OnViewer: func(ev stream.ViewerEvent) {
 			if ev.Event == "left" {
 				ses.releaseViewer(ev.ID, ev.Reason)
+				ses.consult.forget(ev.ID)
 			}
 			s.hub.broadcast(src.ID, event{Type: "viewer", Viewer: &ev})
 			ses.recordEvent("viewer_"+ev.Event, map[string]string{"viewer": ev.ID, "role": ev.Role})
 		},
+		OnConsult: func(v *stream.Viewer, msg []byte) { ses.consult.handle(v, msg) },
 		OnEncode: func(d time.Duration, _ int) {
 			s.metrics.ObserveStage(src.ID, "encode", d)
 			ses.mu.Lock()
@@ -106,6 +109,7 @@ func newSession(s *Server, src Source, det infer.Detector, model string) (*Sessi
 		return nil, err
 	}
 	ses.relay = relay
+	ses.consult = &consultRelay{ses: ses}
 	return ses, nil
 }
 

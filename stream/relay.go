@@ -76,6 +76,10 @@ type Config struct {
 	// OnViewer, when set, hears about viewers joining and leaving. It must
 	// not block.
 	OnViewer func(ViewerEvent)
+	// OnConsult, when set, receives each message a viewer sends on its
+	// consult channel, on that channel's goroutine (one per viewer). It
+	// must not block for long; it is the only reader of the messages.
+	OnConsult func(v *Viewer, msg []byte)
 	// OnEncode, when set, receives each frame's encode time and size.
 	OnEncode func(d time.Duration, bytes int)
 	Logger   *zap.Logger
@@ -355,6 +359,13 @@ func (r *Relay) Stats() Stats {
 	}
 	r.mu.RUnlock()
 	return s
+}
+
+// FrameSize is the size of the last frame written (0×0 before the first).
+func (r *Relay) FrameSize() (w, h int) {
+	r.smu.Lock()
+	defer r.smu.Unlock()
+	return r.width, r.height
 }
 
 // ViewerCount is the number of connected viewers.

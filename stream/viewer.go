@@ -20,14 +20,15 @@ import (
 
 // Viewer is one WebRTC peer watching a relay.
 type Viewer struct {
-	relay  *Relay
-	id     string
-	role   string
-	joined time.Time
-	pc     *webrtc.PeerConnection
-	track  *webrtc.TrackLocalStaticRTP
-	sender *webrtc.RTPSender
-	dc     *webrtc.DataChannel // nil when the offer had no application section
+	relay   *Relay
+	id      string
+	role    string
+	joined  time.Time
+	pc      *webrtc.PeerConnection
+	track   *webrtc.TrackLocalStaticRTP
+	sender  *webrtc.RTPSender
+	dc      *webrtc.DataChannel // nil when the offer had no application section
+	consult consultChannel      // the page's consult channel, once it opens one
 	// layer is the extra encoding the viewer takes (VP8), nil for the
 	// relay's own H.264. Set before the viewer is listed, then fixed.
 	layer *layer
@@ -71,6 +72,7 @@ func (v *Viewer) ID() string { return v.id }
 func (v *Viewer) Role() string { return v.role }
 
 func (v *Viewer) start() {
+	v.pc.OnDataChannel(v.acceptConsult)
 	v.pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
 		v.state.Store(s)
 		switch s {
@@ -281,6 +283,11 @@ type ViewerStats struct {
 	MetaDropped uint64 `json:"meta_dropped"`
 	PLIs        uint64 `json:"plis"`
 	Queued      int    `json:"queued"`
+	// Consult messages received from and sent to the page, and dropped
+	// (over the rate or size limit, or the channel backed up).
+	ConsultIn      uint64 `json:"consult_in"`
+	ConsultOut     uint64 `json:"consult_out"`
+	ConsultDropped uint64 `json:"consult_dropped"`
 }
 
 // Stats returns the viewer's counters.
@@ -292,5 +299,6 @@ func (v *Viewer) Stats() ViewerStats {
 	}
 	return ViewerStats{ID: v.id, Role: v.role, Codec: codec, State: st.String(), Joined: v.joined,
 		Frames: v.frames.Load(), Dropped: v.dropped.Load(), Waiting: v.waiting.Load(),
-		MetaSent: v.metaSent.Load(), MetaDropped: v.metaDropped.Load(), PLIs: v.plis.Load(), Queued: len(v.q)}
+		MetaSent: v.metaSent.Load(), MetaDropped: v.metaDropped.Load(), PLIs: v.plis.Load(), Queued: len(v.q),
+		ConsultIn: v.consult.in.Load(), ConsultOut: v.consult.out.Load(), ConsultDropped: v.consult.dropped.Load()}
 }

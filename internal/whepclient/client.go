@@ -30,6 +30,8 @@ type Options struct {
 	NoMetadata bool
 	// VP8 offers VP8 only, as Firefox does before it has OpenH264.
 	VP8 bool
+	// Consult opens the "consult" DataChannel, as the pages do.
+	Consult bool
 	// HTTP is the client for signalling (default: 10 s timeout).
 	HTTP *http.Client
 }
@@ -38,6 +40,8 @@ type Options struct {
 type Session struct {
 	pc       *webrtc.PeerConnection
 	vp8      bool
+	consult  *webrtc.DataChannel
+	received chan []byte // consult messages, newest dropped when full
 	resource string
 	http     *http.Client
 	token    string
@@ -127,7 +131,8 @@ func Dial(ctx context.Context, endpoint string, opt Options) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{pc: pc, vp8: opt.VP8, http: opt.HTTP, token: opt.Token, started: time.Now(), metaTS: map[uint32]bool{}, done: make(chan struct{})}
+	s := &Session{pc: pc, vp8: opt.VP8, http: opt.HTTP, token: opt.Token, started: time.Now(), metaTS: map[uint32]bool{}, done: make(chan struct{}),
+		received: make(chan []byte, 256)}
 	if s.http == nil {
 		s.http = &http.Client{Timeout: 10 * time.Second}
 	}
@@ -143,6 +148,19 @@ func Dial(ctx context.Context, endpoint string, opt Options) (*Session, error) {
 			return fail(err)
 		}
 		dc.OnMessage(s.onMeta)
+	}
+	if opt.Consult {
+		dc, err := pc.CreateDataChannel("consult", nil)
+		if err != nil {
+			return fail(err)
+		}
+		s.consult = dc
+		dc.OnMessage(func(m webrtc.DataChannelMessage) {
+			select {
+			case s.received <- append([]byte(nil), m.Data...):
+			default:
+			}
+		})
 	}
 	pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) { go s.readTrack(t) })
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
@@ -190,6 +208,24 @@ func Dial(ctx context.Context, endpoint string, opt Options) (*Session, error) {
 	}
 	return s, nil
 }
+
+// SendConsult sends msg on the consult channel once it is open.
+func (s *Session) SendConsult(ctx context.Context, msg []byte) error {
+	if s.consult == nil {
+		return errors.New("whep: no consult channel (Options.Consult)")
+	}
+	for s.consult.ReadyState() != webrtc.DataChannelStateOpen {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("whep: consult channel not open: %w", ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return s.consult.SendText(string(msg))
+}
+
+// Consult is where the consult messages from the server arrive.
+func (s *Session) Consult() <-chan []byte { return s.received }
 
 // Resource is the session's WHEP resource URL.
 func (s *Session) Resource() string { return s.resource }

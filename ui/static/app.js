@@ -17,6 +17,11 @@
 // they belong to however the DataChannel and the video are delayed. The same
 // lookup gives glass-to-glass latency:
 //   performance.timeOrigin + md.expectedDisplayTime - meta.capture_unix_ms.
+//
+// The pointer and marks (marks.js) go over a third channel, "consult"
+// (ordered, reliable), which the page opens and the server forwards.
+
+import { MarkLayer } from './marks.js';
 
 const META_MAX_AGE_MS = 5000;       // older metadata can no longer match a displayed frame
 const G2G_RING_SIZE = 600;          // ~20 s at 30 fps: the window for p50/p95
@@ -141,9 +146,10 @@ function waitIceGathering(pc, timeoutMs) {
 // WhepClient plays /whep/{source}: one RTCPeerConnection at a time, rebuilt
 // with backoff when it fails; 401/403/404 stop it for good (onFatal).
 class WhepClient {
-  constructor({ url, token, onTrack, onMessage, onState, onFatal, onResource }) {
-    Object.assign(this, { url, token, onTrack, onMessage, onState, onFatal, onResource });
+  constructor({ url, token, onTrack, onMessage, onConsult, onState, onFatal, onResource }) {
+    Object.assign(this, { url, token, onTrack, onMessage, onConsult, onState, onFatal, onResource });
     this.pc = null;
+    this.consult = null;
     this.resource = null;
     this.gen = 0;            // bumps on every (re)connect: late callbacks of old attempts are ignored
     this.failures = 0;
@@ -180,6 +186,16 @@ class WhepClient {
     dc.onmessage = (ev) => {
       if (gen !== this.gen) return;
       this.onMessage(typeof ev.data === 'string' ? ev.data : utf8.decode(ev.data));
+    };
+    // Ordered and reliable: pointer, marks and what the session's people
+    // send each other; the server forwards it to the others.
+    const consult = pc.createDataChannel('consult');
+    this.consult = consult;
+    consult.onmessage = (ev) => {
+      if (gen !== this.gen || typeof ev.data !== 'string') return;
+      let msg;
+      try { msg = JSON.parse(ev.data); } catch { return; }
+      this.onConsult(msg);
     };
     const dcState = () => { if (gen === this.gen) stats.dcState = dc.readyState; };
     dc.onopen = dcState;
@@ -225,6 +241,13 @@ class WhepClient {
     }
   }
 
+  // sendConsult sends one consult message; false when the channel is not open.
+  sendConsult(msg) {
+    if (!this.consult || this.consult.readyState !== 'open') return false;
+    this.consult.send(JSON.stringify(msg));
+    return true;
+  }
+
   onPcState(state) {
     clearTimeout(this.timers.disconnected);
     this.onState(state);
@@ -262,6 +285,7 @@ class WhepClient {
     this.resource = null;
     if (this.pc) this.pc.close();
     this.pc = null;
+    this.consult = null;
   }
 }
 
@@ -639,11 +663,23 @@ class Session {
 
     const src = encodeURIComponent(ctx.source);
     this.sync = new FrameSync(this.video, (f) => this.onFrame(f));
+    this.marks = new MarkLayer($('marks'), this.video, {
+      rectOf: contentRect,
+      frameSize: () => {
+        const m = this.currentMeta || (this.server && { width: this.server.width, height: this.server.height });
+        return m && m.width && m.height ? { w: m.width, h: m.height } : null;
+      },
+      frameTs: () => (this.currentMeta ? this.currentMeta.rtp_ts : undefined),
+      send: (msg) => this.whep.sendConsult(msg),
+      role: ctx.page === 'live' ? 'sonographer' : 'expert',
+    });
+    stats.marks = this.marks.stats;
     this.whep = new WhepClient({
       url: `/whep/${src}`,
       token: ctx.token,
       onTrack: (stream) => this.attach(stream),
       onMessage: (data) => this.onMetadata(data),
+      onConsult: (msg) => this.marks.receive(msg),
       onState: (s) => { this.whepState = s; stats.pcState = s; },
       onFatal: (err) => this.die(err),
       onResource: (url) => { stats.viewerId = url ? url.split('/').filter(Boolean).pop() : null; },
@@ -959,6 +995,22 @@ async function sampleQuality(pc, prev) {
 
 // ---------------------------------------------------------------- common page setup
 
+// wireTools: one tool at a time, pressed again to put it down.
+function wireTools(session) {
+  const bar = $('tools');
+  if (!bar) return;
+  const buttons = [...bar.querySelectorAll('[data-tool]')];
+  for (const b of buttons) {
+    b.addEventListener('click', () => {
+      const on = b.getAttribute('aria-pressed') !== 'true';
+      for (const o of buttons) o.setAttribute('aria-pressed', String(on && o === b));
+      session.marks.setTool(on ? b.dataset.tool : null);
+    });
+  }
+  const clear = $('clear-marks');
+  if (clear) clear.addEventListener('click', () => session.marks.clearMine());
+}
+
 function wireVideoControls(session) {
   const playBtn = $('play-btn');
   if (playBtn) playBtn.addEventListener('click', () => session.video.play().then(() => { playBtn.hidden = true; }).catch(() => {}));
@@ -1013,6 +1065,7 @@ async function boot(page, setup) {
   setText('source-name', ctx.source || '—');
   const session = new Session(ctx, {});
   wireVideoControls(session);
+  wireTools(session);
   let entry;
   try {
     entry = await preflight(ctx, session);

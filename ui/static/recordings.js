@@ -13,8 +13,9 @@
 // page takes metadata.mediaTime and draws the entry with the largest
 // t <= mediaTime + 0.001 (the 1 ms absorbs t's rounding to milliseconds).
 
+import { MarkLayer } from './marks.js';
 import {
-  parseLocation, tokenPayload, httpError, BoxPainter, fmtPct,
+  parseLocation, tokenPayload, httpError, BoxPainter, contentRect, fmtPct,
   INVALID_LINK_MSG, FORBIDDEN_LINK_MSG,
   toast, setPill,
 } from './app.js';
@@ -349,6 +350,17 @@ function parseTimeline(text) {
   return { entries, events, ts, bad, frameDur };
 }
 
+// consultOf picks the consult events (pointer, marks, clears) out of a
+// timeline's session events: [{t, msg}] sorted by t.
+function consultOf(events) {
+  const out = [];
+  for (const e of events) {
+    if (e.event !== 'consult' || !e.data || typeof e.data.msg !== 'string') continue;
+    try { out.push({ t: e.t, msg: JSON.parse(e.data.msg) }); } catch { /* a bad line: skip */ }
+  }
+  return out.sort((a, b) => a.t - b.t);
+}
+
 // lastIndexAtOrBefore: the largest i with ts[i] <= x, or -1.
 function lastIndexAtOrBefore(ts, x) {
   let lo = 0;
@@ -405,6 +417,8 @@ function bootReplay() {
     get paused() { return video.paused; },
     get playbackRate() { return video.playbackRate; },
     get timelineEntries() { return timeline ? timeline.entries.length : 0; },
+    get consultEvents() { return consultEvents.length; },
+    get consultShown() { return consult.marks.size + consult.pointers.size; },
     id,
     syncMode: 'none',       // rvfc | timeupdate
     framesDrawn: 0,
@@ -434,6 +448,18 @@ function bootReplay() {
     height: (meta && meta.height) || video.videoHeight,
   });
 
+  // The expert's and the sonographer's pointer and marks, as they were at
+  // the frame on screen (hidden in quiz mode with the boxes).
+  let consultEvents = [];
+  const consult = new MarkLayer($('marks'), video, {
+    rectOf: contentRect,
+    frameSize: () => { const { width, height } = srcSize(); return width && height ? { w: width, h: height } : null; },
+    frameTs: () => undefined,
+    send: () => false,
+    role: 'replay',
+    now: () => (mediaTime ?? 0) * 1000,
+  });
+
   // renderAt draws the timeline entry of the frame at media time mt.
   const renderAt = (mt) => {
     if (!Number.isFinite(mt)) return;
@@ -444,6 +470,7 @@ function bootReplay() {
       if (i >= 0 && mt - timeline.ts[i] <= MAX_ENTRY_GAP_S) e = timeline.entries[i];
     }
     entry = e;
+    consult.showTimeline(showMarks ? consultEvents : [], mt);
     const dets = e && Array.isArray(e.detections) ? e.detections.filter(validBox) : [];
     const { width, height } = srcSize();
     // Frames recorded with burn-in on carry the boxes in their pixels:
@@ -842,6 +869,7 @@ function bootReplay() {
     try {
       const text = await api(ctx.token, `${recPath(id)}/timeline.jsonl`, { as: 'text' });
       timeline = parseTimeline(text);
+      consultEvents = consultOf(timeline.events);
       if (timeline.bad) showError(`${plural(timeline.bad, 'timeline line')} could not be read`);
       redraw();
     } catch (err) {
