@@ -92,6 +92,10 @@ type soakFigures struct {
 	End           float64 `json:"end"`
 	SlopePerMin   float64 `json:"slope_per_min"`
 	SlopePctPerHr float64 `json:"slope_pct_of_start_per_hour"`
+	// SlopeLateHalf is the slope over the second half of the run: what
+	// fills once to a bound (caches, capped sample reservoirs) shows in
+	// the whole run's slope but not here; a leak shows in both.
+	SlopeLateHalf float64 `json:"slope_second_half_per_min"`
 }
 
 func soak(ctx context.Context, endpoint, metricsURL, token string, n int, duration, churn, sample, warmup time.Duration) (soakReport, error) {
@@ -197,7 +201,9 @@ func soak(ctx context.Context, endpoint, metricsURL, token string, n int, durati
 			continue
 		}
 		k := max(1, len(ys)/5)
-		f := soakFigures{Start: round3(mean(ys[:k])), End: round3(mean(ys[len(ys)-k:])), SlopePerMin: round3(slope(xs, ys))}
+		h := len(ys) / 2
+		f := soakFigures{Start: round3(mean(ys[:k])), End: round3(mean(ys[len(ys)-k:])), SlopePerMin: round3(slope(xs, ys)),
+			SlopeLateHalf: round3(slope(xs[h:], ys[h:]))}
 		if f.Start != 0 {
 			f.SlopePctPerHr = round3(f.SlopePerMin * 60 / f.Start * 100)
 		}
