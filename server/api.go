@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -183,6 +184,29 @@ func (s *Server) setOverlay(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("burn-in switched", zap.String("source", ses.id), zap.Bool("burn_in", *req.BurnIn))
 	s.hub.broadcast(ses.id, event{Type: "overlay", BurnIn: req.BurnIn})
 	writeJSON(w, http.StatusOK, map[string]bool{"burn_in": *req.BurnIn})
+}
+
+// getStill serves the picture of the freeze in force: every page shows
+// this same decoded frame while frozen. ts names it, so a page never shows
+// a picture of another freeze.
+func (s *Server) getStill(w http.ResponseWriter, r *http.Request) {
+	ses, _, ok := s.authorize(w, r, liveRoles...)
+	if !ok {
+		return
+	}
+	ts, err := strconv.ParseUint(r.URL.Query().Get("ts"), 10, 32)
+	if err != nil {
+		http.Error(w, "ts must be the RTP timestamp of the frozen frame", http.StatusBadRequest)
+		return
+	}
+	jpeg, ok := ses.consult.still(uint32(ts))
+	if !ok {
+		http.Error(w, "no freeze of that frame in force", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "image/jpeg")
+	w.Header().Set("Cache-Control", "private, no-store")
+	w.Write(jpeg)
 }
 
 type sourceInfo struct {

@@ -5,12 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
+	"gocv.io/x/gocv"
 
 	"sonolive/stream"
 )
@@ -22,18 +27,33 @@ import (
 // stamps who sent it and when, forwards it to everyone else and keeps the
 // marks in the recording's timeline so a replay shows them in time.
 
+// The expert's read of an AI finding travels the same way: a verdict on a
+// track (agree, disagree, unsure), optionally a category and a note, shown
+// next to the box on every page, kept in the timeline and exportable as
+// labels. The latest verdict per track is also kept here, for a page that
+// joins later.
+
 // ErrBadConsult: a consult message that is not one we forward.
 var ErrBadConsult = errors.New("bad consult message")
 
 // consultMsg is one message, as received and as forwarded.
 type consultMsg struct {
-	Type   string       `json:"type"` // pointer, mark, clear
+	Type   string       `json:"type"` // pointer, mark, clear, verdict, freeze, unfreeze
 	ID     string       `json:"id,omitempty"`
 	Shape  string       `json:"shape,omitempty"` // arrow, circle, caliper, freehand
 	X      *float64     `json:"x,omitempty"`
 	Y      *float64     `json:"y,omitempty"`
 	Points [][2]float64 `json:"points,omitempty"`
 	RTPTS  uint32       `json:"rtp_ts,omitempty"`
+	// A verdict: the track it is about, agree|disagree|unsure, a category
+	// from categories (or none) and a short note.
+	TrackID  *uint64 `json:"track_id,omitempty"`
+	Verdict  string  `json:"verdict,omitempty"`
+	Category string  `json:"category,omitempty"`
+	Note     string  `json:"note,omitempty"`
+	// Still is set by the server on a freeze: the URL of the frozen
+	// frame's picture, the same for every page.
+	Still string `json:"still,omitempty"`
 	// SentAt is the sender's clock at the input (unix ms), passed on so a
 	// test on one machine can time input to drawing; never trusted.
 	SentAt int64 `json:"sent_at,omitempty"`
@@ -52,6 +72,31 @@ const maxMarkPoints = 512
 
 var markID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
 
+// categories an expert may give a finding: BI-RADS assessment categories
+// for a breast lesion, ACR TI-RADS levels for a thyroid nodule.
+var categories = map[string]bool{
+	"BI-RADS 2": true, "BI-RADS 3": true, "BI-RADS 4a": true, "BI-RADS 4b": true, "BI-RADS 4c": true, "BI-RADS 5": true,
+	"TI-RADS TR1": true, "TI-RADS TR2": true, "TI-RADS TR3": true, "TI-RADS TR4": true, "TI-RADS TR5": true,
+}
+
+// maxNote bounds a verdict's note, in runes.
+const maxNote = 280
+
+// cleanNote drops control characters (a note is shown as text, and goes
+// into JSON lines) and says whether what is left fits.
+func cleanNote(s string) (string, bool) {
+	if !utf8.ValidString(s) {
+		return "", false
+	}
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, s)
+	return strings.TrimSpace(s), utf8.RuneCountInString(s) <= maxNote
+}
+
 // parseConsult reads and checks one message against the frame size w×h
 // (coordinates may sit on the edge, not beyond it). The server's fields
 // (from, at) are never taken from the sender.
@@ -63,7 +108,10 @@ func parseConsult(b []byte, w, h int) (consultMsg, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return m, fmt.Errorf("%w: %v", ErrBadConsult, err)
 	}
-	m.From, m.At = nil, 0
+	m.From, m.At, m.Still = nil, 0, ""
+	if m.Type != "verdict" {
+		m.TrackID, m.Verdict, m.Category, m.Note = nil, "", "", ""
+	}
 	in := func(x, y float64) bool {
 		return !math.IsNaN(x) && !math.IsNaN(y) && x >= 0 && y >= 0 && x <= float64(w) && y <= float64(h)
 	}
@@ -100,10 +148,43 @@ func parseConsult(b []byte, w, h int) (consultMsg, error) {
 			return m, fmt.Errorf("%w: mark id must be 1-32 of [A-Za-z0-9_-]", ErrBadConsult)
 		}
 		m.Shape, m.X, m.Y, m.Points = "", nil, nil, nil
+	case "verdict":
+		if m.TrackID == nil {
+			return m, fmt.Errorf("%w: verdict needs a track_id", ErrBadConsult)
+		}
+		if m.Verdict != "agree" && m.Verdict != "disagree" && m.Verdict != "unsure" {
+			return m, fmt.Errorf("%w: verdict %q (agree, disagree or unsure)", ErrBadConsult, m.Verdict)
+		}
+		if m.Category != "" && !categories[m.Category] {
+			return m, fmt.Errorf("%w: category %q (BI-RADS 2-5 or TI-RADS TR1-TR5)", ErrBadConsult, m.Category)
+		}
+		note, ok := cleanNote(m.Note)
+		if !ok {
+			return m, fmt.Errorf("%w: note longer than %d characters or not UTF-8", ErrBadConsult, maxNote)
+		}
+		m.Note = note
+		m.ID, m.Shape, m.X, m.Y, m.Points = "", "", nil, nil, nil
+	case "freeze":
+		// rtp_ts names the frame the sender had on screen (0 is a real
+		// timestamp, so it is required, not defaulted).
+		if !hasRTPTS(b) {
+			return m, fmt.Errorf("%w: freeze needs the rtp_ts of the frame on screen", ErrBadConsult)
+		}
+		m.ID, m.Shape, m.X, m.Y, m.Points = "", "", nil, nil, nil
+	case "unfreeze":
+		m.ID, m.Shape, m.X, m.Y, m.Points, m.RTPTS = "", "", nil, nil, nil, 0
 	default:
-		return m, fmt.Errorf("%w: type %q (pointer, mark or clear)", ErrBadConsult, m.Type)
+		return m, fmt.Errorf("%w: type %q (pointer, mark, clear, verdict, freeze or unfreeze)", ErrBadConsult, m.Type)
 	}
 	return m, nil
+}
+
+// hasRTPTS reports whether the message gives rtp_ts at all.
+func hasRTPTS(b []byte) bool {
+	var probe struct {
+		RTPTS *uint32 `json:"rtp_ts"`
+	}
+	return json.Unmarshal(b, &probe) == nil && probe.RTPTS != nil
 }
 
 // consultRelay checks, stamps, forwards and records a session's consult
@@ -115,7 +196,27 @@ type consultRelay struct {
 	mu         sync.Mutex
 	pointerRec map[string]time.Time
 	bad        uint64
+	// verdicts holds the latest verdict per track (as forwarded), for
+	// pages that join later; the oldest go beyond maxVerdicts.
+	verdicts     map[uint64][]byte
+	verdictOrder []uint64
+	// frozen is the freeze in force (its forwarded message and picture),
+	// nil when live.
+	frozen *freezeState
+	// freezing is set while a freeze's frame is being decoded: a second
+	// request meanwhile is refused, not queued.
+	freezing bool
 }
+
+// freezeState is the frame everyone holds.
+type freezeState struct {
+	ts   uint32
+	msg  []byte
+	jpeg []byte
+}
+
+// maxVerdicts bounds the verdicts kept for late joiners.
+const maxVerdicts = 256
 
 func (c *consultRelay) handle(v *stream.Viewer, b []byte) {
 	w, h := c.ses.relay.FrameSize()
@@ -133,11 +234,24 @@ func (c *consultRelay) handle(v *stream.Viewer, b []byte) {
 	now := time.Now()
 	m.From = &consultFrom{Viewer: v.ID(), Role: v.Role()}
 	m.At = now.UnixMilli()
+	switch m.Type {
+	case "freeze":
+		c.freeze(m)
+		return
+	case "unfreeze":
+		c.unfreeze(m)
+		return
+	}
 	out, err := json.Marshal(m)
 	if err != nil {
 		return
 	}
 	c.ses.relay.Broadcast(v.ID(), out)
+	if m.Type == "verdict" {
+		c.keepVerdict(*m.TrackID, out)
+		c.ses.log.Info("verdict", zap.String("viewer", v.ID()), zap.String("role", v.Role()), zap.Uint64("track", *m.TrackID),
+			zap.String("verdict", m.Verdict), zap.String("category", m.Category))
+	}
 	if m.Type == "pointer" {
 		c.mu.Lock()
 		if c.pointerRec == nil {
@@ -154,6 +268,116 @@ func (c *consultRelay) handle(v *stream.Viewer, b []byte) {
 		}
 	}
 	c.ses.recordEvent("consult", map[string]string{"msg": string(out), "rtp_ts": strconv.FormatUint(uint64(m.RTPTS), 10)})
+}
+
+func (c *consultRelay) keepVerdict(track uint64, msg []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.verdicts == nil {
+		c.verdicts = map[uint64][]byte{}
+	}
+	if _, ok := c.verdicts[track]; !ok {
+		c.verdictOrder = append(c.verdictOrder, track)
+		if len(c.verdictOrder) > maxVerdicts {
+			delete(c.verdicts, c.verdictOrder[0])
+			c.verdictOrder = c.verdictOrder[1:]
+		}
+	}
+	c.verdicts[track] = msg
+}
+
+// freeze decodes the frame the sender had on screen and tells every page,
+// the sender too, to hold it: all then show the same picture, fetched from
+// the server, whatever frame each had reached.
+func (c *consultRelay) freeze(m consultMsg) {
+	c.mu.Lock()
+	if c.freezing {
+		c.mu.Unlock()
+		return
+	}
+	c.freezing = true
+	c.mu.Unlock()
+	go func() {
+		defer func() {
+			c.mu.Lock()
+			c.freezing = false
+			c.mu.Unlock()
+		}()
+		img, err := c.ses.stills.frame(m.RTPTS)
+		if errors.Is(err, errNoStill) {
+			// Too old (a long round trip): the newest frame kept instead.
+			if ts, ok := c.ses.stills.newest(); ok {
+				m.RTPTS = ts
+				img, err = c.ses.stills.frame(ts)
+			}
+		}
+		if err != nil {
+			c.ses.log.Warn("freeze failed", zap.Uint32("rtp_ts", m.RTPTS), zap.Error(err))
+			return
+		}
+		buf, err := gocv.IMEncodeWithParams(gocv.JPEGFileExt, img, []int{gocv.IMWriteJpegQuality, 92})
+		img.Close()
+		if err != nil {
+			c.ses.log.Warn("freeze: encoding the still", zap.Error(err))
+			return
+		}
+		jpeg := append([]byte(nil), buf.GetBytes()...)
+		buf.Close()
+		m.Still = fmt.Sprintf("/api/sources/%s/still.jpg?ts=%d", url.PathEscape(c.ses.id), m.RTPTS)
+		out, err := json.Marshal(m)
+		if err != nil {
+			return
+		}
+		c.mu.Lock()
+		c.frozen = &freezeState{ts: m.RTPTS, msg: out, jpeg: jpeg}
+		c.mu.Unlock()
+		c.ses.relay.Broadcast("", out)
+		c.ses.recordEvent("consult", map[string]string{"msg": string(out), "rtp_ts": strconv.FormatUint(uint64(m.RTPTS), 10)})
+		c.ses.log.Info("frozen", zap.String("by", m.From.Role), zap.Uint32("rtp_ts", m.RTPTS))
+	}()
+}
+
+func (c *consultRelay) unfreeze(m consultMsg) {
+	c.mu.Lock()
+	was := c.frozen != nil
+	c.frozen = nil
+	c.mu.Unlock()
+	if !was {
+		return
+	}
+	out, err := json.Marshal(m)
+	if err != nil {
+		return
+	}
+	c.ses.relay.Broadcast("", out)
+	c.ses.recordEvent("consult", map[string]string{"msg": string(out)})
+}
+
+// still is the picture of the freeze in force for the frame ts.
+func (c *consultRelay) still(ts uint32) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.frozen == nil || c.frozen.ts != ts {
+		return nil, false
+	}
+	return c.frozen.jpeg, true
+}
+
+// opened sends a page whose consult channel just opened the state so far:
+// the verdicts given and the freeze in force.
+func (c *consultRelay) opened(v *stream.Viewer) {
+	c.mu.Lock()
+	msgs := make([][]byte, 0, len(c.verdictOrder)+1)
+	for _, t := range c.verdictOrder {
+		msgs = append(msgs, c.verdicts[t])
+	}
+	if c.frozen != nil {
+		msgs = append(msgs, c.frozen.msg)
+	}
+	c.mu.Unlock()
+	for _, m := range msgs {
+		v.SendConsult(m)
+	}
 }
 
 // forget drops what is kept for a viewer that left.

@@ -4,10 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"gocv.io/x/gocv"
 
 	"sonolive/auth"
 	"sonolive/internal/whepclient"
@@ -34,6 +38,12 @@ func TestParseConsult(t *testing.T) {
 		{"unknown type", `{"type":"freeze"}`, false},
 		{"not json", `hello`, false},
 		{"negative", `{"type":"pointer","x":-1,"y":2}`, false},
+		{"verdict", `{"type":"verdict","track_id":3,"verdict":"agree","category":"BI-RADS 4a","note":"irregular margin"}`, true},
+		{"verdict on track 0", `{"type":"verdict","track_id":0,"verdict":"unsure"}`, true},
+		{"verdict without a track", `{"type":"verdict","verdict":"agree"}`, false},
+		{"verdict of another word", `{"type":"verdict","track_id":3,"verdict":"maybe"}`, false},
+		{"unknown category", `{"type":"verdict","track_id":3,"verdict":"agree","category":"BI-RADS 6"}`, false},
+		{"note too long", `{"type":"verdict","track_id":3,"verdict":"agree","note":"` + strings.Repeat("x", 281) + `"}`, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, err := parseConsult([]byte(tc.msg), 640, 480)
@@ -48,6 +58,10 @@ func TestParseConsult(t *testing.T) {
 	m, err := parseConsult([]byte(`{"type":"pointer","x":1,"y":1,"from":{"viewer":"v1","role":"sonographer"},"at":5}`), 640, 480)
 	if err != nil || m.From != nil || m.At != 0 {
 		t.Fatalf("a sender's own from/at kept: %+v %v", m, err)
+	}
+	m, err = parseConsult([]byte("{\"type\":\"verdict\",\"track_id\":1,\"verdict\":\"disagree\",\"note\":\" cyst\\u0007\\n \"}"), 640, 480)
+	if err != nil || m.Note != "cyst" {
+		t.Fatalf("note not cleaned: %q %v", m.Note, err)
 	}
 }
 
@@ -100,6 +114,29 @@ func TestConsultForwarded(t *testing.T) {
 		t.Fatalf("the sender got its own message back: %s", b)
 	case <-time.After(300 * time.Millisecond):
 	}
+
+	// A verdict reaches the sonographer now and a page that joins later
+	// when its consult channel opens.
+	send(`{"type":"verdict","track_id":2,"verdict":"disagree","category":"BI-RADS 3"}`)
+	wantVerdict := func(v *whepclient.Session, who string) {
+		t.Helper()
+		for {
+			select {
+			case b := <-v.Consult():
+				var m consultMsg
+				if json.Unmarshal(b, &m) == nil && m.Type == "verdict" {
+					if m.TrackID == nil || *m.TrackID != 2 || m.Verdict != "disagree" || m.Category != "BI-RADS 3" || m.From.Role != "expert" {
+						t.Fatalf("%s got %+v", who, m)
+					}
+					return
+				}
+			case <-ctx.Done():
+				t.Fatalf("%s never got the verdict", who)
+			}
+		}
+	}
+	wantVerdict(sono, "the sonographer")
+	wantVerdict(dial(auth.Sonographer), "a page joining later")
 
 	// A flood: far more than the per-viewer rate; the excess is dropped
 	// at the server and counted.
@@ -173,5 +210,84 @@ func TestConsultForwarded(t *testing.T) {
 	// The pointer flood was a second or two: at most 10 a second are kept.
 	if marks != 1 || pointers < 1 || pointers > 40 {
 		t.Fatalf("timeline holds %d marks and %d pointer positions", marks, pointers)
+	}
+}
+
+// A freeze asked for by the expert on the frame it has on screen: every
+// page (the sender too) is told to hold that frame and gets the same
+// picture from the server; a page joining meanwhile is told at once;
+// unfreeze ends it for all.
+func TestFreezeHoldsOneFrame(t *testing.T) {
+	cfg := Default()
+	cfg.Record.Enabled = false
+	cfg.Audit.Path = ""
+	srv, base := runServer(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sonoTok, expertTok := token(t, srv, auth.Sonographer, time.Hour), token(t, srv, auth.Expert, time.Hour)
+	dial := func(tok string) *whepclient.Session {
+		v, err := whepclient.Dial(ctx, base+"/whep/phantom", whepclient.Options{Token: tok, Consult: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { v.Close(context.Background()) })
+		return v
+	}
+	sono, expert := dial(sonoTok), dial(expertTok)
+	var meta struct {
+		RTPTS  uint32 `json:"rtp_ts"`
+		Width  int    `json:"width"`
+		Height int    `json:"height"`
+	}
+	for meta.Width == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("no metadata")
+		}
+		time.Sleep(50 * time.Millisecond)
+		json.Unmarshal(expert.LastMetadata(), &meta)
+	}
+	next := func(v *whepclient.Session, typ string) consultMsg {
+		t.Helper()
+		for {
+			select {
+			case b := <-v.Consult():
+				var m consultMsg
+				if json.Unmarshal(b, &m) == nil && m.Type == typ {
+					return m
+				}
+			case <-ctx.Done():
+				t.Fatalf("no %s message", typ)
+			}
+		}
+	}
+	if err := expert.SendConsult(ctx, []byte(fmt.Sprintf(`{"type":"freeze","rtp_ts":%d}`, meta.RTPTS))); err != nil {
+		t.Fatal(err)
+	}
+	fs, fe := next(sono, "freeze"), next(expert, "freeze")
+	if fs.RTPTS != meta.RTPTS || fe.RTPTS != meta.RTPTS || fs.Still == "" || fs.Still != fe.Still || fs.From.Role != "expert" {
+		t.Fatalf("freeze of %d: sonographer got %+v, expert %+v", meta.RTPTS, fs, fe)
+	}
+	code, body := do(t, "GET", base+fs.Still, "", sonoTok, "")
+	if code != http.StatusOK {
+		t.Fatalf("still: %d %s", code, body)
+	}
+	img, err := gocv.IMDecode([]byte(body), gocv.IMReadColor)
+	if err != nil || img.Cols() != meta.Width || img.Rows() != meta.Height {
+		t.Fatalf("still %dx%d (%v), frame %dx%d", img.Cols(), img.Rows(), err, meta.Width, meta.Height)
+	}
+	img.Close()
+	if code, _ := do(t, "GET", base+fs.Still, "", "", ""); code != http.StatusUnauthorized {
+		t.Fatalf("still without a token: %d", code)
+	}
+	if late := next(dial(expertTok), "freeze"); late.RTPTS != meta.RTPTS {
+		t.Fatalf("a page joining during the freeze got %+v", late)
+	}
+	if err := sono.SendConsult(ctx, []byte(`{"type":"unfreeze"}`)); err != nil {
+		t.Fatal(err)
+	}
+	next(sono, "unfreeze")
+	next(expert, "unfreeze")
+	if code, _ := do(t, "GET", base+fs.Still, "", sonoTok, ""); code != http.StatusNotFound {
+		t.Fatalf("still after unfreeze: %d", code)
 	}
 }

@@ -145,6 +145,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/sources/{source}/invites", s.listInvites)
 	mux.HandleFunc("DELETE /api/sources/{source}/invites/{id}", s.revokeInvite)
 	mux.HandleFunc("PUT /api/sources/{source}/overlay", s.setOverlay)
+	mux.HandleFunc("GET /api/sources/{source}/still.jpg", s.getStill)
 	mux.HandleFunc("GET /api/sources", s.listSources)
 	mux.HandleFunc("GET /api/recordings", s.listRecordings)
 	mux.HandleFunc("GET /api/recordings/{id}", s.getRecording)

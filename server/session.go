@@ -36,6 +36,7 @@ type Session struct {
 	log      *zap.Logger
 	relay    *stream.Relay
 	consult  *consultRelay
+	stills   *stills
 	detector infer.Detector
 	model    string
 
@@ -96,7 +97,8 @@ func newSession(s *Server, src Source, det infer.Detector, model string) (*Sessi
 			s.hub.broadcast(src.ID, event{Type: "viewer", Viewer: &ev})
 			ses.recordEvent("viewer_"+ev.Event, map[string]string{"viewer": ev.ID, "role": ev.Role})
 		},
-		OnConsult: func(v *stream.Viewer, msg []byte) { ses.consult.handle(v, msg) },
+		OnConsult:     func(v *stream.Viewer, msg []byte) { ses.consult.handle(v, msg) },
+		OnConsultOpen: func(v *stream.Viewer) { ses.consult.opened(v) },
 		OnEncode: func(d time.Duration, _ int) {
 			s.metrics.ObserveStage(src.ID, "encode", d)
 			ses.mu.Lock()
@@ -110,6 +112,8 @@ func newSession(s *Server, src Source, det infer.Detector, model string) (*Sessi
 	}
 	ses.relay = relay
 	ses.consult = &consultRelay{ses: ses}
+	ses.stills = &stills{}
+	relay.AddTap(ses.stills)
 	return ses, nil
 }
 

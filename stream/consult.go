@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -59,6 +60,18 @@ func (v *Viewer) acceptConsult(dc *webrtc.DataChannel) {
 	if !v.consult.dc.CompareAndSwap(nil, dc) {
 		dc.Close() // one per viewer
 		return
+	}
+	var once sync.Once
+	opened := func() {
+		once.Do(func() {
+			if f := v.relay.cfg.OnConsultOpen; f != nil {
+				f(v)
+			}
+		})
+	}
+	dc.OnOpen(opened)
+	if dc.ReadyState() == webrtc.DataChannelStateOpen {
+		go opened()
 	}
 	dc.OnMessage(func(m webrtc.DataChannelMessage) {
 		c := &v.consult

@@ -80,6 +80,9 @@ type Config struct {
 	// consult channel, on that channel's goroutine (one per viewer). It
 	// must not block for long; it is the only reader of the messages.
 	OnConsult func(v *Viewer, msg []byte)
+	// OnConsultOpen, when set, hears that a viewer's consult channel has
+	// opened (to send it the session's state so far).
+	OnConsultOpen func(v *Viewer)
 	// OnEncode, when set, receives each frame's encode time and size.
 	OnEncode func(d time.Duration, bytes int)
 	Logger   *zap.Logger
