@@ -254,6 +254,17 @@ func (r *Registry) Grants(source string) []Grant {
 	return out
 }
 
+// Label is the name given when token id was issued ("" if none or
+// unknown): who an invite was for, as the pages show it.
+func (r *Registry) Label(id string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if g, ok := r.grants[id]; ok {
+		return g.label
+	}
+	return ""
+}
+
 // Lookup returns the grant of token id.
 func (r *Registry) Lookup(id string) (Claims, bool) {
 	r.mu.Lock()

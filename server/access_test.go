@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"go.uber.org/zap"
 
 	"sonolive/auth"
 	"sonolive/internal/whepclient"
@@ -315,7 +316,11 @@ func runServer(t *testing.T, cfg Config) (*Server, string) {
 // did.
 func runServerWith(t *testing.T, cfg Config, open DetectorOpener) (srv *Server, base string, stop func()) {
 	t.Helper()
-	srv, err := New(cfg, nil, open)
+	var log *zap.Logger
+	if os.Getenv("SONOLIVE_TEST_LOG") != "" {
+		log, _ = zap.NewDevelopment()
+	}
+	srv, err := New(cfg, log, open)
 	if err != nil {
 		t.Fatal(err)
 	}

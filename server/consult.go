@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/url"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,7 +39,7 @@ var ErrBadConsult = errors.New("bad consult message")
 
 // consultMsg is one message, as received and as forwarded.
 type consultMsg struct {
-	Type   string       `json:"type"` // pointer, mark, clear, verdict, freeze, unfreeze
+	Type   string       `json:"type"` // pointer, mark, clear, verdict, freeze, unfreeze, chat; presence from the server
 	ID     string       `json:"id,omitempty"`
 	Shape  string       `json:"shape,omitempty"` // arrow, circle, caliper, freehand
 	X      *float64     `json:"x,omitempty"`
@@ -51,6 +52,10 @@ type consultMsg struct {
 	Verdict  string  `json:"verdict,omitempty"`
 	Category string  `json:"category,omitempty"`
 	Note     string  `json:"note,omitempty"`
+	// Text is a chat message (for when audio fails).
+	Text string `json:"text,omitempty"`
+	// People is the server's presence list: who is connected now.
+	People []consultFrom `json:"people,omitempty"`
 	// Still is set by the server on a freeze: the URL of the frozen
 	// frame's picture, the same for every page.
 	Still string `json:"still,omitempty"`
@@ -65,6 +70,8 @@ type consultMsg struct {
 type consultFrom struct {
 	Viewer string `json:"viewer"`
 	Role   string `json:"role"`
+	// Name is the label the invite was made with ("" for none).
+	Name string `json:"name,omitempty"`
 }
 
 // maxMarkPoints bounds a freehand stroke (a few seconds of drawing).
@@ -108,15 +115,18 @@ func parseConsult(b []byte, w, h int) (consultMsg, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return m, fmt.Errorf("%w: %v", ErrBadConsult, err)
 	}
-	m.From, m.At, m.Still = nil, 0, ""
+	m.From, m.At, m.Still, m.People = nil, 0, "", nil
+	if m.Type != "chat" {
+		m.Text = ""
+	}
 	if m.Type != "verdict" {
 		m.TrackID, m.Verdict, m.Category, m.Note = nil, "", "", ""
 	}
 	in := func(x, y float64) bool {
 		return !math.IsNaN(x) && !math.IsNaN(y) && x >= 0 && y >= 0 && x <= float64(w) && y <= float64(h)
 	}
-	if w <= 0 || h <= 0 {
-		return m, fmt.Errorf("%w: no frame yet", ErrBadConsult)
+	if (m.Type == "pointer" || m.Type == "mark") && (w <= 0 || h <= 0) {
+		return m, fmt.Errorf("%w: no frame yet to point at", ErrBadConsult)
 	}
 	switch m.Type {
 	case "pointer":
@@ -171,10 +181,17 @@ func parseConsult(b []byte, w, h int) (consultMsg, error) {
 			return m, fmt.Errorf("%w: freeze needs the rtp_ts of the frame on screen", ErrBadConsult)
 		}
 		m.ID, m.Shape, m.X, m.Y, m.Points = "", "", nil, nil, nil
+	case "chat":
+		text, ok := cleanNote(m.Text)
+		if !ok || text == "" {
+			return m, fmt.Errorf("%w: chat text must be 1 to %d characters of UTF-8", ErrBadConsult, maxNote)
+		}
+		m.Text = text
+		m.ID, m.Shape, m.X, m.Y, m.Points, m.RTPTS = "", "", nil, nil, nil, 0
 	case "unfreeze":
 		m.ID, m.Shape, m.X, m.Y, m.Points, m.RTPTS = "", "", nil, nil, nil, 0
 	default:
-		return m, fmt.Errorf("%w: type %q (pointer, mark, clear, verdict, freeze or unfreeze)", ErrBadConsult, m.Type)
+		return m, fmt.Errorf("%w: type %q (pointer, mark, clear, verdict, freeze, unfreeze or chat)", ErrBadConsult, m.Type)
 	}
 	return m, nil
 }
@@ -232,7 +249,7 @@ func (c *consultRelay) handle(v *stream.Viewer, b []byte) {
 		return
 	}
 	now := time.Now()
-	m.From = &consultFrom{Viewer: v.ID(), Role: v.Role()}
+	m.From = &consultFrom{Viewer: v.ID(), Role: v.Role(), Name: c.ses.viewerName(v.ID())}
 	m.At = now.UnixMilli()
 	switch m.Type {
 	case "freeze":
@@ -375,9 +392,22 @@ func (c *consultRelay) opened(v *stream.Viewer) {
 		msgs = append(msgs, c.frozen.msg)
 	}
 	c.mu.Unlock()
+	msgs = append(msgs, c.presence())
 	for _, m := range msgs {
 		v.SendConsult(m)
 	}
+}
+
+// presence tells every page who is connected now (on each join and
+// leave, and to a page when its consult channel opens).
+func (c *consultRelay) presence() []byte {
+	var people []consultFrom
+	for _, vs := range c.ses.relay.Stats().Viewers {
+		people = append(people, consultFrom{Viewer: vs.ID, Role: vs.Role, Name: c.ses.viewerName(vs.ID)})
+	}
+	sort.Slice(people, func(i, j int) bool { return people[i].Viewer < people[j].Viewer })
+	b, _ := json.Marshal(consultMsg{Type: "presence", People: people, At: time.Now().UnixMilli()})
+	return b
 }
 
 // forget drops what is kept for a viewer that left.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -76,12 +77,7 @@ func TestConsultForwarded(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	dial := func(role auth.Role) *whepclient.Session {
-		v, err := whepclient.Dial(ctx, base+"/whep/phantom", whepclient.Options{Token: token(t, srv, role, time.Hour), Consult: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { v.Close(context.Background()) })
-		return v
+		return consultViewer(t, ctx, base, token(t, srv, role, time.Hour))
 	}
 	sono, expert := dial(auth.Sonographer), dial(auth.Expert)
 	for sono.Stats().Frames == 0 || expert.Stats().Frames == 0 {
@@ -98,21 +94,30 @@ func TestConsultForwarded(t *testing.T) {
 	send(`{"type":"pointer","x":-5,"y":1}`)
 	send(`{"type":"mark","id":"m1","shape":"arrow","points":[[10,20],[100,200]],"rtp_ts":77,"from":{"viewer":"forged","role":"sonographer"}}`)
 	var got consultMsg
-	select {
-	case b := <-sono.Consult():
-		if err := json.Unmarshal(b, &got); err != nil {
-			t.Fatal(err)
+	for got.Type != "mark" {
+		select {
+		case b := <-sono.Consult():
+			got = consultMsg{}
+			if err := json.Unmarshal(b, &got); err != nil {
+				t.Fatal(err)
+			}
+		case <-ctx.Done():
+			t.Fatal("the mark never reached the sonographer")
 		}
-	case <-ctx.Done():
-		t.Fatal("the mark never reached the sonographer")
 	}
 	if got.Type != "mark" || got.ID != "m1" || got.From == nil || got.From.Role != "expert" || strings.Contains(got.From.Viewer, "forged") || got.At == 0 || got.RTPTS != 77 {
 		t.Fatalf("forwarded %+v", got)
 	}
-	select {
-	case b := <-expert.Consult():
-		t.Fatalf("the sender got its own message back: %s", b)
-	case <-time.After(300 * time.Millisecond):
+	for quiet := false; !quiet; {
+		select {
+		case b := <-expert.Consult():
+			var m consultMsg
+			if json.Unmarshal(b, &m) == nil && m.Type != "presence" {
+				t.Fatalf("the sender got its own message back: %s", b)
+			}
+		case <-time.After(300 * time.Millisecond):
+			quiet = true
+		}
 	}
 
 	// A verdict reaches the sonographer now and a page that joins later
@@ -218,21 +223,9 @@ func TestConsultForwarded(t *testing.T) {
 // picture from the server; a page joining meanwhile is told at once;
 // unfreeze ends it for all.
 func TestFreezeHoldsOneFrame(t *testing.T) {
-	cfg := Default()
-	cfg.Record.Enabled = false
-	cfg.Audit.Path = ""
-	srv, base := runServer(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	srv, base, ctx := consultServer(t)
 	sonoTok, expertTok := token(t, srv, auth.Sonographer, time.Hour), token(t, srv, auth.Expert, time.Hour)
-	dial := func(tok string) *whepclient.Session {
-		v, err := whepclient.Dial(ctx, base+"/whep/phantom", whepclient.Options{Token: tok, Consult: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { v.Close(context.Background()) })
-		return v
-	}
+	dial := func(tok string) *whepclient.Session { return consultViewer(t, ctx, base, tok) }
 	sono, expert := dial(sonoTok), dial(expertTok)
 	var meta struct {
 		RTPTS  uint32 `json:"rtp_ts"`
@@ -248,17 +241,7 @@ func TestFreezeHoldsOneFrame(t *testing.T) {
 	}
 	next := func(v *whepclient.Session, typ string) consultMsg {
 		t.Helper()
-		for {
-			select {
-			case b := <-v.Consult():
-				var m consultMsg
-				if json.Unmarshal(b, &m) == nil && m.Type == typ {
-					return m
-				}
-			case <-ctx.Done():
-				t.Fatalf("no %s message", typ)
-			}
-		}
+		return nextConsult(t, ctx, v, func(m consultMsg) bool { return m.Type == typ })
 	}
 	if err := expert.SendConsult(ctx, []byte(fmt.Sprintf(`{"type":"freeze","rtp_ts":%d}`, meta.RTPTS))); err != nil {
 		t.Fatal(err)
@@ -290,4 +273,87 @@ func TestFreezeHoldsOneFrame(t *testing.T) {
 	if code, _ := do(t, "GET", base+fs.Still, "", sonoTok, ""); code != http.StatusNotFound {
 		t.Fatalf("still after unfreeze: %d", code)
 	}
+}
+
+// Chat reaches the others with the sender's name (the invite's label),
+// and every page is told who is connected as people join and leave.
+func TestChatAndPresence(t *testing.T) {
+	srv, base, ctx := consultServer(t)
+	sonoTok := token(t, srv, auth.Sonographer, time.Hour)
+	code, body := do(t, "POST", base+"/api/sources/phantom/invites", "application/json", sonoTok, `{"role":"expert","ttl_s":900,"label":"Dr Ada"}`)
+	var inv struct{ URL string }
+	if code != http.StatusCreated || json.Unmarshal([]byte(body), &inv) != nil {
+		t.Fatalf("invite: %d %s", code, body)
+	}
+	u, _ := url.Parse(inv.URL)
+	next := func(v *whepclient.Session, ok func(consultMsg) bool) consultMsg {
+		t.Helper()
+		return nextConsult(t, ctx, v, ok)
+	}
+	sono := consultViewer(t, ctx, base, sonoTok)
+	expert := consultViewer(t, ctx, base, u.Query().Get("token"))
+	withAda := next(sono, func(m consultMsg) bool {
+		if m.Type != "presence" || len(m.People) != 2 {
+			return false
+		}
+		for _, p := range m.People {
+			if p.Role == "expert" && p.Name == "Dr Ada" {
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("presence: %+v", withAda.People)
+	if err := expert.SendConsult(ctx, []byte(`{"type":"chat","text":"  Please angle towards the nipple\u0000 "}`)); err != nil {
+		t.Fatal(err)
+	}
+	chat := next(sono, func(m consultMsg) bool { return m.Type == "chat" })
+	if chat.Text != "Please angle towards the nipple" || chat.From.Name != "Dr Ada" || chat.From.Role != "expert" {
+		t.Fatalf("chat %+v from %+v", chat, chat.From)
+	}
+	expert.Close(context.Background())
+	next(sono, func(m consultMsg) bool {
+		return m.Type == "presence" && len(m.People) == 1 && m.People[0].Role == "sonographer"
+	})
+}
+
+// consultViewer joins as a page does, with a consult channel; the test's
+// cleanup leaves.
+func consultViewer(t *testing.T, ctx context.Context, base, tok string) *whepclient.Session {
+	t.Helper()
+	v, err := whepclient.Dial(ctx, base+"/whep/phantom", whepclient.Options{Token: tok, Consult: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close(context.Background()) })
+	return v
+}
+
+// nextConsult waits for the first consult message to v that ok accepts.
+func nextConsult(t *testing.T, ctx context.Context, v *whepclient.Session, ok func(consultMsg) bool) consultMsg {
+	t.Helper()
+	for {
+		select {
+		case b := <-v.Consult():
+			var m consultMsg
+			if json.Unmarshal(b, &m) == nil && ok(m) {
+				return m
+			}
+		case <-ctx.Done():
+			t.Fatal("the message never came")
+		}
+	}
+}
+
+// consultServer runs the phantom without recording or audit, with a
+// context for the test's waits.
+func consultServer(t *testing.T) (*Server, string, context.Context) {
+	t.Helper()
+	cfg := Default()
+	cfg.Record.Enabled = false
+	cfg.Audit.Path = ""
+	srv, base := runServer(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return srv, base, ctx
 }

@@ -56,6 +56,8 @@ func FuzzConsult(f *testing.F) {
 	f.Add([]byte(`{"type":"mark","id":"m1","shape":"arrow","points":[[10,10],[200,120]],"rtp_ts":1}`))
 	f.Add([]byte(`{"type":"mark","id":"f","shape":"freehand","points":[[1,1],[2,2],[3,3]]}`))
 	f.Add([]byte(`{"type":"clear"}`))
+	f.Add([]byte(`{"type":"chat","text":"can you freeze?"}`))
+	f.Add([]byte(`{"type":"freeze","rtp_ts":0}`))
 	f.Add([]byte(`{"type":"verdict","track_id":3,"verdict":"agree","category":"TI-RADS TR4","note":"taller than wide"}`))
 	f.Add([]byte(`{"type":"pointer","x":1e309,"y":-1,"from":{"viewer":"x","role":"sonographer"}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -66,7 +68,7 @@ func FuzzConsult(f *testing.F) {
 			}
 			return
 		}
-		if m.From != nil || m.At != 0 || len(m.Points) > maxMarkPoints || len(m.ID) > 32 || len([]rune(m.Note)) > maxNote ||
+		if m.From != nil || m.At != 0 || len(m.Points) > maxMarkPoints || len(m.ID) > 32 || len([]rune(m.Note)) > maxNote || len([]rune(m.Text)) > maxNote || m.Still != "" || m.People != nil ||
 			(m.Category != "" && !categories[m.Category]) || (m.Type != "verdict" && (m.TrackID != nil || m.Verdict != "")) {
 			t.Fatalf("out of bounds: %+v", m)
 		}

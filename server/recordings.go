@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"time"
@@ -93,6 +94,10 @@ func (s *Server) recordingFile(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if r.PathValue("file") == "labels.json" {
+		s.recordingLabels(w, id)
+		return
+	}
 	p, err := s.lib.File(id, r.PathValue("file"))
 	if err != nil {
 		recordingError(w, err)
@@ -177,4 +182,32 @@ func (s *Server) retain(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// recordingLabels serves the experts' verdicts of a recording as a COCO
+// data set (replay.Labels), made from its timeline on request.
+func (s *Server) recordingLabels(w http.ResponseWriter, id string) {
+	p, err := s.lib.File(id, "timeline.jsonl")
+	if err != nil {
+		recordingError(w, err)
+		return
+	}
+	meta, err := s.lib.Get(id)
+	if err != nil {
+		recordingError(w, err)
+		return
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		recordingError(w, err)
+		return
+	}
+	defer f.Close()
+	set, err := replay.Labels(f, meta)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Disposition", `attachment; filename="`+id+`-labels.json"`)
+	writeJSON(w, http.StatusOK, set)
 }

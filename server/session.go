@@ -95,6 +95,10 @@ func newSession(s *Server, src Source, det infer.Detector, model string) (*Sessi
 				ses.consult.forget(ev.ID)
 			}
 			s.hub.broadcast(src.ID, event{Type: "viewer", Viewer: &ev})
+			if ev.Event == "left" {
+				// Not on the relay's lock: presence reads the relay's viewers.
+				go ses.relay.Broadcast("", ses.consult.presence())
+			}
 			ses.recordEvent("viewer_"+ev.Event, map[string]string{"viewer": ev.ID, "role": ev.Role})
 		},
 		OnConsult:     func(v *stream.Viewer, msg []byte) { ses.consult.handle(v, msg) },
@@ -258,7 +262,11 @@ func (s *Session) bindViewer(c auth.Claims, id, addr string) error {
 	s.vmu.Unlock()
 	if _, ok := s.relay.Viewer(id); !ok {
 		s.releaseViewer(id, "") // it left while we bound it
+		return nil
 	}
+	// Now that the viewer has its link (and the link's name), everyone
+	// learns who joined.
+	go s.relay.Broadcast("", s.consult.presence())
 	return nil
 }
 
@@ -287,6 +295,15 @@ func (s *Session) viewerOwner(id string) (string, bool) {
 		return "", false
 	}
 	return b.Claims().ID, true
+}
+
+// viewerName is the invite label of the link viewer id joined with.
+func (s *Session) viewerName(id string) string {
+	owner, ok := s.viewerOwner(id)
+	if !ok {
+		return ""
+	}
+	return s.deps.access.Label(owner)
 }
 
 // SetBurnIn switches the burned-in overlay for this session.
