@@ -6,7 +6,14 @@
 //       source pixels are shown there (read from a screenshot);
 //   (b) the expert moves the pointer across the picture: input-to-drawn
 //       latency on the sonographer's page, p50/p95 (one machine, one clock);
-//   (c) the sonographer points back and the expert's page draws it.
+//   (c) the sonographer points back and the expert's page draws it;
+//   (d) the expert disagrees with an AI finding in "Your read"; the
+//       sonographer's page is told and labels the box with it;
+//   (e) the expert freezes: both pages hold the same frame (the same RTP
+//       timestamp, the same picture from the server, its pixels equal on
+//       both screenshots' centre); the sonographer unfreezes for both;
+//   (f) the sonographer's page lists who is here and shows the expert's
+//       chat line.
 //
 //   LIVE_URL, EXPERT_URL, OUT_DIR (default .), CHROMIUM
 // One JSON line on stdout, exit 0 (ok) or 1.
@@ -21,7 +28,7 @@ const env = process.env;
 const OUT_DIR = env.OUT_DIR || '.';
 const EXPERT_BLUE = [0x4d, 0xb8, 0xff];
 
-const result = { ok: false, error: null, arrow: null, pointer: null, pointBack: null };
+const result = { ok: false, error: null, arrow: null, pointer: null, pointBack: null, verdict: null, freeze: null };
 const run = createRun({ name: 'consult', limitMs: 100000, result });
 const { log, finish, fail } = run;
 
@@ -137,6 +144,69 @@ async function main() {
   await expert.waitForFunction((n) => window.sonolive.stats.marks.received > n, before, { timeout: 5000, polling: 50 });
   result.pointBack = { received: (await expert.evaluate(() => window.sonolive.stats.marks.received)) - before };
   await expert.screenshot({ path: path.join(OUT_DIR, 'consult-expert-pointer.png') });
+
+  // (d) a verdict from the expert's "Your read" panel.
+  const row = expert.locator('#verdicts tbody tr[data-track]').first();
+  await row.waitFor({ state: 'visible', timeout: 15000 });
+  const track = Number(await row.getAttribute('data-track'));
+  await row.locator('select').selectOption('BI-RADS 3');
+  await row.locator('button[data-verdict="disagree"]').click({ timeout: 5000 });
+  await live.waitForFunction(() => window.sonolive.stats.verdictsReceived >= 1, null, { timeout: 5000, polling: 50 });
+  const toastText = (await live.locator('#toast').textContent()).trim();
+  const pressed = await row.locator('button[data-verdict="disagree"]').getAttribute('aria-pressed');
+  result.verdict = { track, toast: toastText, pressed };
+  await live.screenshot({ path: path.join(OUT_DIR, 'consult-live-verdict.png') });
+  await expert.screenshot({ path: path.join(OUT_DIR, 'consult-expert-verdict.png') });
+  log(`verdict: ${JSON.stringify(result.verdict)}`);
+  if (!/disagree on #\d+ \(BI-RADS 3\)/.test(toastText) || pressed !== 'true') throw new Error(`verdict not shown: ${JSON.stringify(result.verdict)}`);
+
+  // (e) freeze and unfreeze.
+  await expert.locator('#freeze-btn').click({ timeout: 5000 });
+  const held = () => window.sonolive.stats.frozen && window.sonolive.stats.frozen.loaded;
+  await expert.waitForFunction(held, null, { timeout: 8000, polling: 50 });
+  await live.waitForFunction(held, null, { timeout: 8000, polling: 50 });
+  await sleep(1000); // live goes on underneath; the held frame must not change
+  const fe = await expert.evaluate(() => ({ ...window.sonolive.stats.frozen, src: document.getElementById('still').src.replace(/&token=.*/, '') }));
+  const fl = await live.evaluate(() => ({ ...window.sonolive.stats.frozen, src: document.getElementById('still').src.replace(/&token=.*/, '') }));
+  // The held picture's pixels, read back from each page's <img>.
+  const stillHash = (page) => page.evaluate(() => {
+    const img = document.getElementById('still');
+    const c = document.createElement('canvas');
+    c.width = img.naturalWidth;
+    c.height = img.naturalHeight;
+    const g = c.getContext('2d');
+    g.drawImage(img, 0, 0);
+    const d = g.getImageData(0, 0, c.width, c.height).data;
+    let h = 0;
+    for (let i = 0; i < d.length; i += 97) h = (h * 31 + d[i]) >>> 0;
+    return h;
+  });
+  const he = await stillHash(expert);
+  const hl = await stillHash(live);
+  await live.screenshot({ path: path.join(OUT_DIR, 'consult-live-frozen.png') });
+  await expert.screenshot({ path: path.join(OUT_DIR, 'consult-expert-frozen.png') });
+  const liveDecoding = await live.evaluate(() => window.sonolive.stats.framesDecoded);
+  await live.locator('#freeze-btn').click({ timeout: 5000 });
+  const released = () => window.sonolive.stats.frozen === null && document.getElementById('still').hidden;
+  await live.waitForFunction(released, null, { timeout: 5000, polling: 50 });
+  await expert.waitForFunction(released, null, { timeout: 5000, polling: 50 });
+  result.freeze = { expert: fe, live: fl, sameStill: fe.src === fl.src, pixelsEqual: he === hl, liveFramesDecodedWhileFrozen: liveDecoding };
+  log(`freeze: ${JSON.stringify(result.freeze)}`);
+  if (fe.ts !== fl.ts || fe.src !== fl.src || he !== hl || fe.width !== (await live.evaluate(() => window.sonolive.stats.server.width))) {
+    throw new Error(`the pages did not hold the same frame: ${JSON.stringify(result.freeze)}`);
+  }
+
+  // (f) who is here, and a chat line from the expert.
+  await expert.locator('#chat-input').fill('Please angle towards the nipple');
+  await expert.locator('#chat-form button').click({ timeout: 5000 });
+  const line = live.locator('#chat-log p', { hasText: 'Please angle towards the nipple' });
+  await line.waitFor({ state: 'visible', timeout: 5000 });
+  const people = await live.locator('#people li').allTextContents();
+  result.chat = { line: (await line.textContent()).trim(), people };
+  log(`chat: ${JSON.stringify(result.chat)}`);
+  if (people.length !== 2 || !people.some((p) => /expert/i.test(p)) || !people.some((p) => /you/.test(p))) {
+    throw new Error(`presence on the sonographer's page: ${JSON.stringify(people)}`);
+  }
   result.ok = true;
   return finish(0);
 }

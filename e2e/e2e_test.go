@@ -10,8 +10,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +22,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"sonolive/internal/whepclient"
 )
 
 var binary string
@@ -242,7 +246,8 @@ func TestExpertPageInChromium(t *testing.T) {
 
 // The expert draws and points on the image; the sonographer's page shows
 // it at the same place of the picture (checked in a screenshot's pixels),
-// and points back. Pointer latency (input on one page to drawn on the
+// and points back; a verdict reaches the sonographer; a freeze holds the
+// same frame on both pages. Pointer latency (input on one page to drawn on the
 // other) is logged; the target (p95 ≤ 100 ms) is reported in BENCHMARKS.md.
 func TestConsultMarksInChromium(t *testing.T) {
 	chromium := browser(t)
@@ -250,8 +255,8 @@ func TestConsultMarksInChromium(t *testing.T) {
 	s := startServe(t)
 	res := node(t, "consult.js", 150*time.Second, "CHROMIUM="+chromium, "LIVE_URL="+s.liveURL, "EXPERT_URL="+s.invite(t), "OUT_DIR="+out)
 	p, _ := res["pointer"].(map[string]any)
-	t.Logf("arrow: %v; pointer input → drawn on the other page: %v; sonographer pointing back: %v; screenshots in %s",
-		res["arrow"], p, res["pointBack"], out)
+	t.Logf("arrow: %v; pointer input → drawn on the other page: %v; sonographer pointing back: %v; verdict: %v; freeze: %v; chat: %v; screenshots in %s",
+		res["arrow"], p, res["pointBack"], res["verdict"], res["freeze"], res["chat"], out)
 	// A sanity bound on a loaded 2-core machine, not the target.
 	if p95, _ := p["p95"].(float64); p95 <= 0 || p95 > 1000 {
 		t.Errorf("pointer latency p95 %v ms", p["p95"])
@@ -293,7 +298,7 @@ func TestReplayInChromium(t *testing.T) {
 	out := outDir(t)
 	lib := t.TempDir()
 	s, stop := startServeStop(t, "--record-dir", lib)
-	time.Sleep(60 * time.Second)
+	consultDuring(t, s, 60*time.Second)
 	stopped := time.Now()
 	stop()
 
@@ -349,10 +354,69 @@ func TestReplayInChromium(t *testing.T) {
 			t.Errorf("ffprobe: %s frames, timeline %d", out, r.Frames)
 		}
 	}
+	// The expert's verdict comes out as a COCO label on the frame it read.
+	lreq, _ := http.NewRequest("GET", s2.base+"/api/recordings/"+r.ID+"/labels.json", nil)
+	lreq.Header.Set("Authorization", "Bearer "+s2.token)
+	lresp, err := http.DefaultClient.Do(lreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var labels struct {
+		Annotations []struct {
+			BBox       [4]float64     `json:"bbox"`
+			Attributes map[string]any `json:"attributes"`
+		} `json:"annotations"`
+	}
+	json.NewDecoder(lresp.Body).Decode(&labels)
+	lresp.Body.Close()
+	if len(labels.Annotations) != 1 || labels.Annotations[0].Attributes["verdict"] != "disagree" || labels.Annotations[0].Attributes["category"] != "BI-RADS 3" {
+		t.Fatalf("labels.json: %d %+v", lresp.StatusCode, labels)
+	}
+	t.Logf("labels.json: %+v", labels.Annotations[0])
 	res := node(t, "replay.js", 150*time.Second, "CHROMIUM="+chromium,
 		"LIBRARY_URL="+s2.base+"/library/phantom?token="+s2.token,
-		"REPLAY_URL="+s2.base+"/replay/"+r.ID+"?token="+s2.token, "OUT_DIR="+out)
+		"REPLAY_URL="+s2.base+"/replay/"+r.ID+"?token="+s2.token, "OUT_DIR="+out, "CONSULT=1")
 	t.Logf("replay page: %v", res)
+}
+
+// consultDuring keeps an expert in the session for d, as a Go WHEP client
+// on the consult channel: an arrow early on, then a verdict on a track the
+// AI reported, for the replay to show at their times.
+func consultDuring(t *testing.T, s server, d time.Duration) {
+	t.Helper()
+	end := time.Now().Add(d)
+	defer func() { time.Sleep(time.Until(end)) }()
+	u, _ := url.Parse(s.invite(t))
+	ctx, cancel := context.WithDeadline(context.Background(), end)
+	defer cancel()
+	v, err := whepclient.Dial(ctx, s.base+"/whep/phantom", whepclient.Options{Token: u.Query().Get("token"), Consult: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close(context.Background())
+	var meta struct {
+		Width, Height int
+		Detections    []struct {
+			TrackID uint64 `json:"track_id"`
+		}
+	}
+	for len(meta.Detections) == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("no finding in the session to give a verdict on")
+		}
+		time.Sleep(100 * time.Millisecond)
+		json.Unmarshal(v.LastMetadata(), &meta)
+	}
+	time.Sleep(5 * time.Second)
+	arrow := fmt.Sprintf(`{"type":"mark","id":"a1","shape":"arrow","points":[[%d,%d],[%d,%d]]}`, meta.Width/4, meta.Height/4, meta.Width/2, meta.Height/2)
+	if err := v.SendConsult(ctx, []byte(arrow)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Second)
+	verdict := fmt.Sprintf(`{"type":"verdict","track_id":%d,"verdict":"disagree","category":"BI-RADS 3","note":"benign-looking, oval, circumscribed"}`, meta.Detections[0].TrackID)
+	if err := v.SendConsult(ctx, []byte(verdict)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // firstCapture is the capture time of a recording's first frame.

@@ -115,6 +115,31 @@ const trackBox = (e, track) => {
   return d ? d.box : null;
 };
 
+// (e) what the expert showed and said during the session is in the
+// replay at its time: the mark drawn, the verdict next to the box.
+async function stepConsult(page, timelineText) {
+  const consult = [];
+  for (const line of timelineText.split('\n')) {
+    let e;
+    try { e = JSON.parse(line); } catch { continue; }
+    if (e.event !== 'consult') continue;
+    try { consult.push({ t: e.t, msg: JSON.parse(e.data.msg) }); } catch { /* skip */ }
+  }
+  const mark = consult.find((c) => c.msg.type === 'mark');
+  const verdict = consult.find((c) => c.msg.type === 'verdict');
+  if (!mark || !verdict) throw new Error(`replay: the timeline holds no mark or no verdict (${consult.length} consult events)`);
+  const atMark = await page.evaluate(async (t) => { await window.sonolive.seekTo(t); return window.sonolive.replay.consultShown; }, mark.t + 0.2);
+  const before = await page.evaluate(async (t) => { await window.sonolive.seekTo(t); return window.sonolive.replay.verdicts; }, Math.max(0, verdict.t - 0.5));
+  const after = await page.evaluate(async (t) => { await window.sonolive.seekTo(t); return window.sonolive.replay.verdicts; }, verdict.t + 0.2);
+  const v = after[verdict.msg.track_id];
+  result.consult = { events: consult.length, markAt: mark.t, shownAtMark: atMark, verdictAt: verdict.t, verdict: v, before: before[verdict.msg.track_id] || null };
+  log(`replay consult: ${JSON.stringify(result.consult)}`);
+  await page.screenshot({ path: path.join(OUT_DIR, 'replay-consult.png'), timeout: 10000 });
+  if (!(atMark >= 1)) throw new Error(`replay: the expert's mark is not shown at its time (${atMark})`);
+  if (!v || v.verdict !== verdict.msg.verdict || v.category !== (verdict.msg.category || '')) throw new Error(`replay: verdict at ${verdict.t} s shows ${JSON.stringify(v)}`);
+  if (before[verdict.msg.track_id]) throw new Error('replay: the verdict is shown before it was given');
+}
+
 async function stepReplay() {
   const page = await openPage(REPLAY_URL, 'replay');
   try {
@@ -155,6 +180,7 @@ async function stepReplay() {
   result.replay = rep;
   if (!events.length) throw new Error('replay: the recording has no lesion event (meta.lesion_events is empty)');
   if (!entries.length) throw new Error('replay: timeline.jsonl is empty');
+  if (env.CONSULT === '1') await stepConsult(page, timelineText);
 
   // (c) the lesion event with the most frames among those that start well
   // into the recording (seeking into the middle of the file is the hard

@@ -22,6 +22,8 @@
 // (ordered, reliable), which the page opens and the server forwards.
 
 import { MarkLayer } from './marks.js';
+import { Verdicts, VerdictPanel } from './verdicts.js';
+import { ChatPanel } from './chat.js';
 
 const META_MAX_AGE_MS = 5000;       // older metadata can no longer match a displayed frame
 const G2G_RING_SIZE = 600;          // ~20 s at 30 fps: the window for p50/p95
@@ -49,6 +51,8 @@ const stats = {
   framesRendered: 0,        // requestVideoFrameCallback calls
   metadataReceived: 0,      // DataChannel messages
   metadataInvalid: 0,       // of which not JSON or without rtp_ts
+  verdictsReceived: 0,      // verdicts from the others in the session
+  frozen: null,             // {ts, by, loaded, width} while a freeze holds a frame
   matchedFrames: 0,         // frames whose metadata was found by RTP timestamp
   boxesDrawn: 0,            // total boxes drawn client-side
   syncMode: 'rtp',          // rtp | arrival (fallback when no frame matches)
@@ -476,9 +480,11 @@ const COLOR_STALE = '#ffb020';
 
 // BoxPainter draws detections on the canvas laid over the <video>.
 export class BoxPainter {
-  constructor(canvas, video) {
+  // labelSuffix(d) is added to a box's label (the expert's verdict).
+  constructor(canvas, video, labelSuffix = () => '') {
     this.canvas = canvas;
     this.video = video;
+    this.labelSuffix = labelSuffix;
     this.g = canvas.getContext('2d');
     this.hasContent = false;
     this.lastMeta = null;
@@ -533,7 +539,7 @@ export class BoxPainter {
       g.lineWidth = 2 * dpr;
       g.setLineDash(stale ? [6 * dpr, 4 * dpr] : []);
       g.strokeRect(x, y, w, h);
-      this.label(boxLabel(d), x, y, color, dpr, r);
+      this.label(boxLabel(d) + this.labelSuffix(d), x, y, color, dpr, r);
     }
     g.restore();
     this.hasContent = true;
@@ -648,9 +654,11 @@ class Session {
     this.ctx = ctx;
     this.hooks = hooks;
     this.video = $('video');
-    this.painter = new BoxPainter($('overlay'), this.video);
+    this.painter = new BoxPainter($('overlay'), this.video, (d) => this.verdicts.suffix(d.track_id));
+    this.verdicts = new Verdicts((msg) => this.whep.sendConsult(msg));
     this.g2g = new G2G();
     this.fatal = false;
+    this.frozen = null;        // {ts, meta, by} while everyone holds a frame
     this.whepState = 'new';
     this.lastFrameAt = 0;      // performance.now() of the last displayed frame
     this.lastDrawnAt = 0;
@@ -669,17 +677,22 @@ class Session {
         const m = this.currentMeta || (this.server && { width: this.server.width, height: this.server.height });
         return m && m.width && m.height ? { w: m.width, h: m.height } : null;
       },
-      frameTs: () => (this.currentMeta ? this.currentMeta.rtp_ts : undefined),
+      frameTs: () => (this.frozen ? this.frozen.ts : this.currentMeta ? this.currentMeta.rtp_ts : undefined),
       send: (msg) => this.whep.sendConsult(msg),
       role: ctx.page === 'live' ? 'sonographer' : 'expert',
     });
     stats.marks = this.marks.stats;
+    this.chat = $('chat-form') ? new ChatPanel({
+      people: $('people'), log: $('chat-log'), form: $('chat-form'), input: $('chat-input'),
+      send: (msg) => this.whep.sendConsult(msg), selfId: () => stats.viewerId,
+    }) : null;
+    if (this.chat) stats.chat = this.chat.stats;
     this.whep = new WhepClient({
       url: `/whep/${src}`,
       token: ctx.token,
       onTrack: (stream) => this.attach(stream),
       onMessage: (data) => this.onMetadata(data),
-      onConsult: (msg) => this.marks.receive(msg),
+      onConsult: (msg) => this.onConsult(msg),
       onState: (s) => { this.whepState = s; stats.pcState = s; },
       onFatal: (err) => this.die(err),
       onResource: (url) => { stats.viewerId = url ? url.split('/').filter(Boolean).pop() : null; },
@@ -774,12 +787,69 @@ class Session {
     this.sync.add(msg);
   }
 
+  // onConsult takes what the others in the session sent.
+  onConsult(msg) {
+    if (msg && msg.type === 'freeze') { this.freeze(msg); return; }
+    if (msg && msg.type === 'unfreeze') { this.unfreeze(msg); return; }
+    if (this.chat && this.chat.receive(msg)) {
+      if (msg.type === 'chat' && this.hooks.onChat) this.hooks.onChat(msg);
+      return;
+    }
+    if (this.verdicts.receive(msg)) {
+      stats.verdictsReceived++;
+      this.redraw();
+      if (this.hooks.onVerdict) this.hooks.onVerdict(msg);
+      return;
+    }
+    this.marks.receive(msg);
+  }
+
+  // toggleFreeze asks everyone to hold the frame on screen here, or to
+  // go live again.
+  toggleFreeze() {
+    if (this.frozen) return this.whep.sendConsult({ type: 'unfreeze' });
+    const meta = this.currentMeta;
+    if (!meta) { toast('No frame to freeze yet'); return false; }
+    return this.whep.sendConsult({ type: 'freeze', rtp_ts: meta.rtp_ts });
+  }
+
+  // freeze holds the picture the server decoded for everyone, with that
+  // frame's boxes; the video goes on underneath.
+  freeze(msg) {
+    if (typeof msg.still !== 'string' || !msg.still.startsWith('/api/')) return;
+    const ts = Number(msg.rtp_ts) >>> 0;
+    const entry = this.sync.meta.get(ts);
+    this.frozen = { ts, meta: entry ? entry.msg : this.currentMeta, by: msg.from && msg.from.role };
+    stats.frozen = { ts, by: this.frozen.by, loaded: false, width: 0 };
+    const img = $('still');
+    img.onload = () => { if (this.frozen && this.frozen.ts === ts) Object.assign(stats.frozen, { loaded: true, width: img.naturalWidth }); };
+    img.src = `${msg.still}&token=${encodeURIComponent(this.ctx.token)}`;
+    img.hidden = false;
+    this.marks.hold(ts);
+    if (this.frozen.meta && this.wantsBoxes(this.frozen.meta)) stats.boxesDrawn += this.painter.draw(this.frozen.meta);
+    else this.painter.clear();
+    if (this.hooks.onFreeze) this.hooks.onFreeze(this.frozen);
+  }
+
+  unfreeze() {
+    if (!this.frozen) return;
+    const { ts } = this.frozen;
+    this.frozen = null;
+    stats.frozen = null;
+    const img = $('still');
+    img.hidden = true;
+    img.removeAttribute('src');
+    this.marks.release(ts);
+    if (this.hooks.onFreeze) this.hooks.onFreeze(null);
+  }
+
   // onFrame runs for every displayed frame (and for late metadata).
   onFrame({ meta, displayAtMs, late, matched }) {
     if (meta && Number.isFinite(displayAtMs) && Number.isFinite(meta.capture_unix_ms)) {
       this.g2g.add(displayAtMs - meta.capture_unix_ms);
     }
     if (late) return; // that frame is gone: its boxes would land on a newer one
+    if (this.frozen) { this.lastFrameAt = performance.now(); return; } // the held frame keeps its boxes
     const now = performance.now();
     stats.framesRendered++;
     this.lastFrameAt = now;
@@ -1009,6 +1079,16 @@ function wireTools(session) {
   }
   const clear = $('clear-marks');
   if (clear) clear.addEventListener('click', () => session.marks.clearMine());
+  const freeze = $('freeze-btn');
+  if (freeze) {
+    freeze.addEventListener('click', () => session.toggleFreeze());
+    session.hooks.onFreeze = (f) => {
+      freeze.textContent = f ? 'Unfreeze' : 'Freeze';
+      freeze.setAttribute('aria-pressed', String(!!f));
+      setText('freeze-state', f ? `frozen by ${f.by === 'sonographer' ? 'the sonographer' : 'the expert'} — live goes on underneath` : '');
+      if (f) toast(`Frame frozen by ${f.by === 'sonographer' ? 'the sonographer' : 'the expert'}`);
+    };
+  }
 }
 
 function wireVideoControls(session) {
@@ -1135,6 +1215,14 @@ function setupLive(session, ctx, entry) {
     renderHud(msg, hud);
   };
   session.hooks.onOverlay = (msg) => showBurnIn(msg.burn_in);
+  session.hooks.onChat = (msg) => {
+    const from = msg.from || {};
+    toast(`${from.name || (from.role === 'expert' ? 'Expert' : 'Viewer')}: ${msg.text}`, 8000);
+  };
+  session.hooks.onVerdict = (msg) => {
+    const who = msg.from && msg.from.role === 'sonographer' ? 'Sonographer' : 'Expert';
+    toast(`${who}: ${session.verdicts.describe(msg.track_id)}`, 6000);
+  };
   session.hooks.onViewer = (msg) => {
     const who = msg.role === 'expert' ? 'Expert' : 'Viewer';
     if (msg.event === 'joined') toast(`${who} joined (${msg.viewers} watching)`);
@@ -1333,8 +1421,10 @@ function setupExpert(session, ctx, entry, payload) {
 
   const findingsBody = $('findings').tBodies[0];
   let lastFindingsKey = '';
+  const panel = new VerdictPanel($('verdicts').tBodies[0], session.verdicts);
   session.hooks.onRefresh = () => {
     showMode();
+    panel.update(stats.lastDetections);
     const key = renderFindings(findingsBody, stats.lastDetections, lastFindingsKey);
     lastFindingsKey = key;
     const meta = session.currentMeta;

@@ -49,6 +49,16 @@ export class MarkLayer {
     this.canvas.classList.toggle('drawing', !!tool);
   }
 
+  // hold keeps the marks drawn on frame ts (a freeze) from fading while
+  // it lasts; release(ts) removes them with the freeze: they belong to
+  // that frame, not to the live picture that resumes.
+  hold(ts) { this.holdTs = ts; }
+
+  release(ts) {
+    this.holdTs = undefined;
+    for (const [k, m] of this.marks) if (m.ts === ts) this.marks.delete(k);
+  }
+
   clearMine() {
     for (const k of [...this.marks.keys()]) if (k.startsWith('self/')) this.marks.delete(k);
     this.opts.send({ type: 'clear' });
@@ -71,7 +81,7 @@ export class MarkLayer {
     if (msg.type === 'pointer') {
       this.pointers.set(who, { x: msg.x, y: msg.y, role, at });
     } else if (msg.type === 'mark' && SHAPES.includes(msg.shape) && Array.isArray(msg.points)) {
-      this.marks.set(`${who}/${msg.id}`, { shape: msg.shape, points: msg.points, role, at });
+      this.marks.set(`${who}/${msg.id}`, { shape: msg.shape, points: msg.points, role, at, ts: msg.rtp_ts });
     } else if (msg.type === 'clear') {
       for (const k of [...this.marks.keys()]) {
         if (k.startsWith(`${who}/`) && (!msg.id || k === `${who}/${msg.id}`)) this.marks.delete(k);
@@ -135,6 +145,7 @@ export class MarkLayer {
       if (d.shape === 'freehand' && d.points.length > 2) d.points.shift(); // the doubled first point
       const id = `m${this.nextId++}`;
       d.at = this.now();
+      d.ts = this.opts.frameTs();
       this.marks.set(`self/${id}`, d);
       this.send({ type: 'mark', id, shape: d.shape, points: d.points, rtp_ts: this.opts.frameTs(), sent_at: Math.round(performance.timeOrigin + e.timeStamp) });
     }
@@ -170,6 +181,7 @@ export class MarkLayer {
     g.lineCap = 'round';
     g.lineJoin = 'round';
     for (const [k, m] of this.marks) {
+      if (this.holdTs !== undefined && m.ts === this.holdTs) m.at = now;
       const age = now - m.at;
       if (age > MARK_TTL_MS) { this.marks.delete(k); continue; }
       g.globalAlpha = Math.min(1, (MARK_TTL_MS - age) / MARK_FADE_MS);

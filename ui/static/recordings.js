@@ -14,6 +14,7 @@
 // t <= mediaTime + 0.001 (the 1 ms absorbs t's rounding to milliseconds).
 
 import { MarkLayer } from './marks.js';
+import { Verdicts } from './verdicts.js';
 import {
   parseLocation, tokenPayload, httpError, BoxPainter, contentRect, fmtPct,
   INVALID_LINK_MSG, FORBIDDEN_LINK_MSG,
@@ -382,7 +383,9 @@ function bootReplay() {
   const id = ctx.source; // /replay/{id}
   const params = new URLSearchParams(window.location.search);
   const video = $('video');
-  const painter = new BoxPainter($('overlay'), video);
+  // The expert's verdicts as they stood at the frame on screen, next to the boxes.
+  const verdicts = new Verdicts(() => false);
+  const painter = new BoxPainter($('overlay'), video, (d) => verdicts.suffix(d.track_id));
 
   let meta = null;
   let timeline = null;
@@ -419,6 +422,7 @@ function bootReplay() {
     get timelineEntries() { return timeline ? timeline.entries.length : 0; },
     get consultEvents() { return consultEvents.length; },
     get consultShown() { return consult.marks.size + consult.pointers.size; },
+    get verdicts() { return Object.fromEntries(verdicts.byTrack); },
     id,
     syncMode: 'none',       // rvfc | timeupdate
     framesDrawn: 0,
@@ -471,6 +475,11 @@ function bootReplay() {
     }
     entry = e;
     consult.showTimeline(showMarks ? consultEvents : [], mt);
+    verdicts.byTrack.clear();
+    for (const c of consultEvents) {
+      if (c.t > mt) break;
+      verdicts.receive(c.msg);
+    }
     const dets = e && Array.isArray(e.detections) ? e.detections.filter(validBox) : [];
     const { width, height } = srcSize();
     // Frames recorded with burn-in on carry the boxes in their pixels:
