@@ -413,6 +413,21 @@ func consultDuring(t *testing.T, s server, d time.Duration) {
 		t.Fatal(err)
 	}
 	time.Sleep(5 * time.Second)
+	// A track on screen now, so the label finds its box just before.
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		var now struct {
+			Detections []struct {
+				TrackID uint64 `json:"track_id"`
+			}
+		}
+		if json.Unmarshal(v.LastMetadata(), &now) == nil && len(now.Detections) > 0 {
+			meta.Detections = now.Detections
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no finding on screen to give a verdict on")
+		}
+	}
 	verdict := fmt.Sprintf(`{"type":"verdict","track_id":%d,"verdict":"disagree","category":"BI-RADS 3","note":"benign-looking, oval, circumscribed"}`, meta.Detections[0].TrackID)
 	if err := v.SendConsult(ctx, []byte(verdict)); err != nil {
 		t.Fatal(err)

@@ -86,7 +86,8 @@ export class VerdictPanel {
     tr.dataset.track = String(d.track_id);
     const name = document.createElement('td');
     name.textContent = `#${d.track_id} ${d.class ?? ''}`;
-    const buttons = document.createElement('td');
+    const cell = document.createElement('td');
+    const buttons = document.createElement('div');
     buttons.className = 'verdict-buttons';
     const cat = document.createElement('select');
     cat.className = 'verdict-category';
@@ -111,9 +112,8 @@ export class VerdictPanel {
       const cur = this.verdicts.byTrack.get(d.track_id);
       if (cur) this.verdicts.give(d.track_id, cur.verdict, cat.value, cur.note);
     });
-    const catCell = document.createElement('td');
-    catCell.append(cat);
-    tr.append(name, buttons, catCell);
+    cell.append(buttons, cat);
+    tr.append(name, cell);
     this.body.prepend(tr);
     const r = { tr, seenAt: 0 };
     this.rows.set(d.track_id, r);
