@@ -370,7 +370,14 @@ func TestReplayInChromium(t *testing.T) {
 	json.NewDecoder(lresp.Body).Decode(&labels)
 	lresp.Body.Close()
 	if len(labels.Annotations) != 1 || labels.Annotations[0].Attributes["verdict"] != "disagree" || labels.Annotations[0].Attributes["category"] != "BI-RADS 3" {
-		t.Fatalf("labels.json: %d %+v", lresp.StatusCode, labels)
+		tl, _ := os.ReadFile(filepath.Join(lib, r.ID, "timeline.jsonl"))
+		var consult []string
+		for _, line := range strings.Split(string(tl), "\n") {
+			if strings.Contains(line, `"event":"consult"`) {
+				consult = append(consult, line)
+			}
+		}
+		t.Fatalf("labels.json: %d %+v; consult events in the timeline: %q", lresp.StatusCode, labels, consult)
 	}
 	t.Logf("labels.json: %+v", labels.Annotations[0])
 	res := node(t, "replay.js", 150*time.Second, "CHROMIUM="+chromium,
@@ -385,7 +392,6 @@ func TestReplayInChromium(t *testing.T) {
 func consultDuring(t *testing.T, s server, d time.Duration) {
 	t.Helper()
 	end := time.Now().Add(d)
-	defer func() { time.Sleep(time.Until(end)) }()
 	u, _ := url.Parse(s.invite(t))
 	ctx, cancel := context.WithDeadline(context.Background(), end)
 	defer cancel()
@@ -393,7 +399,12 @@ func consultDuring(t *testing.T, s server, d time.Duration) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer v.Close(context.Background())
+	// Stay to the end: leaving at once would close the channel before what
+	// was just sent is out (it was, on a loaded machine).
+	defer func() {
+		time.Sleep(time.Until(end))
+		v.Close(context.Background())
+	}()
 	var meta struct {
 		Width, Height int
 		Detections    []struct {
