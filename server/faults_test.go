@@ -38,18 +38,25 @@ func framesAfter(t *testing.T, v *whepclient.Session, n int, within time.Duratio
 	return time.Since(start)
 }
 
-// The source's network server dies and comes back: the viewer stays
-// connected and frames flow again soon after the server is back.
-func TestSourceStallsAndComesBack(t *testing.T) {
+// testClip writes a 2 s, 320×240 test-pattern clip with ffmpeg (skipping
+// the test without it).
+func testClip(t *testing.T) string {
+	t.Helper()
 	if _, err := exec.LookPath("ffmpeg"); err != nil {
 		t.Skip("ffmpeg missing")
 	}
-	dir := t.TempDir()
-	clip := filepath.Join(dir, "clip.mp4")
+	clip := filepath.Join(t.TempDir(), "clip.mp4")
 	if out, err := exec.Command("ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30", "-t", "2",
 		"-pix_fmt", "yuv420p", clip).CombinedOutput(); err != nil {
 		t.Fatalf("clip: %v %s", err, out)
 	}
+	return clip
+}
+
+// The source's network server dies and comes back: the viewer stays
+// connected and frames flow again soon after the server is back.
+func TestSourceStallsAndComesBack(t *testing.T) {
+	clip := testClip(t)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := ln.Addr().String()
 	ln.Close()
@@ -97,15 +104,7 @@ func TestSourceStallsAndComesBack(t *testing.T) {
 // card ejected) and then written again: the source is reported lost, the
 // viewer stays connected, and frames flow again once the file is back.
 func TestFileTruncatedAndRewritten(t *testing.T) {
-	if _, err := exec.LookPath("ffmpeg"); err != nil {
-		t.Skip("ffmpeg missing")
-	}
-	dir := t.TempDir()
-	clip := filepath.Join(dir, "clip.mp4")
-	if out, err := exec.Command("ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30", "-t", "2",
-		"-pix_fmt", "yuv420p", clip).CombinedOutput(); err != nil {
-		t.Fatalf("clip: %v %s", err, out)
-	}
+	clip := testClip(t)
 	content, err := os.ReadFile(clip)
 	if err != nil {
 		t.Fatal(err)

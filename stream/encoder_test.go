@@ -13,28 +13,7 @@ func TestEncoder(t *testing.T) {
 	enc := NewEncoder(EncoderConfig{Bitrate: 1_000_000, FPS: 30})
 	defer enc.Close()
 	src := capture.NewPhantom(capture.PhantomConfig{Seed: 1, Width: 321, Height: 241})
-	var keys []int
-	for i := 0; i < 40; i++ {
-		f, err := src.Next(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i == 20 {
-			enc.ForceKeyframe()
-		}
-		au, key, err := enc.Encode(f.Image)
-		f.Close()
-		if err != nil {
-			t.Fatalf("frame %d: %v", i, err)
-		}
-		if len(au) == 0 {
-			t.Fatalf("frame %d: empty access unit", i)
-		}
-		if key {
-			keys = append(keys, i)
-		}
-	}
-	if len(keys) != 2 || keys[0] != 0 || keys[1] != 20 {
+	if keys := encodeFrames(t, enc, src, 40, 20, nil); len(keys) != 2 || keys[0] != 0 || keys[1] != 20 {
 		t.Fatalf("keyframes at %v, want [0 20]", keys)
 	}
 	if enc.w != 320 || enc.h != 240 {
@@ -77,4 +56,33 @@ func TestHasIDR(t *testing.T) {
 			t.Errorf("%s: got %v", tc.name, got)
 		}
 	}
+}
+
+// encodeFrames encodes n phantom frames, forcing a keyframe at frame
+// force; check, when set, sees each frame. It returns where the keyframes
+// were.
+func encodeFrames(t *testing.T, enc frameEncoder, src *capture.Phantom, n, force int, check func(i int, au []byte, key bool)) []int {
+	t.Helper()
+	var keys []int
+	for i := 0; i < n; i++ {
+		f, err := src.Next(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == force {
+			enc.ForceKeyframe()
+		}
+		au, key, err := enc.Encode(f.Image)
+		f.Close()
+		if err != nil || len(au) == 0 {
+			t.Fatalf("frame %d: %d bytes, %v", i, len(au), err)
+		}
+		if check != nil {
+			check(i, au, key)
+		}
+		if key {
+			keys = append(keys, i)
+		}
+	}
+	return keys
 }

@@ -42,8 +42,7 @@ type layer struct {
 	spare  gocv.Mat    // the image of the frame last encoded, reused
 	closed bool
 
-	wantKey atomic.Bool
-	lastKey time.Time // encoder goroutine only
+	keys keyGate
 
 	frames, dropped, encErrs atomic.Uint64
 	smu                      sync.Mutex
@@ -73,7 +72,7 @@ func newLayer(r *Relay, codec string, enc frameEncoder, p rtp.Payloader, maxH in
 	l := &layer{codec: codec, relay: r, enc: enc, payloader: p, maxH: maxH, log: r.log.With(zap.String("layer", codec)),
 		kick: make(chan struct{}, 1), spare: gocv.NewMat(), encode: stats.Samples{Cap: stats.LiveCap},
 		cancel: cancel, done: make(chan struct{})}
-	l.wantKey.Store(true)
+	l.keys.request()
 	go l.run(ctx)
 	l.log.Info("layer started")
 	return l
@@ -107,7 +106,7 @@ func (l *layer) push(img gocv.Mat, seq uint64, ts uint32, meta string) {
 	}
 }
 
-func (l *layer) requestKeyframe() { l.wantKey.Store(true) }
+func (l *layer) requestKeyframe() { l.keys.request() }
 
 func (l *layer) run(ctx context.Context) {
 	defer close(l.done)
@@ -133,8 +132,7 @@ func (l *layer) run(ctx context.Context) {
 }
 
 func (l *layer) encodeAndSend(f *layerFrame) {
-	if l.wantKey.Load() && time.Since(l.lastKey) >= l.relay.cfg.KeyframeGap {
-		l.wantKey.Store(false)
+	if l.keys.due(l.relay.cfg.KeyframeGap) {
 		l.enc.ForceKeyframe()
 	}
 	t0 := time.Now()
@@ -147,13 +145,9 @@ func (l *layer) encodeAndSend(f *layerFrame) {
 		return
 	}
 	if key {
-		l.lastKey = t0
+		l.keys.sent(t0)
 	}
-	payloads := l.payloader.Payload(mtu-12, au)
-	s := &sample{seq: f.seq, ts: f.ts, key: key, pkts: make([]*rtp.Packet, len(payloads)), meta: f.meta}
-	for i, p := range payloads {
-		s.pkts[i] = &rtp.Packet{Header: rtp.Header{Version: 2, Marker: i == len(payloads)-1, Timestamp: f.ts}, Payload: p}
-	}
+	s := &sample{seq: f.seq, ts: f.ts, key: key, pkts: packetize(l.payloader, au, f.ts), meta: f.meta}
 	l.frames.Add(1)
 	l.smu.Lock()
 	l.encode.Add(d)

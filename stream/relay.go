@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/pion/rtp"
@@ -106,12 +105,11 @@ type Relay struct {
 	payloader codecs.H264Payloader
 
 	// Written only by the sink goroutine (Write).
-	tsBase  uint32
-	t0      time.Time
-	lastTS  uint32
-	lastKey time.Time
+	tsBase uint32
+	t0     time.Time
+	lastTS uint32
 
-	wantKey atomic.Bool
+	keys keyGate
 
 	mu      sync.RWMutex
 	viewers map[string]*Viewer
@@ -185,8 +183,7 @@ type wireMeta struct {
 // failures are counted and logged, never returned: the pipeline would
 // disable the sink, and one bad frame must not end the stream.
 func (r *Relay) Write(f *frame.Frame, meta *overlay.Metadata) error {
-	if r.wantKey.Load() && time.Since(r.lastKey) >= r.cfg.KeyframeGap {
-		r.wantKey.Store(false)
+	if r.keys.due(r.cfg.KeyframeGap) {
 		r.enc.ForceKeyframe()
 	}
 	t0 := time.Now()
@@ -204,7 +201,7 @@ func (r *Relay) Write(f *frame.Frame, meta *overlay.Metadata) error {
 		return nil
 	}
 	if key {
-		r.lastKey = t0
+		r.keys.sent(t0)
 	}
 	if r.cfg.OnEncode != nil {
 		r.cfg.OnEncode(d, len(au))
@@ -224,11 +221,7 @@ func (r *Relay) Write(f *frame.Frame, meta *overlay.Metadata) error {
 	}
 	r.lastTS = ts
 
-	payloads := r.payloader.Payload(mtu-12, au)
-	s := &sample{seq: f.Seq, ts: ts, key: key, pkts: make([]*rtp.Packet, len(payloads))}
-	for i, p := range payloads {
-		s.pkts[i] = &rtp.Packet{Header: rtp.Header{Version: 2, Marker: i == len(payloads)-1, Timestamp: ts}, Payload: p}
-	}
+	s := &sample{seq: f.Seq, ts: ts, key: key, pkts: packetize(&r.payloader, au, ts)}
 	mb, err := json.Marshal(wireMeta{Metadata: meta, RTPTimestamp: ts})
 	if err != nil {
 		return fmt.Errorf("stream: metadata: %w", err)
@@ -310,7 +303,7 @@ func (r *Relay) RequestKeyframe() { r.requestKeyframe() }
 
 // requestKeyframe asks for an IDR soon; requests within KeyframeGap of the
 // last keyframe coalesce into one.
-func (r *Relay) requestKeyframe() { r.wantKey.Store(true) }
+func (r *Relay) requestKeyframe() { r.keys.request() }
 
 // Close disconnects every viewer and frees the encoder. The pipeline's
 // sink Close does not call it: a relay outlives a source that reconnects.

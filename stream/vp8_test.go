@@ -31,28 +31,12 @@ func TestVP8Encoder(t *testing.T) {
 	enc := newVP8Encoder(VP8Config{MaxHeight: 240}, 30)
 	defer enc.Close()
 	src := capture.NewPhantom(capture.PhantomConfig{Seed: 1, Width: 640, Height: 480})
-	var keys []int
-	for i := 0; i < 40; i++ {
-		f, err := src.Next(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i == 20 {
-			enc.ForceKeyframe()
-		}
-		au, key, err := enc.Encode(f.Image)
-		f.Close()
-		if err != nil || len(au) == 0 {
-			t.Fatalf("frame %d: %d bytes, %v", i, len(au), err)
-		}
+	keys := encodeFrames(t, enc, src, 40, 20, func(i int, au []byte, key bool) {
 		// The frame tag's P bit: 0 on keyframes (RFC 6386 9.1).
 		if (au[0]&1 == 0) != key {
 			t.Fatalf("frame %d: key=%v but frame tag %#x", i, key, au[0])
 		}
-		if key {
-			keys = append(keys, i)
-		}
-	}
+	})
 	if len(keys) != 2 || keys[0] != 0 || keys[1] != 20 {
 		t.Fatalf("keyframes at %v, want [0 20]", keys)
 	}
