@@ -207,6 +207,12 @@ async function main() {
   if (people.length !== 2 || !people.some((p) => /expert/i.test(p)) || !people.some((p) => /you/.test(p))) {
     throw new Error(`presence on the sonographer's page: ${JSON.stringify(people)}`);
   }
+  // Tablet sizes: the expert's landscape, the sonographer's portrait.
+  await expert.setViewportSize({ width: 1024, height: 768 });
+  await live.setViewportSize({ width: 768, height: 1024 });
+  await sleep(500);
+  await expert.screenshot({ path: path.join(OUT_DIR, 'chromium-expert-1024x768.png') });
+  await live.screenshot({ path: path.join(OUT_DIR, 'chromium-live-768x1024.png') });
   result.ok = true;
   return finish(0);
 }

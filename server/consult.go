@@ -402,7 +402,7 @@ func (c *consultRelay) opened(v *stream.Viewer) {
 // leave, and to a page when its consult channel opens).
 func (c *consultRelay) presence() []byte {
 	var people []consultFrom
-	for _, vs := range c.ses.relay.Stats().Viewers {
+	for _, vs := range c.ses.relay.ViewerStats() {
 		people = append(people, consultFrom{Viewer: vs.ID, Role: vs.Role, Name: c.ses.viewerName(vs.ID)})
 	}
 	sort.Slice(people, func(i, j int) bool { return people[i].Viewer < people[j].Viewer })

@@ -357,6 +357,18 @@ func (r *Relay) Stats() Stats {
 	return s
 }
 
+// ViewerStats returns every viewer's counters, without the relay's own
+// (whose percentiles cost a sort).
+func (r *Relay) ViewerStats() []ViewerStats {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]ViewerStats, 0, len(r.viewers))
+	for _, v := range r.viewers {
+		out = append(out, v.Stats())
+	}
+	return out
+}
+
 // FrameSize is the size of the last frame written (0×0 before the first).
 func (r *Relay) FrameSize() (w, h int) {
 	r.smu.Lock()
