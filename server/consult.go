@@ -1,12 +1,15 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,7 +42,7 @@ var ErrBadConsult = errors.New("bad consult message")
 
 // consultMsg is one message, as received and as forwarded.
 type consultMsg struct {
-	Type   string       `json:"type"` // pointer, mark, clear, verdict, freeze, unfreeze, chat; presence from the server
+	Type   string       `json:"type"` // pointer, mark, clear, verdict, freeze, unfreeze, chat, voice; presence and speaking from the server
 	ID     string       `json:"id,omitempty"`
 	Shape  string       `json:"shape,omitempty"` // arrow, circle, caliper, freehand
 	X      *float64     `json:"x,omitempty"`
@@ -54,8 +57,19 @@ type consultMsg struct {
 	Note     string  `json:"note,omitempty"`
 	// Text is a chat message (for when audio fails).
 	Text string `json:"text,omitempty"`
-	// People is the server's presence list: who is connected now.
-	People []consultFrom `json:"people,omitempty"`
+	// Mic is a page's microphone state (a voice message): open, ptt
+	// (push to talk, not pressed), talking (push to talk, pressed),
+	// muted, or none (no microphone).
+	Mic string `json:"mic,omitempty"`
+	// People is the server's presence list: who is connected now. Slots
+	// (to each page its own) names whose voice each of the page's audio
+	// sections carries, in offer order; VoicesRecorded says the session's
+	// voices go into the recording (every page shows it).
+	People         []consultFrom `json:"people,omitempty"`
+	Slots          []string      `json:"slots,omitempty"`
+	VoicesRecorded bool          `json:"voices_recorded,omitempty"`
+	// Speaking lists the viewers whose microphones carry speech now.
+	Speaking []string `json:"speaking,omitempty"`
 	// Still is set by the server on a freeze: the URL of the frozen
 	// frame's picture, the same for every page.
 	Still string `json:"still,omitempty"`
@@ -72,7 +86,12 @@ type consultFrom struct {
 	Role   string `json:"role"`
 	// Name is the label the invite was made with ("" for none).
 	Name string `json:"name,omitempty"`
+	// Mic is the microphone state the page last gave (presence only).
+	Mic string `json:"mic,omitempty"`
 }
+
+// micStates are what a page may say of its microphone.
+var micStates = map[string]bool{"open": true, "ptt": true, "talking": true, "muted": true, "none": true}
 
 // maxMarkPoints bounds a freehand stroke (a few seconds of drawing).
 const maxMarkPoints = 512
@@ -115,7 +134,10 @@ func parseConsult(b []byte, w, h int) (consultMsg, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return m, fmt.Errorf("%w: %v", ErrBadConsult, err)
 	}
-	m.From, m.At, m.Still, m.People = nil, 0, "", nil
+	m.From, m.At, m.Still, m.People, m.Slots, m.VoicesRecorded, m.Speaking = nil, 0, "", nil, nil, false, nil
+	if m.Type != "voice" {
+		m.Mic = ""
+	}
 	if m.Type != "chat" {
 		m.Text = ""
 	}
@@ -190,8 +212,13 @@ func parseConsult(b []byte, w, h int) (consultMsg, error) {
 		m.ID, m.Shape, m.X, m.Y, m.Points, m.RTPTS = "", "", nil, nil, nil, 0
 	case "unfreeze":
 		m.ID, m.Shape, m.X, m.Y, m.Points, m.RTPTS = "", "", nil, nil, nil, 0
+	case "voice":
+		if !micStates[m.Mic] {
+			return m, fmt.Errorf("%w: mic %q (open, ptt, talking, muted or none)", ErrBadConsult, m.Mic)
+		}
+		m.ID, m.Shape, m.X, m.Y, m.Points, m.RTPTS = "", "", nil, nil, nil, 0
 	default:
-		return m, fmt.Errorf("%w: type %q (pointer, mark, clear, verdict, freeze, unfreeze or chat)", ErrBadConsult, m.Type)
+		return m, fmt.Errorf("%w: type %q (pointer, mark, clear, verdict, freeze, unfreeze, chat or voice)", ErrBadConsult, m.Type)
 	}
 	return m, nil
 }
@@ -223,6 +250,10 @@ type consultRelay struct {
 	// freezing is set while a freeze's frame is being decoded: a second
 	// request meanwhile is refused, not queued.
 	freezing bool
+	// mics is each viewer's microphone state as its page last said;
+	// speaking the viewers last announced as speaking.
+	mics     map[string]string
+	speaking []string
 }
 
 // freezeState is the frame everyone holds.
@@ -257,6 +288,9 @@ func (c *consultRelay) handle(v *stream.Viewer, b []byte) {
 		return
 	case "unfreeze":
 		c.unfreeze(m)
+		return
+	case "voice":
+		c.setMic(v.ID(), m.Mic)
 		return
 	}
 	out, err := json.Marshal(m)
@@ -392,27 +426,106 @@ func (c *consultRelay) opened(v *stream.Viewer) {
 		msgs = append(msgs, c.frozen.msg)
 	}
 	c.mu.Unlock()
-	msgs = append(msgs, c.presence())
 	for _, m := range msgs {
 		v.SendConsult(m)
 	}
+	c.presenceTo(v, c.people())
+}
+
+// people is who is connected now, with their microphones' state.
+func (c *consultRelay) people() []consultFrom {
+	var people []consultFrom
+	c.mu.Lock()
+	mics := maps.Clone(c.mics)
+	c.mu.Unlock()
+	for _, vs := range c.ses.relay.ViewerStats() {
+		people = append(people, consultFrom{Viewer: vs.ID, Role: vs.Role, Name: c.ses.viewerName(vs.ID), Mic: mics[vs.ID]})
+	}
+	sort.Slice(people, func(i, j int) bool { return people[i].Viewer < people[j].Viewer })
+	return people
 }
 
 // presence tells every page who is connected now (on each join and
-// leave, and to a page when its consult channel opens).
-func (c *consultRelay) presence() []byte {
-	var people []consultFrom
-	for _, vs := range c.ses.relay.ViewerStats() {
-		people = append(people, consultFrom{Viewer: vs.ID, Role: vs.Role, Name: c.ses.viewerName(vs.ID)})
+// leave, a microphone's change, and to a page when its consult channel
+// opens), each with whose voice its audio slots carry.
+func (c *consultRelay) presence() {
+	people := c.people()
+	for _, v := range c.ses.relay.Viewers() {
+		c.presenceTo(v, people)
 	}
-	sort.Slice(people, func(i, j int) bool { return people[i].Viewer < people[j].Viewer })
-	b, _ := json.Marshal(consultMsg{Type: "presence", People: people, At: time.Now().UnixMilli()})
-	return b
+}
+
+func (c *consultRelay) presenceTo(v *stream.Viewer, people []consultFrom) {
+	b, err := json.Marshal(consultMsg{Type: "presence", People: people, Slots: v.VoiceSlots(),
+		VoicesRecorded: c.ses.recordsVoices(), At: time.Now().UnixMilli()})
+	if err == nil {
+		v.SendConsult(b)
+	}
+}
+
+// setMic keeps a page's microphone state and tells everyone.
+func (c *consultRelay) setMic(id, mic string) {
+	c.mu.Lock()
+	if c.mics == nil {
+		c.mics = map[string]string{}
+	}
+	same := c.mics[id] == mic
+	c.mics[id] = mic
+	c.mu.Unlock()
+	if !same {
+		c.presence()
+	}
+}
+
+// watchSpeaking announces who speaks until ctx ends: often enough that the
+// indicator follows a word, rarely enough to cost nothing.
+func (c *consultRelay) watchSpeaking(ctx context.Context) {
+	t := time.NewTicker(150 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c.announceSpeaking()
+		}
+	}
+}
+
+// announceSpeaking tells every page who is speaking, when that changed
+// since the last call. The session calls it a few times a second.
+func (c *consultRelay) announceSpeaking() {
+	var now []string
+	for _, v := range c.ses.relay.Viewers() {
+		if v.Speaking() {
+			now = append(now, v.ID())
+		}
+	}
+	sort.Strings(now)
+	c.mu.Lock()
+	changed := !slices.Equal(now, c.speaking)
+	c.speaking = now
+	c.mu.Unlock()
+	if !changed {
+		return
+	}
+	if now == nil {
+		now = []string{}
+	}
+	b, err := json.Marshal(struct {
+		Type     string   `json:"type"`
+		Speaking []string `json:"speaking"`
+		At       int64    `json:"at"`
+	}{"speaking", now, time.Now().UnixMilli()})
+	if err == nil {
+		c.ses.relay.Broadcast("", b)
+	}
 }
 
 // forget drops what is kept for a viewer that left.
 func (c *consultRelay) forget(id string) {
 	c.mu.Lock()
 	delete(c.pointerRec, id)
+	delete(c.mics, id)
 	c.mu.Unlock()
 }

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +46,10 @@ func TestParseConsult(t *testing.T) {
 		{"verdict without a track", `{"type":"verdict","verdict":"agree"}`, false},
 		{"verdict of another word", `{"type":"verdict","track_id":3,"verdict":"maybe"}`, false},
 		{"unknown category", `{"type":"verdict","track_id":3,"verdict":"agree","category":"BI-RADS 6"}`, false},
+		{"voice open", `{"type":"voice","mic":"open"}`, true},
+		{"voice push to talk, pressed", `{"type":"voice","mic":"talking"}`, true},
+		{"voice of another state", `{"type":"voice","mic":"loud"}`, false},
+		{"voice without a state", `{"type":"voice"}`, false},
 		{"note too long", `{"type":"verdict","track_id":3,"verdict":"agree","note":"` + strings.Repeat("x", 281) + `"}`, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -317,11 +323,69 @@ func TestChatAndPresence(t *testing.T) {
 	})
 }
 
-// consultViewer joins as a page does, with a consult channel; the test's
-// cleanup leaves.
-func consultViewer(t *testing.T, ctx context.Context, base, tok string) *whepclient.Session {
+// The sonographer's microphone reaches the expert on the audio slot the
+// expert's presence names for it; its state (open, muted) and its speech
+// are announced to the others.
+func TestVoiceReachesTheExpert(t *testing.T) {
+	srv, base, ctx := consultServer(t)
+	sonoTok := token(t, srv, auth.Sonographer, time.Hour)
+	expertTok := token(t, srv, auth.Expert, time.Hour)
+	next := func(v *whepclient.Session, ok func(consultMsg) bool) consultMsg {
+		t.Helper()
+		return nextConsult(t, ctx, v, ok)
+	}
+	sono := consultViewer(t, ctx, base, sonoTok, 2)
+	expert := consultViewer(t, ctx, base, expertTok, 2)
+	sonoID := path.Base(sono.Resource())
+	withSlot := next(expert, func(m consultMsg) bool { return m.Type == "presence" && slices.Contains(m.Slots, sonoID) })
+	if withSlot.VoicesRecorded {
+		t.Errorf("voices recorded with record.voices off")
+	}
+	if err := sono.SendConsult(ctx, []byte(`{"type":"voice","mic":"open"}`)); err != nil {
+		t.Fatal(err)
+	}
+	next(expert, func(m consultMsg) bool {
+		return m.Type == "presence" && slices.ContainsFunc(m.People, func(p consultFrom) bool { return p.Viewer == sonoID && p.Mic == "open" })
+	})
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+				sono.SendVoice([]byte{0xfc, 0xff, 0xfe}, 25)
+			}
+		}
+	}()
+	next(expert, func(m consultMsg) bool { return m.Type == "speaking" && slices.Contains(m.Speaking, sonoID) })
+	time.Sleep(time.Second) // a second of speech
+	close(stop)
+	next(expert, func(m consultMsg) bool { return m.Type == "speaking" && len(m.Speaking) == 0 })
+	n := 0
+	for _, k := range expert.Stats().Voice {
+		n += k
+	}
+	if n < 25 {
+		t.Errorf("the expert received %d voice packets of a second's speech", n)
+	}
+	if err := sono.SendConsult(ctx, []byte(`{"type":"voice","mic":"muted"}`)); err != nil {
+		t.Fatal(err)
+	}
+	next(expert, func(m consultMsg) bool {
+		return m.Type == "presence" && slices.ContainsFunc(m.People, func(p consultFrom) bool { return p.Viewer == sonoID && p.Mic == "muted" })
+	})
+}
+
+// consultViewer joins as a page does, with a consult channel (and voice
+// slots, when given); the test's cleanup leaves.
+func consultViewer(t *testing.T, ctx context.Context, base, tok string, voiceSlots ...int) *whepclient.Session {
 	t.Helper()
-	v, err := whepclient.Dial(ctx, base+"/whep/phantom", whepclient.Options{Token: tok, Consult: true})
+	opt := whepclient.Options{Token: tok, Consult: true}
+	if len(voiceSlots) > 0 {
+		opt.VoiceSlots = voiceSlots[0]
+	}
+	v, err := whepclient.Dial(ctx, base+"/whep/phantom", opt)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -97,7 +97,7 @@ func newSession(s *Server, src Source, det infer.Detector, model string) (*Sessi
 			s.hub.broadcast(src.ID, event{Type: "viewer", Viewer: &ev})
 			if ev.Event == "left" {
 				// Not on the relay's lock: presence reads the relay's viewers.
-				go ses.relay.Broadcast("", ses.consult.presence())
+				go ses.consult.presence()
 			}
 			ses.recordEvent("viewer_"+ev.Event, map[string]string{"viewer": ev.ID, "role": ev.Role})
 		},
@@ -129,6 +129,12 @@ func (s *Session) run(ctx context.Context) {
 	// couple of seconds, and a failed open costs little.
 	const minBackoff, maxBackoff = 500 * time.Millisecond, 2 * time.Second
 	backoff := minBackoff
+	speaking := make(chan struct{})
+	go func() {
+		defer close(speaking)
+		s.consult.watchSpeaking(ctx)
+	}()
+	defer func() { <-speaking }()
 	for ctx.Err() == nil {
 		started := time.Now()
 		err := s.runOnce(ctx)
@@ -266,7 +272,7 @@ func (s *Session) bindViewer(c auth.Claims, id, addr string) error {
 	}
 	// Now that the viewer has its link (and the link's name), everyone
 	// learns who joined.
-	go s.relay.Broadcast("", s.consult.presence())
+	go s.consult.presence()
 	return nil
 }
 
@@ -313,6 +319,12 @@ func (s *Session) SetBurnIn(on bool) {
 		p.SetOverlay(on)
 	}
 	s.recordEvent("burn_in", map[string]string{"on": strconv.FormatBool(on)})
+}
+
+// recordsVoices reports whether the session's voices go into its
+// recording (record.voices, off by default: consent).
+func (s *Session) recordsVoices() bool {
+	return s.deps.lib != nil && s.deps.cfg.Record.Voices
 }
 
 // recordEvent notes a session event in the recording in progress.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/pion/interceptor"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -43,7 +44,7 @@ type APIConfig struct {
 	IncludeLoopback bool
 }
 
-// NewAPI builds the WebRTC API: H.264, and VP8 for the fallback layer, NACK/RTCP reports/TWCC
+// NewAPI builds the WebRTC API: H.264, VP8 for the fallback layer, Opus for the voices, NACK/RTCP reports/TWCC
 // interceptors, and the ICE settings of cfg. The returned closer releases
 // the shared UDP port.
 func NewAPI(cfg APIConfig) (*webrtc.API, func() error, error) {
@@ -53,6 +54,17 @@ func NewAPI(cfg APIConfig) (*webrtc.API, func() error, error) {
 	}
 	if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: vp8Codec, PayloadType: 96}, webrtc.RTPCodecTypeVideo); err != nil {
 		return nil, nil, fmt.Errorf("stream: register VP8: %w", err)
+	}
+	if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: opusCodec, PayloadType: 111}, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, nil, fmt.Errorf("stream: register Opus: %w", err)
+	}
+	// The audio level on each voice packet tells who is speaking without
+	// decoding; the mid lets a microphone whose SSRC the offer did not
+	// name (a track added after the offer) be matched to its section.
+	for _, uri := range []string{sdp.AudioLevelURI, sdp.SDESMidURI} {
+		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: uri}, webrtc.RTPCodecTypeAudio); err != nil {
+			return nil, nil, fmt.Errorf("stream: register %s: %w", uri, err)
+		}
 	}
 	reg := &interceptor.Registry{}
 	if err := webrtc.RegisterDefaultInterceptors(m, reg); err != nil {

@@ -99,6 +99,17 @@ func (r *Relay) Broadcast(except string, msg []byte) {
 	}
 }
 
+// Viewers returns the viewers connected now.
+func (r *Relay) Viewers() []*Viewer {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]*Viewer, 0, len(r.viewers))
+	for _, v := range r.viewers {
+		out = append(out, v)
+	}
+	return out
+}
+
 // SendConsult sends msg to one viewer (a reply, or the state a late
 // joiner needs).
 func (v *Viewer) SendConsult(msg []byte) { v.sendConsult(msg) }

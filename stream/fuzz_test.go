@@ -21,7 +21,11 @@ func FuzzCheckOffer(f *testing.F) {
 	f.Add("m=video 9 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n")
 	f.Fuzz(func(t *testing.T, offer string) {
 		for _, vp8 := range []bool{true, false} {
-			_, codec, err := checkOffer(offer, vp8)
+			o, err := checkOffer(offer, vp8)
+			codec := o.codec
+			if o.audio > 8 {
+				t.Fatalf("%d audio sections counted in an offer of at most 8", o.audio)
+			}
 			switch {
 			case err != nil && !isBadOffer(err):
 				t.Fatalf("unnamed error: %v", err)

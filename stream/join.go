@@ -21,7 +21,7 @@ func (r *Relay) AddViewer(ctx context.Context, offer, role string) (*Viewer, str
 	if r.cfg.API == nil {
 		return nil, "", fmt.Errorf("%w: this relay takes no viewers", ErrClosed)
 	}
-	hasApp, codec, err := checkOffer(offer, !r.cfg.VP8.Disabled)
+	o, err := checkOffer(offer, !r.cfg.VP8.Disabled)
 	if err != nil {
 		return nil, "", err
 	}
@@ -53,7 +53,7 @@ func (r *Relay) AddViewer(ctx context.Context, offer, role string) (*Viewer, str
 	if err != nil {
 		return nil, "", fmt.Errorf("stream: peer connection: %w", err)
 	}
-	v, answer, err := r.negotiate(ctx, pc, id, role, offer, codec, hasApp)
+	v, answer, err := r.negotiate(ctx, pc, id, role, offer, o)
 	if err != nil {
 		pc.Close()
 		return nil, "", err
@@ -66,28 +66,30 @@ func (r *Relay) AddViewer(ctx context.Context, offer, role string) (*Viewer, str
 		v.close("relay closed")
 		return nil, "", ErrClosed
 	}
-	if codec == vp8Codec.MimeType {
+	if o.codec == vp8Codec.MimeType {
 		if r.vp8 == nil {
 			r.vp8 = newVP8Layer(r)
 		}
 		v.layer = r.vp8
 	}
 	r.viewers[id] = v
+	r.assignVoices()
 	n := len(r.viewers)
 	r.mu.Unlock()
 	v.start()
 	v.requestKeyframe()
-	r.log.Info("viewer joined", zap.String("viewer", id), zap.String("role", role), zap.String("codec", codec), zap.Int("viewers", n))
+	r.log.Info("viewer joined", zap.String("viewer", id), zap.String("role", role), zap.String("codec", o.codec),
+		zap.Int("voice_slots", o.audio), zap.Int("viewers", n))
 	r.emit(ViewerEvent{Event: "joined", ID: id, Role: role, Viewers: n})
 	return v, answer, nil
 }
 
-func (r *Relay) negotiate(ctx context.Context, pc *webrtc.PeerConnection, id, role, offer, codec string, hasApp bool) (*Viewer, string, error) {
+func (r *Relay) negotiate(ctx context.Context, pc *webrtc.PeerConnection, id, role, offer string, o offerInfo) (*Viewer, string, error) {
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
 		return nil, "", fmt.Errorf("%w: %v", ErrBadOffer, err)
 	}
 	capability := h264Codec
-	if codec == vp8Codec.MimeType {
+	if o.codec == vp8Codec.MimeType {
 		capability = vp8Codec
 	}
 	track, err := webrtc.NewTrackLocalStaticRTP(capability, "video", "sonolive-"+r.cfg.Source)
@@ -98,8 +100,12 @@ func (r *Relay) negotiate(ctx context.Context, pc *webrtc.PeerConnection, id, ro
 	if err != nil {
 		return nil, "", fmt.Errorf("stream: add track: %w", err)
 	}
+	slots, err := addVoiceSlots(pc, r.cfg.Source, o.audio)
+	if err != nil {
+		return nil, "", fmt.Errorf("stream: voice: %w", err)
+	}
 	var dc *webrtc.DataChannel
-	if hasApp {
+	if o.hasApp {
 		ordered, negotiated := false, true
 		var retransmits, chID uint16 = 0, 0
 		dc, err = pc.CreateDataChannel("metadata", &webrtc.DataChannelInit{
@@ -124,7 +130,7 @@ func (r *Relay) negotiate(ctx context.Context, pc *webrtc.PeerConnection, id, ro
 	case <-ctx.Done():
 		return nil, "", ctx.Err()
 	}
-	v := newViewer(r, id, role, pc, track, sender, dc)
+	v := newViewer(r, id, role, pc, track, sender, dc, slots)
 	return v, pc.LocalDescription().SDP, nil
 }
 
@@ -141,6 +147,7 @@ func (r *Relay) RemoveViewer(id, reason string) error {
 	r.mu.Lock()
 	v, ok := r.viewers[id]
 	delete(r.viewers, id)
+	r.assignVoices()
 	n := len(r.viewers)
 	var idle *layer
 	if ok && v.layer != nil && v.layer == r.vp8 && !r.layerInUse(v.layer) {

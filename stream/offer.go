@@ -12,17 +12,23 @@ import (
 // is on) VP8. Its message names the fix, for the page to show.
 var ErrNoCodec = errors.New("this browser offers no video codec sonolive sends")
 
+// offerInfo is what checkOffer learnt of an offer.
+type offerInfo struct {
+	hasApp bool   // an application section: the DataChannels
+	codec  string // the video MIME type to send
+	audio  int    // audio sections offering Opus: the voice slots
+}
+
 // checkOffer rejects what is not SDP or offers no video we can send before
 // any WebRTC state is made, with a reason a client developer can act on.
-// codec is the MIME type to send: H.264 when offered, else VP8 when the
-// fallback is allowed.
-func checkOffer(offer string, allowVP8 bool) (hasApp bool, codec string, err error) {
+// The codec is H.264 when offered, else VP8 when the fallback is allowed.
+func checkOffer(offer string, allowVP8 bool) (o offerInfo, err error) {
 	if strings.TrimSpace(offer) == "" {
-		return false, "", fmt.Errorf("%w: empty body", ErrBadOffer)
+		return o, fmt.Errorf("%w: empty body", ErrBadOffer)
 	}
 	var sd sdp.SessionDescription
 	if err := sd.UnmarshalString(offer); err != nil {
-		return false, "", fmt.Errorf("%w: %v", ErrBadOffer, err)
+		return o, fmt.Errorf("%w: %v", ErrBadOffer, err)
 	}
 	hasH264, hasVP8 := false, false
 	cands := 0
@@ -34,7 +40,14 @@ func checkOffer(offer string, allowVP8 bool) (hasApp bool, codec string, err err
 		}
 		switch m.MediaName.Media {
 		case "application":
-			hasApp = true
+			o.hasApp = true
+		case "audio":
+			for _, a := range m.Attributes {
+				if a.Key == "rtpmap" && strings.Contains(strings.ToUpper(a.Value), "OPUS/48000") {
+					o.audio++
+					break
+				}
+			}
 		case "video":
 			for _, a := range m.Attributes {
 				if a.Key != "rtpmap" {
@@ -47,19 +60,21 @@ func checkOffer(offer string, allowVP8 bool) (hasApp bool, codec string, err err
 		}
 	}
 	if cands > MaxCandidates {
-		return false, "", fmt.Errorf("%w: %d ICE candidates (at most %d)", ErrBadOffer, cands, MaxCandidates)
+		return offerInfo{}, fmt.Errorf("%w: %d ICE candidates (at most %d)", ErrBadOffer, cands, MaxCandidates)
 	}
 	if len(sd.MediaDescriptions) > 8 {
-		return false, "", fmt.Errorf("%w: %d media sections (at most 8)", ErrBadOffer, len(sd.MediaDescriptions))
+		return offerInfo{}, fmt.Errorf("%w: %d media sections (at most 8)", ErrBadOffer, len(sd.MediaDescriptions))
 	}
 	switch {
 	case hasH264:
-		return hasApp, h264Codec.MimeType, nil
+		o.codec = h264Codec.MimeType
+		return o, nil
 	case hasVP8 && allowVP8:
-		return hasApp, vp8Codec.MimeType, nil
+		o.codec = vp8Codec.MimeType
+		return o, nil
 	case hasVP8:
-		return false, "", fmt.Errorf("%w: %w: no H.264 in the offer and the VP8 fallback is off on this server; "+
+		return offerInfo{}, fmt.Errorf("%w: %w: no H.264 in the offer and the VP8 fallback is off on this server; "+
 			"use Chrome, Edge or Safari, or enable Firefox's OpenH264 plugin (about:addons, Plugins)", ErrBadOffer, ErrNoCodec)
 	}
-	return false, "", fmt.Errorf("%w: %w: no H.264 or VP8 video section; use Chrome, Edge, Firefox or Safari", ErrBadOffer, ErrNoCodec)
+	return offerInfo{}, fmt.Errorf("%w: %w: no H.264 or VP8 video section; use Chrome, Edge, Firefox or Safari", ErrBadOffer, ErrNoCodec)
 }

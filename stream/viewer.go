@@ -48,16 +48,23 @@ type Viewer struct {
 	trickled                 atomic.Int64
 	state                    atomic.Value // webrtc.PeerConnectionState
 
+	voice voice
+
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+	// spawnMu and closing keep goroutines started from pion's callbacks
+	// (a track arriving) out of wg once close waits on it.
+	spawnMu sync.Mutex
+	closing bool
 }
 
-func newViewer(r *Relay, id, role string, pc *webrtc.PeerConnection, track *webrtc.TrackLocalStaticRTP, sender *webrtc.RTPSender, dc *webrtc.DataChannel) *Viewer {
+func newViewer(r *Relay, id, role string, pc *webrtc.PeerConnection, track *webrtc.TrackLocalStaticRTP, sender *webrtc.RTPSender, dc *webrtc.DataChannel, slots []*voiceSlot) *Viewer {
 	ctx, cancel := context.WithCancel(context.Background())
 	v := &Viewer{relay: r, id: id, role: role, joined: time.Now(), pc: pc, track: track, sender: sender, dc: dc,
-		q: make(chan *sample, r.cfg.ViewerQueue), ctx: ctx, cancel: cancel}
+		q: make(chan *sample, r.cfg.ViewerQueue), ctx: ctx, cancel: cancel,
+		voice: voice{slots: slots, q: make(chan voicePacket, voiceQueue)}}
 	w := track.WriteRTP
 	v.write.Store(&w)
 	v.waitKey.Store(true)
@@ -84,9 +91,29 @@ func (v *Viewer) start() {
 			go v.relay.RemoveViewer(v.id, "connection "+s.String())
 		}
 	})
-	v.wg.Add(2)
+	v.pc.OnTrack(v.receiveVoice)
+	v.wg.Add(3 + len(v.voice.slots))
 	go v.sendLoop()
 	go v.rtcpLoop()
+	go v.voiceLoop()
+	for _, s := range v.voice.slots {
+		go v.drainRTCP(s.sender)
+	}
+}
+
+// spawn runs f on a goroutine close waits for, unless the viewer is
+// closing already.
+func (v *Viewer) spawn(f func()) {
+	v.spawnMu.Lock()
+	defer v.spawnMu.Unlock()
+	if v.closing {
+		return
+	}
+	v.wg.Add(1)
+	go func() {
+		defer v.wg.Done()
+		f()
+	}()
 }
 
 // offer queues s without blocking; called for every frame by the relay.
@@ -259,6 +286,9 @@ func checkCandidateAddr(addr string) error {
 
 func (v *Viewer) close(reason string) {
 	v.closeOnce.Do(func() {
+		v.spawnMu.Lock()
+		v.closing = true
+		v.spawnMu.Unlock()
 		v.cancel()
 		if err := v.pc.Close(); err != nil {
 			v.relay.log.Debug("closing peer connection", zap.String("viewer", v.id), zap.Error(err))
@@ -288,6 +318,8 @@ type ViewerStats struct {
 	ConsultIn      uint64 `json:"consult_in"`
 	ConsultOut     uint64 `json:"consult_out"`
 	ConsultDropped uint64 `json:"consult_dropped"`
+	// Voice: the viewer's microphone and the slots it hears the others on.
+	Voice VoiceStats `json:"voice"`
 }
 
 // Stats returns the viewer's counters.
@@ -300,5 +332,6 @@ func (v *Viewer) Stats() ViewerStats {
 	return ViewerStats{ID: v.id, Role: v.role, Codec: codec, State: st.String(), Joined: v.joined,
 		Frames: v.frames.Load(), Dropped: v.dropped.Load(), Waiting: v.waiting.Load(),
 		MetaSent: v.metaSent.Load(), MetaDropped: v.metaDropped.Load(), PLIs: v.plis.Load(), Queued: len(v.q),
-		ConsultIn: v.consult.in.Load(), ConsultOut: v.consult.out.Load(), ConsultDropped: v.consult.dropped.Load()}
+		ConsultIn: v.consult.in.Load(), ConsultOut: v.consult.out.Load(), ConsultDropped: v.consult.dropped.Load(),
+		Voice: v.voiceStats()}
 }

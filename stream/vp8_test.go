@@ -131,7 +131,8 @@ func TestCheckOfferCodec(t *testing.T) {
 		{"H.264 from chrome", chromeOffer, false, "video/H264", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, codec, err := checkOffer(tc.offer, tc.allowVP8)
+			o, err := checkOffer(tc.offer, tc.allowVP8)
+			codec := o.codec
 			if codec != tc.want || !errors.Is(err, tc.wantErr) || (tc.wantErr != nil && !errors.Is(err, ErrBadOffer)) {
 				t.Fatalf("codec %q, err %v; want %q, %v", codec, err, tc.want, tc.wantErr)
 			}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -32,6 +33,9 @@ type Options struct {
 	VP8 bool
 	// Consult opens the "consult" DataChannel, as the pages do.
 	Consult bool
+	// VoiceSlots offers this many Opus sections, as the pages do: the
+	// first sends the session's microphone (SendVoice), all receive.
+	VoiceSlots int
 	// HTTP is the client for signalling (default: 10 s timeout).
 	HTTP *http.Client
 }
@@ -67,6 +71,12 @@ type Session struct {
 	lastMeta  []byte
 	readDelay time.Duration
 	done      chan struct{}
+
+	mic      *webrtc.TrackLocalStaticRTP
+	micLevel uint8 // header extension id of the audio level, 0 until negotiated
+	micSeq   uint16
+	micTS    uint32
+	voiceIn  map[string]int // packets received per audio section (mid)
 }
 
 // Stats is what a session has received.
@@ -84,6 +94,8 @@ type Stats struct {
 	// FPS over the received frames.
 	FPS   float64
 	State string
+	// Voice is the audio packets received per audio section (mid).
+	Voice map[string]int
 }
 
 // HTTPError is a non-2xx answer from the server.
@@ -93,6 +105,8 @@ type HTTPError struct {
 }
 
 func (e *HTTPError) Error() string { return fmt.Sprintf("whep: HTTP %d: %s", e.Code, e.Body) }
+
+var opus = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}
 
 func newAPI(vp8 bool) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
@@ -108,6 +122,12 @@ func newAPI(vp8 bool) (*webrtc.API, error) {
 		}, PayloadType: 96}
 	}
 	if err := m.RegisterCodec(c, webrtc.RTPCodecTypeVideo); err != nil {
+		return nil, err
+	}
+	if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: opus, PayloadType: 111}, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, err
+	}
+	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.AudioLevelURI}, webrtc.RTPCodecTypeAudio); err != nil {
 		return nil, err
 	}
 	reg := &interceptor.Registry{}
@@ -132,13 +152,31 @@ func Dial(ctx context.Context, endpoint string, opt Options) (*Session, error) {
 		return nil, err
 	}
 	s := &Session{pc: pc, vp8: opt.VP8, http: opt.HTTP, token: opt.Token, started: time.Now(), metaTS: map[uint32]bool{}, done: make(chan struct{}),
-		received: make(chan []byte, 256)}
+		received: make(chan []byte, 256), voiceIn: map[string]int{}}
 	if s.http == nil {
 		s.http = &http.Client{Timeout: 10 * time.Second}
 	}
 	fail := func(err error) (*Session, error) { pc.Close(); return nil, err }
 	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
 		return fail(err)
+	}
+	var micSender *webrtc.RTPSender
+	for i := range opt.VoiceSlots {
+		if i == 0 {
+			mic, err := webrtc.NewTrackLocalStaticRTP(opus, "mic", "whepclient")
+			if err != nil {
+				return fail(err)
+			}
+			tr, err := pc.AddTransceiverFromTrack(mic, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendrecv})
+			if err != nil {
+				return fail(err)
+			}
+			s.mic, micSender = mic, tr.Sender()
+			continue
+		}
+		if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			return fail(err)
+		}
 	}
 	if !opt.NoMetadata {
 		ordered, negotiated := false, true
@@ -162,7 +200,19 @@ func Dial(ctx context.Context, endpoint string, opt Options) (*Session, error) {
 			}
 		})
 	}
-	pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) { go s.readTrack(t) })
+	pc.OnTrack(func(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) {
+		if t.Kind() == webrtc.RTPCodecTypeAudio {
+			mid := ""
+			for _, tr := range pc.GetTransceivers() {
+				if tr.Receiver() == r {
+					mid = tr.Mid()
+				}
+			}
+			go s.readVoice(t, mid)
+			return
+		}
+		go s.readTrack(t)
+	})
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		s.mu.Lock()
 		s.state = st
@@ -206,7 +256,56 @@ func Dial(ctx context.Context, endpoint string, opt Options) (*Session, error) {
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
 		return fail(fmt.Errorf("whep: bad answer: %w", err))
 	}
+	if micSender != nil {
+		for _, e := range micSender.GetParameters().HeaderExtensions {
+			if e.URI == sdp.AudioLevelURI {
+				s.micLevel = uint8(e.ID)
+			}
+		}
+		go func() {
+			for {
+				if _, _, err := micSender.ReadRTCP(); err != nil {
+					return
+				}
+			}
+		}()
+	}
 	return s, nil
+}
+
+// SendVoice sends one 20 ms packet of "microphone" audio with the given
+// RFC 6464 level (0 loudest, 127 silence). The payload is not decoded on
+// the way: any bytes do.
+func (s *Session) SendVoice(payload []byte, level uint8) error {
+	if s.mic == nil {
+		return errors.New("whep: no microphone (Options.VoiceSlots)")
+	}
+	s.mu.Lock()
+	s.micSeq++
+	s.micTS += 960
+	pkt := &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: s.micSeq, Timestamp: s.micTS}, Payload: payload}
+	s.mu.Unlock()
+	if s.micLevel != 0 {
+		b, err := rtp.AudioLevelExtension{Level: level, Voice: level < 127}.Marshal()
+		if err != nil {
+			return err
+		}
+		if err := pkt.SetExtension(s.micLevel, b); err != nil {
+			return err
+		}
+	}
+	return s.mic.WriteRTP(pkt)
+}
+
+func (s *Session) readVoice(t *webrtc.TrackRemote, mid string) {
+	for {
+		if _, _, err := t.ReadRTP(); err != nil {
+			return
+		}
+		s.mu.Lock()
+		s.voiceIn[mid]++
+		s.mu.Unlock()
+	}
 }
 
 // SendConsult sends msg on the consult channel once it is open.
@@ -396,6 +495,10 @@ func (s *Session) Stats() Stats {
 		st.FPS = float64(s.frames-1) / s.last.Sub(s.first).Seconds()
 	}
 	st.Expected = expectedFrames(s.frameTS)
+	st.Voice = map[string]int{}
+	for mid, n := range s.voiceIn {
+		st.Voice[mid] = n
+	}
 	return st
 }
 
