@@ -51,11 +51,11 @@ type voiceSlot struct {
 	// The RTP stream seen by the browser stays one stream while the
 	// speakers change: sequence and timestamp offsets, rebased at each
 	// change. The writer goroutine only.
-	src              string
-	seqOff, lastSeq  uint16
-	tsOff, lastTS    uint32
-	started          bool
-	lastWrite        time.Time
+	src             string
+	seqOff, lastSeq uint16
+	tsOff, lastTS   uint32
+	started         bool
+	lastWrite       time.Time
 }
 
 // voicePacket is one packet queued for a viewer's slot.
