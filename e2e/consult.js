@@ -13,9 +13,16 @@
 //       timestamp, the same picture from the server, its pixels equal on
 //       both screenshots' centre); the sonographer unfreezes for both;
 //   (f) the sonographer's page lists who is here and shows the expert's
-//       chat line.
+//       chat line;
+//   (g) voice both ways: each page's fake microphone is on and the other
+//       page lists it; tone bursts sent as each page's voice are heard on
+//       the other (an AnalyserNode on the received track): mouth-to-ear
+//       p50/p95 from the burst's start in the sender's AudioContext to its
+//       onset at the receiver, one machine, one clock; the speaker is
+//       shown speaking; a muted expert is silent and listed as muted.
 //
-//   LIVE_URL, EXPERT_URL, OUT_DIR (default .), CHROMIUM
+//   LIVE_URL, EXPERT_URL, OUT_DIR (default .), CHROMIUM; VOICE_ONLY=1
+//   runs (g) alone.
 // One JSON line on stdout, exit 0 (ok) or 1.
 
 'use strict';
@@ -28,7 +35,7 @@ const env = process.env;
 const OUT_DIR = env.OUT_DIR || '.';
 const EXPERT_BLUE = [0x4d, 0xb8, 0xff];
 
-const result = { ok: false, error: null, arrow: null, pointer: null, pointBack: null, verdict: null, freeze: null };
+const result = { ok: false, error: null, arrow: null, pointer: null, pointBack: null, verdict: null, freeze: null, voice: null };
 const run = createRun({ name: 'consult', limitMs: 100000, result });
 const { log, finish, fail } = run;
 
@@ -90,6 +97,142 @@ const pct = (a, p) => {
   return s[Math.min(s.length - 1, Math.floor(p * s.length))];
 };
 
+// toneSource makes the page's voice a 1 kHz tone it can switch on and
+// off, in place of its microphone.
+const toneSource = (page) => page.evaluate(() => {
+  const ac = new AudioContext();
+  const osc = ac.createOscillator();
+  osc.frequency.value = 1000;
+  const gain = ac.createGain();
+  gain.gain.value = 0;
+  const dest = ac.createMediaStreamDestination();
+  osc.connect(gain).connect(dest);
+  osc.start();
+  window.__tone = { set: (on) => gain.gain.setValueAtTime(on ? 0.8 : 0, ac.currentTime) };
+  window.sonolive.voice.useTrack(dest.stream.getAudioTracks()[0]);
+  return ac.state;
+});
+
+// ear watches a stream on page (the page's own microphone, or the voice of
+// viewer `from` on the slot the server names for it): onsets of sound after
+// 300 ms of quiet, in wall-clock ms, and the loudest RMS.
+const listen = (page, from) => page.evaluate((from) => {
+  const v = window.sonolive.voice;
+  let stream;
+  if (from === 'self') {
+    stream = new MediaStream([v.track]);
+  } else {
+    const el = document.querySelector(`audio[data-slot="${v.slotOf(from)}"]`);
+    if (v.slotOf(from) < 0 || !el || !el.srcObject) return `no slot for ${from}: ${JSON.stringify(v.slots)}`;
+    stream = el.srcObject;
+  }
+  const ac = new AudioContext();
+  const an = ac.createAnalyser();
+  an.fftSize = 512;
+  ac.createMediaStreamSource(stream).connect(an);
+  const buf = new Float32Array(an.fftSize);
+  const ear = { onsets: [], quietSince: performance.now(), loud: false, maxRms: 0, ac };
+  ear.timer = setInterval(() => {
+    an.getFloatTimeDomainData(buf);
+    let sum = 0;
+    for (const x of buf) sum += x * x;
+    const rms = Math.sqrt(sum / buf.length);
+    ear.maxRms = Math.max(ear.maxRms, rms);
+    const now = performance.now();
+    if (rms > 0.05) {
+      if (!ear.loud && now - ear.quietSince > 300) ear.onsets.push(performance.timeOrigin + now);
+      ear.loud = true;
+    } else {
+      if (ear.loud) ear.quietSince = now;
+      ear.loud = false;
+    }
+  }, 2);
+  (window.__ears = window.__ears || {})[from] = ear;
+  return ac.state;
+}, from);
+
+const stopListening = (page, from) => page.evaluate((from) => {
+  const e = window.__ears[from];
+  clearInterval(e.timer);
+  e.ac.close();
+  return { onsets: e.onsets, maxRms: Math.round(e.maxRms * 1000) / 1000 };
+}, from);
+
+// pair matches each onset at the mouth with the first at the ear after it.
+function pair(mouth, ear) {
+  const lat = [];
+  for (const b of mouth.onsets) {
+    const o = ear.onsets.find((t) => t >= b && t < b + 800);
+    if (o !== undefined) lat.push(Math.round(o - b));
+  }
+  return { beeps: mouth.onsets.length, heard: lat.length, p50: pct(lat, 0.5), p95: pct(lat, 0.95), max: pct(lat, 1) };
+}
+
+// loudness is the loudest RMS of the voice of `from` heard on page over ms.
+async function loudness(page, from, ms) {
+  await listen(page, from);
+  await sleep(ms);
+  return (await stopListening(page, from)).maxRms;
+}
+
+async function voice(live, expert) {
+  const micOn = () => window.sonolive.stats.voice && window.sonolive.stats.voice.mic === 'open';
+  await live.waitForFunction(micOn, null, { timeout: 10000, polling: 100 });
+  await expert.waitForFunction(micOn, null, { timeout: 10000, polling: 100 });
+  const ids = { live: await live.evaluate(() => window.sonolive.stats.viewerId), expert: await expert.evaluate(() => window.sonolive.stats.viewerId) };
+  // Each lists the other's microphone as on.
+  const listed = ([id, mic]) => !!document.querySelector(`#people li[data-viewer="${id}"][data-mic="${mic}"]`);
+  await live.waitForFunction(listed, [ids.expert, 'open'], { timeout: 5000, polling: 100 });
+  await expert.waitForFunction(listed, [ids.live, 'open'], { timeout: 5000, polling: 100 });
+
+  // Mouth to ear, both ways at once: the fake microphones beep twice a
+  // second; each beep's onset on the sender's own microphone track (after
+  // the browser's echo cancellation) against its onset in the other page.
+  await Promise.all([listen(live, 'self'), listen(expert, 'self'), listen(live, ids.expert), listen(expert, ids.live)]);
+  await sleep(10000);
+  const [mouthL, mouthE, earL, earE] = await Promise.all([
+    stopListening(live, 'self'), stopListening(expert, 'self'), stopListening(live, ids.expert), stopListening(expert, ids.live)]);
+  const out = { sonographerToExpert: pair(mouthL, earE), expertToSonographer: pair(mouthE, earL) };
+  for (const [k, r] of Object.entries(out)) {
+    if (r.beeps < 10 || r.heard < 0.8 * r.beeps) throw new Error(`voice ${k}: ${r.heard} of ${r.beeps} beeps heard: ${JSON.stringify(r)}`);
+  }
+  out.server = await live.evaluate(() => window.sonolive.stats.server && window.sonolive.stats.server.voice);
+
+  // A tone in place of the expert's microphone: the sonographer's page
+  // shows the expert speaking.
+  await toneSource(expert);
+  await expert.evaluate(() => window.__tone.set(true));
+  const speaking = (id) => !!document.querySelector(`#people li.speaking[data-viewer="${id}"]`);
+  await live.waitForFunction(speaking, ids.expert, { timeout: 5000, polling: 50 });
+  await live.screenshot({ path: path.join(OUT_DIR, 'consult-live-voice.png') });
+  out.speakingShown = true;
+
+  // Muted: listed as muted, and nothing heard.
+  await expert.locator('#mic-btn').click({ timeout: 5000 });
+  await live.waitForFunction(listed, [ids.expert, 'muted'], { timeout: 5000, polling: 50 });
+  await sleep(300);
+  out.mutedRms = await loudness(live, ids.expert, 1500);
+  await expert.screenshot({ path: path.join(OUT_DIR, 'consult-expert-muted.png') });
+
+  // Push to talk: silent until the button is held, heard while it is.
+  await expert.locator('#ptt').check({ timeout: 5000 });
+  await live.waitForFunction(listed, [ids.expert, 'ptt'], { timeout: 5000, polling: 50 });
+  await sleep(300);
+  out.pttReleasedRms = await loudness(live, ids.expert, 1000);
+  const b = await expert.locator('#mic-btn').boundingBox();
+  await expert.mouse.move(b.x + b.width / 2, b.y + b.height / 2);
+  await expert.mouse.down();
+  await live.waitForFunction(listed, [ids.expert, 'talking'], { timeout: 5000, polling: 50 });
+  out.pttHeldRms = await loudness(live, ids.expert, 1000);
+  await expert.mouse.up();
+  await expert.evaluate(() => window.__tone.set(false));
+  await expert.locator('#ptt').uncheck({ timeout: 5000 });
+  if (out.mutedRms > 0.05 || out.pttReleasedRms > 0.05 || out.pttHeldRms < 0.1) {
+    throw new Error(`mute / push to talk: ${JSON.stringify(out)}`);
+  }
+  return out;
+}
+
 async function main() {
   if (!env.LIVE_URL || !env.EXPERT_URL) return fail('LIVE_URL and EXPERT_URL must be set');
   fs.mkdirSync(OUT_DIR, { recursive: true });
@@ -97,6 +240,12 @@ async function main() {
   const live = await open(browser, env.LIVE_URL, 'live');
   const expert = await open(browser, env.EXPERT_URL, 'expert');
   await sleep(500); // both consult channels open
+  if (env.VOICE_ONLY) {
+    result.voice = await voice(live, expert);
+    log(`voice: ${JSON.stringify(result.voice)}`);
+    result.ok = true;
+    return finish(0);
+  }
 
   // (a) an arrow from 30 % to 60 % of the picture, drawn with the mouse.
   const ge = await geometry(expert);
@@ -146,9 +295,12 @@ async function main() {
   await expert.screenshot({ path: path.join(OUT_DIR, 'consult-expert-pointer.png') });
 
   // (d) a verdict from the expert's "Your read" panel.
-  const row = expert.locator('#verdicts tbody tr[data-track]').first();
-  await row.waitFor({ state: 'visible', timeout: 15000 });
-  const track = Number(await row.getAttribute('data-track'));
+  // The panel puts each new track's row first: pin the row by its track,
+  // or a track born between two steps moves .first() to another row.
+  const first = expert.locator('#verdicts tbody tr[data-track]').first();
+  await first.waitFor({ state: 'visible', timeout: 15000 });
+  const track = Number(await first.getAttribute('data-track'));
+  const row = expert.locator(`#verdicts tbody tr[data-track="${track}"]`);
   await row.locator('select').selectOption('BI-RADS 3');
   await row.locator('button[data-verdict="disagree"]').click({ timeout: 5000 });
   await live.waitForFunction(() => window.sonolive.stats.verdictsReceived >= 1, null, { timeout: 5000, polling: 50 });
@@ -158,7 +310,7 @@ async function main() {
   await live.screenshot({ path: path.join(OUT_DIR, 'consult-live-verdict.png') });
   await expert.screenshot({ path: path.join(OUT_DIR, 'consult-expert-verdict.png') });
   log(`verdict: ${JSON.stringify(result.verdict)}`);
-  if (!/disagree on #\d+ \(BI-RADS 3\)/.test(toastText) || pressed !== 'true') throw new Error(`verdict not shown: ${JSON.stringify(result.verdict)}`);
+  if (!toastText.includes(`disagree on #${track} (BI-RADS 3)`) || pressed !== 'true') throw new Error(`verdict not shown: ${JSON.stringify(result.verdict)}`);
 
   // (e) freeze and unfreeze.
   await expert.locator('#freeze-btn').click({ timeout: 5000 });
@@ -207,6 +359,10 @@ async function main() {
   if (people.length !== 2 || !people.some((p) => /expert/i.test(p)) || !people.some((p) => /you/.test(p))) {
     throw new Error(`presence on the sonographer's page: ${JSON.stringify(people)}`);
   }
+  // (g) voice.
+  result.voice = await voice(live, expert);
+  log(`voice: ${JSON.stringify(result.voice)}`);
+
   // Tablet sizes: the expert's landscape, the sonographer's portrait.
   await expert.setViewportSize({ width: 1024, height: 768 });
   await live.setViewportSize({ width: 768, height: 1024 });
