@@ -134,7 +134,7 @@ func startServeStop(t *testing.T, args ...string) (server, func()) {
 			if err := cmd.Wait(); err != nil && ctx.Err() == nil {
 				t.Errorf("serve: %v", err)
 			}
-			if t.Failed() {
+			if t.Failed() || os.Getenv("SONOLIVE_E2E_LOGS") != "" {
 				t.Logf("server log:\n%s", logs.String())
 			}
 		})
@@ -247,19 +247,48 @@ func TestExpertPageInChromium(t *testing.T) {
 // The expert draws and points on the image; the sonographer's page shows
 // it at the same place of the picture (checked in a screenshot's pixels),
 // and points back; a verdict reaches the sonographer; a freeze holds the
-// same frame on both pages. Pointer latency (input on one page to drawn on the
-// other) is logged; the target (p95 ≤ 100 ms) is reported in BENCHMARKS.md.
+// same frame on both pages; voice goes both ways, the speaker is shown
+// speaking and a muted one is silent. Pointer latency (input on one page to
+// drawn on the other) and mouth-to-ear are logged; the targets (p95 ≤ 100
+// and ≤ 250 ms) are reported in BENCHMARKS.md.
 func TestConsultMarksInChromium(t *testing.T) {
 	chromium := browser(t)
 	out := outDir(t)
 	s := startServe(t)
 	res := node(t, "consult.js", 150*time.Second, "CHROMIUM="+chromium, "LIVE_URL="+s.liveURL, "EXPERT_URL="+s.invite(t), "OUT_DIR="+out)
 	p, _ := res["pointer"].(map[string]any)
-	t.Logf("arrow: %v; pointer input → drawn on the other page: %v; sonographer pointing back: %v; verdict: %v; freeze: %v; chat: %v; screenshots in %s",
-		res["arrow"], p, res["pointBack"], res["verdict"], res["freeze"], res["chat"], out)
-	// A sanity bound on a loaded 2-core machine, not the target.
+	t.Logf("arrow: %v; pointer input → drawn on the other page: %v; sonographer pointing back: %v; verdict: %v; freeze: %v; chat: %v; voice: %v; screenshots in %s",
+		res["arrow"], p, res["pointBack"], res["verdict"], res["freeze"], res["chat"], res["voice"], out)
+	// Sanity bounds on a loaded 2-core machine, not the targets.
 	if p95, _ := p["p95"].(float64); p95 <= 0 || p95 > 1000 {
 		t.Errorf("pointer latency p95 %v ms", p["p95"])
+	}
+	voice, _ := res["voice"].(map[string]any)
+	for _, dir := range []string{"sonographerToExpert", "expertToSonographer"} {
+		d, _ := voice[dir].(map[string]any)
+		if p95, _ := d["p95"].(float64); p95 <= 0 || p95 > 1500 {
+			t.Errorf("voice %s: mouth-to-ear p95 %v ms (%v)", dir, d["p95"], d)
+		}
+	}
+}
+
+// Mouth to ear on a machine that is not saturated: the same two pages and
+// voice checks as TestConsultMarksInChromium, on a 640×360 15 fps phantom
+// without AI, so the browsers' audio threads are not starved by two 720p
+// decodes, the encoder and the detector on two cores (that figure is
+// TestConsultMarksInChromium's). Target p95 ≤ 250 ms, in BENCHMARKS.md.
+func TestVoiceMouthToEarInChromium(t *testing.T) {
+	chromium := browser(t)
+	out := outDir(t)
+	s := startServe(t, "--source", "phantom://?seed=1&lesions=2&width=640&height=360&fps=15", "--model", "none")
+	res := node(t, "consult.js", 120*time.Second, "VOICE_ONLY=1", "CHROMIUM="+chromium, "LIVE_URL="+s.liveURL, "EXPERT_URL="+s.invite(t), "OUT_DIR="+out)
+	voice, _ := res["voice"].(map[string]any)
+	t.Logf("voice: %v", voice)
+	for _, dir := range []string{"sonographerToExpert", "expertToSonographer"} {
+		d, _ := voice[dir].(map[string]any)
+		if p95, _ := d["p95"].(float64); p95 <= 0 || p95 > 1500 {
+			t.Errorf("voice %s: mouth-to-ear p95 %v ms (%v)", dir, d["p95"], d)
+		}
 	}
 }
 

@@ -8,7 +8,8 @@ const { chromium } = require('playwright-core');
 
 const CHROMIUM_ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-  '--use-fake-ui-for-media-stream', '--autoplay-policy=no-user-gesture-required',
+  // A fake microphone, granted without a prompt: the pages' voice.
+  '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream', '--autoplay-policy=no-user-gesture-required',
 ];
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

@@ -140,10 +140,6 @@ type Record struct {
 	// recordings go first. 0: no limit.
 	MaxAge time.Duration `yaml:"max_age"`
 	MaxGB  float64       `yaml:"max_gb"`
-	// Voices records the session's voices (each person's microphone) with
-	// its video. Off by default: the people in a consultation must agree
-	// to it, and every page says so while it is on.
-	Voices bool `yaml:"voices"`
 }
 
 // AI selects the detector, shared by all sources unless a source says

@@ -169,6 +169,9 @@ func securityHeaders(h http.Handler) http.Handler {
 		hd.Set("X-Content-Type-Options", "nosniff")
 		hd.Set("X-Frame-Options", "DENY")
 		hd.Set("Referrer-Policy", "no-referrer")
+		// Microphone and capture for this origin only (the voice, a
+		// publishing page), never for anything it might embed.
+		hd.Set("Permissions-Policy", "microphone=(self), camera=(self), display-capture=(self), geolocation=()")
 		h.ServeHTTP(w, r)
 	})
 }

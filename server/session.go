@@ -321,12 +321,6 @@ func (s *Session) SetBurnIn(on bool) {
 	s.recordEvent("burn_in", map[string]string{"on": strconv.FormatBool(on)})
 }
 
-// recordsVoices reports whether the session's voices go into its
-// recording (record.voices, off by default: consent).
-func (s *Session) recordsVoices() bool {
-	return s.deps.lib != nil && s.deps.cfg.Record.Voices
-}
-
 // recordEvent notes a session event in the recording in progress.
 func (s *Session) recordEvent(name string, data map[string]string) {
 	if rec := s.rec.Load(); rec != nil {
@@ -424,7 +418,38 @@ type statsMessage struct {
 	Restarts       int                    `json:"restarts"`
 	// Recording is "recording", "off", or "failed: <why>" (the disk is
 	// full, say): what is already on disk is kept, the live view goes on.
-	Recording string `json:"recording"`
+	Recording string       `json:"recording"`
+	Voice     voiceSummary `json:"voice"`
+}
+
+// voiceSummary is the session's voices: microphones sending, packets
+// forwarded and lost on full queues, and the relay's own share of the
+// delay (read to written).
+type voiceSummary struct {
+	Microphones int     `json:"microphones"`
+	Forwarded   uint64  `json:"forwarded"`
+	Dropped     uint64  `json:"dropped"`
+	WaitMeanMS  float64 `json:"wait_mean_ms"`
+	WaitMaxMS   float64 `json:"wait_max_ms"`
+}
+
+func summariseVoice(vs []stream.ViewerStats) voiceSummary {
+	var out voiceSummary
+	var sum, most time.Duration
+	for _, v := range vs {
+		if v.Voice.Sending {
+			out.Microphones++
+		}
+		out.Forwarded += v.Voice.Sent
+		out.Dropped += v.Voice.Dropped
+		sum += v.Voice.WaitSum
+		most = max(most, v.Voice.WaitMax)
+	}
+	if out.Forwarded > 0 {
+		out.WaitMeanMS = stats.Round3(float64(sum) / float64(out.Forwarded) / 1e6)
+	}
+	out.WaitMaxMS = stats.Round3(float64(most) / 1e6)
+	return out
 }
 
 // Percentiles summarise a latency in milliseconds.
@@ -435,7 +460,7 @@ func (s *Session) stats() statsMessage {
 	rs := s.relay.Stats()
 	m := statsMessage{Type: "stats", Source: s.id, State: s.state(rs), Model: s.model,
 		Width: rs.Width, Height: rs.Height, LatencyMS: map[string]Percentiles{},
-		Viewers: len(rs.Viewers), BurnIn: s.burnIn.Load()}
+		Viewers: len(rs.Viewers), BurnIn: s.burnIn.Load(), Voice: summariseVoice(rs.Viewers)}
 	if msg, _ := s.errMsg.Load().(string); msg != "" && m.State != "live" {
 		m.Error = msg
 	}

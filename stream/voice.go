@@ -25,9 +25,10 @@ import (
 const MaxVoiceSlots = 4
 
 // voiceQueue is a viewer's outbound audio queue in packets: 20 ms each,
-// so 320 ms. Beyond that the viewer loses packets (counted): late voice is
-// worse than a gap.
-const voiceQueue = 16
+// so 1.3 s. A browser on a busy machine sends its voice in bursts of a
+// few hundred ms at once (seen here: 22 packets); beyond that the viewer
+// loses packets (counted): voice that late is worse than a gap.
+const voiceQueue = 64
 
 // speakingLevel is the loudest -dBov a packet may carry (RFC 6464) and still
 // count as silence; speakingHold keeps a speaker "speaking" between words.
@@ -63,6 +64,7 @@ type voicePacket struct {
 	slot int
 	from string
 	pkt  *rtp.Packet
+	at   time.Time // read from the sender: the forward's own delay
 }
 
 // voice is a viewer's audio: what it sends (the microphone, once the page
@@ -75,6 +77,9 @@ type voice struct {
 	loudAt        atomic.Int64 // unix ns of the last packet above speakingLevel
 	packetsIn     atomic.Uint64
 	sent, dropped atomic.Uint64
+	// The time packets spend in the relay, read to written: the sum (for
+	// the mean) and the most.
+	waitSum, waitMax atomic.Int64 // ns
 }
 
 // addVoiceSlots adds one send track per audio section of the offer (up to
@@ -193,14 +198,14 @@ func (v *Viewer) receiveVoice(t *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 			// The receivers negotiated their own header extensions.
 			pkt.Header.Extension = false
 			pkt.Header.Extensions = nil
-			v.relay.forwardVoice(v.id, pkt)
+			v.relay.forwardVoice(v.id, pkt, time.Now())
 		}
 	})
 }
 
 // forwardVoice queues pkt, from viewer from, on every slot that carries
 // from. It never blocks: a full queue loses the packet for that viewer.
-func (r *Relay) forwardVoice(from string, pkt *rtp.Packet) {
+func (r *Relay) forwardVoice(from string, pkt *rtp.Packet, at time.Time) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	for id, o := range r.viewers {
@@ -212,7 +217,7 @@ func (r *Relay) forwardVoice(from string, pkt *rtp.Packet) {
 				continue
 			}
 			select {
-			case o.voice.q <- voicePacket{slot: i, from: from, pkt: pkt}:
+			case o.voice.q <- voicePacket{slot: i, from: from, pkt: pkt, at: at}:
 			default:
 				o.voice.dropped.Add(1)
 			}
@@ -240,6 +245,11 @@ func (v *Viewer) voiceLoop() {
 				continue
 			}
 			v.voice.sent.Add(1)
+			w := int64(time.Since(p.at))
+			v.voice.waitSum.Add(w)
+			if w > v.voice.waitMax.Load() {
+				v.voice.waitMax.Store(w) // one writer: this loop
+			}
 		}
 	}
 }
@@ -283,9 +293,14 @@ type VoiceStats struct {
 	PacketsIn uint64 `json:"packets_in"`
 	Sent      uint64 `json:"sent"`
 	Dropped   uint64 `json:"dropped"`
+	// WaitSum and WaitMax are the time the packets sent to this viewer
+	// spent in the relay, read to written.
+	WaitSum time.Duration `json:"wait_sum_ns"`
+	WaitMax time.Duration `json:"wait_max_ns"`
 }
 
 func (v *Viewer) voiceStats() VoiceStats {
 	return VoiceStats{Slots: len(v.voice.slots), Sending: v.SendsVoice(), Speaking: v.Speaking(),
-		PacketsIn: v.voice.packetsIn.Load(), Sent: v.voice.sent.Load(), Dropped: v.voice.dropped.Load()}
+		PacketsIn: v.voice.packetsIn.Load(), Sent: v.voice.sent.Load(), Dropped: v.voice.dropped.Load(),
+		WaitSum: time.Duration(v.voice.waitSum.Load()), WaitMax: time.Duration(v.voice.waitMax.Load())}
 }

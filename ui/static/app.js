@@ -24,6 +24,7 @@
 import { MarkLayer } from './marks.js';
 import { Verdicts, VerdictPanel } from './verdicts.js';
 import { ChatPanel } from './chat.js';
+import { Voice } from './voice.js';
 
 const META_MAX_AGE_MS = 5000;       // older metadata can no longer match a displayed frame
 const G2G_RING_SIZE = 600;          // ~20 s at 30 fps: the window for p50/p95
@@ -65,7 +66,7 @@ const stats = {
   quality: null,            // last getStats summary
   server: null,             // last WebSocket "stats" message
 };
-window.sonolive = { stats };
+window.sonolive = { stats };   // the page's Session adds itself as .session
 
 const $ = (id) => document.getElementById(id);
 
@@ -150,8 +151,8 @@ function waitIceGathering(pc, timeoutMs) {
 // WhepClient plays /whep/{source}: one RTCPeerConnection at a time, rebuilt
 // with backoff when it fails; 401/403/404 stop it for good (onFatal).
 class WhepClient {
-  constructor({ url, token, onTrack, onMessage, onConsult, onState, onFatal, onResource }) {
-    Object.assign(this, { url, token, onTrack, onMessage, onConsult, onState, onFatal, onResource });
+  constructor({ url, token, onPeer, onTrack, onMessage, onConsult, onState, onFatal, onResource }) {
+    Object.assign(this, { url, token, onPeer, onTrack, onMessage, onConsult, onState, onFatal, onResource });
     this.pc = null;
     this.consult = null;
     this.resource = null;
@@ -180,6 +181,8 @@ class WhepClient {
     this.onState('connecting');
 
     pc.addTransceiver('video', { direction: 'recvonly' });
+    // The voices' audio sections.
+    if (this.onPeer) this.onPeer(pc);
     // Created before createOffer so the offer has an m=application section;
     // the server opens the same pre-negotiated channel (id 0) on its side.
     const dc = pc.createDataChannel('metadata', { negotiated: true, id: 0, ordered: false, maxRetransmits: 0 });
@@ -206,7 +209,7 @@ class WhepClient {
     dc.onclose = dcState;
     dcState();
     pc.ontrack = (ev) => {
-      if (gen === this.gen) this.onTrack(ev.streams[0] || new MediaStream([ev.track]));
+      if (gen === this.gen) this.onTrack(ev);
     };
     pc.onconnectionstatechange = () => { if (gen === this.gen) this.onPcState(pc.connectionState); };
 
@@ -687,10 +690,19 @@ class Session {
       send: (msg) => this.whep.sendConsult(msg), selfId: () => stats.viewerId,
     }) : null;
     if (this.chat) stats.chat = this.chat.stats;
+    this.voice = $('mic-btn') ? new Voice({
+      els: { mic: $('mic-btn'), ptt: $('ptt'), hear: $('hear-btn'), status: $('voice-status') },
+      send: (msg) => this.whep.sendConsult(msg),
+    }) : null;
+    if (this.voice) stats.voice = this.voice.stats;
     this.whep = new WhepClient({
       url: `/whep/${src}`,
       token: ctx.token,
-      onTrack: (stream) => this.attach(stream),
+      onPeer: (pc) => { if (this.voice) this.voice.prepare(pc); },
+      onTrack: (ev) => {
+        if (this.voice && this.voice.onTrack(ev)) return;
+        if (ev.track.kind === 'video') this.attach(ev.streams[0] || new MediaStream([ev.track]));
+      },
       onMessage: (data) => this.onMetadata(data),
       onConsult: (msg) => this.onConsult(msg),
       onState: (s) => { this.whepState = s; stats.pcState = s; },
@@ -716,6 +728,7 @@ class Session {
     this.whep.start();
     this.ws.start();
     this.sync.start();
+    if (this.voice) this.voice.start();
     this.uiTimer = setInterval(() => this.refresh(), 250);
     this.reportTimer = setInterval(() => this.report(), 1000);
     window.addEventListener('pagehide', () => this.suspend());
@@ -737,6 +750,7 @@ class Session {
     if (this.fatal) return;
     this.fatal = true;
     this.suspend();
+    if (this.voice) this.voice.stop();
     clearInterval(this.uiTimer);
     clearInterval(this.reportTimer);
     showFatal(err.status, err.message, this.ctx.page);
@@ -791,6 +805,7 @@ class Session {
   onConsult(msg) {
     if (msg && msg.type === 'freeze') { this.freeze(msg); return; }
     if (msg && msg.type === 'unfreeze') { this.unfreeze(msg); return; }
+    if (this.voice) this.voice.receive(msg, stats.viewerId);
     if (this.chat && this.chat.receive(msg)) {
       if (msg.type === 'chat' && this.hooks.onChat) this.hooks.onChat(msg);
       return;
@@ -1144,6 +1159,7 @@ async function boot(page, setup) {
   stats.source = ctx.source;
   setText('source-name', ctx.source || '—');
   const session = new Session(ctx, {});
+  window.sonolive.voice = session.voice; // tests send a tone through it
   wireVideoControls(session);
   wireTools(session);
   let entry;
