@@ -31,11 +31,14 @@ func checkOffer(offer string, allowVP8 bool) (o offerInfo, err error) {
 		return o, fmt.Errorf("%w: %v", ErrBadOffer, err)
 	}
 	hasH264, hasVP8 := false, false
-	cands := 0
+	// A browser that does not trickle repeats its candidates in every
+	// bundled section (a page with its voice slots has six): what is
+	// bounded is the addresses it names, each counted once.
+	cands := map[string]bool{}
 	for _, m := range sd.MediaDescriptions {
 		for _, a := range m.Attributes {
 			if a.Key == "candidate" {
-				cands++
+				cands[a.Value] = true
 			}
 		}
 		switch m.MediaName.Media {
@@ -59,8 +62,8 @@ func checkOffer(offer string, allowVP8 bool) (o offerInfo, err error) {
 			}
 		}
 	}
-	if cands > MaxCandidates {
-		return offerInfo{}, fmt.Errorf("%w: %d ICE candidates (at most %d)", ErrBadOffer, cands, MaxCandidates)
+	if len(cands) > MaxCandidates {
+		return offerInfo{}, fmt.Errorf("%w: %d ICE candidates (at most %d)", ErrBadOffer, len(cands), MaxCandidates)
 	}
 	if len(sd.MediaDescriptions) > 8 {
 		return offerInfo{}, fmt.Errorf("%w: %d media sections (at most 8)", ErrBadOffer, len(sd.MediaDescriptions))

@@ -3,6 +3,7 @@ package stream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"testing"
 	"time"
@@ -137,5 +138,37 @@ func TestCheckOfferCodec(t *testing.T) {
 				t.Fatalf("codec %q, err %v; want %q, %v", codec, err, tc.want, tc.wantErr)
 			}
 		})
+	}
+}
+
+// A page with its voice slots that does not trickle names its candidates
+// in all six bundled sections: each address counts once.
+func TestCheckOfferCandidates(t *testing.T) {
+	section := func(kind, pt, rtpmap string, mid int, cands []string) string {
+		s := fmt.Sprintf("m=%s 9 UDP/TLS/RTP/SAVPF %s\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:%s %s\r\na=mid:%d\r\n", kind, pt, pt, rtpmap, mid)
+		for _, c := range cands {
+			s += "a=" + c + "\r\n"
+		}
+		return s
+	}
+	offer := func(perSection []string) string {
+		o := "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n" + section("video", "102", "H264/90000", 0, perSection)
+		for i := 1; i <= 5; i++ {
+			o += section("audio", "111", "opus/48000/2", i, perSection)
+		}
+		return o
+	}
+	cands := func(n int) []string {
+		var out []string
+		for i := 0; i < n; i++ {
+			out = append(out, fmt.Sprintf("candidate:%d 1 udp 2122260223 10.0.%d.2 %d typ host", i, i, 50000+i))
+		}
+		return out
+	}
+	if _, err := checkOffer(offer(cands(8)), false); err != nil {
+		t.Fatalf("8 candidates in each of 6 sections: %v", err)
+	}
+	if _, err := checkOffer(offer(cands(MaxCandidates+1)), false); !errors.Is(err, ErrBadOffer) {
+		t.Fatalf("%d distinct candidates: %v", MaxCandidates+1, err)
 	}
 }
