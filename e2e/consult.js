@@ -11,7 +11,8 @@
 //       sonographer's page is told and labels the box with it;
 //   (e) the expert freezes: both pages hold the same frame (the same RTP
 //       timestamp, the same picture from the server, its pixels equal on
-//       both screenshots' centre); the sonographer unfreezes for both;
+//       both screenshots' centre); the sonographer keeps it as a key frame
+//       (both pages told, the recording lists it); then unfreezes for both;
 //   (f) the sonographer's page lists who is here and shows the expert's
 //       chat line;
 //   (g) voice both ways: each page's fake microphone is on and the other
@@ -35,7 +36,7 @@ const env = process.env;
 const OUT_DIR = env.OUT_DIR || '.';
 const EXPERT_BLUE = [0x4d, 0xb8, 0xff];
 
-const result = { ok: false, error: null, arrow: null, pointer: null, pointBack: null, verdict: null, freeze: null, voice: null };
+const result = { ok: false, error: null, arrow: null, pointer: null, pointBack: null, verdict: null, freeze: null, capture: null, voice: null };
 const run = createRun({ name: 'consult', limitMs: 100000, result });
 const { log, finish, fail } = run;
 
@@ -338,6 +339,30 @@ async function main() {
   await live.screenshot({ path: path.join(OUT_DIR, 'consult-live-frozen.png') });
   await expert.screenshot({ path: path.join(OUT_DIR, 'consult-expert-frozen.png') });
   const liveDecoding = await live.evaluate(() => window.sonolive.stats.framesDecoded);
+
+  // (e') the sonographer keeps the frozen frame as a key frame: both pages
+  // are told, and the recording lists it with the frozen frame's
+  // timestamp, its pictures served to the sonographer's link.
+  await live.locator('#capture-btn').click({ timeout: 5000 });
+  const kept = () => window.sonolive.stats.captures.length >= 1;
+  await live.waitForFunction(kept, null, { timeout: 8000, polling: 50 });
+  await expert.waitForFunction(kept, null, { timeout: 8000, polling: 50 });
+  const capLive = await live.evaluate(() => window.sonolive.stats.captures[0]);
+  const capExpert = await expert.evaluate(() => window.sonolive.stats.captures[0]);
+  const listed = await live.evaluate(async (rec) => {
+    const token = new URLSearchParams(location.search).get('token');
+    const auth = { headers: { Authorization: `Bearer ${token}` } };
+    const list = await (await fetch(`/api/recordings/${rec}/captures.json`, auth)).json();
+    const pic = await fetch(`/api/recordings/${rec}/capture-001-annotated.jpg`, auth);
+    return { list, annotated: [pic.status, pic.headers.get('content-type'), (await pic.arrayBuffer()).byteLength] };
+  }, capLive.recording);
+  result.capture = { frozen: { ts: fl.ts, width: fl.width }, live: capLive, expert: capExpert, listed: listed.list.map((c) => ({ n: c.n, rtp_ts: c.rtp_ts, by: c.by, t: c.t, width: c.width, marks: (c.marks || []).length, findings: c.detections.length })), annotated: listed.annotated };
+  log(`capture: ${JSON.stringify(result.capture)}`);
+  const c0 = listed.list[0];
+  if (capExpert.n !== capLive.n || capLive.by !== 'sonographer' || listed.list.length !== 1 || c0.rtp_ts !== fl.ts || c0.width !== fl.width ||
+      listed.annotated[0] !== 200 || listed.annotated[1] !== 'image/jpeg') {
+    throw new Error(`capture: ${JSON.stringify(result.capture)}`);
+  }
   await live.locator('#freeze-btn').click({ timeout: 5000 });
   const released = () => window.sonolive.stats.frozen === null && document.getElementById('still').hidden;
   await live.waitForFunction(released, null, { timeout: 5000, polling: 50 });

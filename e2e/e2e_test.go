@@ -257,8 +257,8 @@ func TestConsultMarksInChromium(t *testing.T) {
 	s := startServe(t)
 	res := node(t, "consult.js", 150*time.Second, "CHROMIUM="+chromium, "LIVE_URL="+s.liveURL, "EXPERT_URL="+s.invite(t), "OUT_DIR="+out)
 	p, _ := res["pointer"].(map[string]any)
-	t.Logf("arrow: %v; pointer input → drawn on the other page: %v; sonographer pointing back: %v; verdict: %v; freeze: %v; chat: %v; voice: %v; screenshots in %s",
-		res["arrow"], p, res["pointBack"], res["verdict"], res["freeze"], res["chat"], res["voice"], out)
+	t.Logf("arrow: %v; pointer input → drawn on the other page: %v; sonographer pointing back: %v; verdict: %v; freeze: %v; capture: %v; chat: %v; voice: %v; screenshots in %s",
+		res["arrow"], p, res["pointBack"], res["verdict"], res["freeze"], res["capture"], res["chat"], res["voice"], out)
 	// Sanity bounds on a loaded 2-core machine, not the targets.
 	if p95, _ := p["p95"].(float64); p95 <= 0 || p95 > 1000 {
 		t.Errorf("pointer latency p95 %v ms", p["p95"])
@@ -417,7 +417,7 @@ func TestReplayInChromium(t *testing.T) {
 
 // consultDuring keeps an expert in the session for d, as a Go WHEP client
 // on the consult channel: an arrow early on, then a verdict on a track the
-// AI reported, for the replay to show at their times.
+// AI reported and a key frame, for the replay to show at their times.
 func consultDuring(t *testing.T, s server, d time.Duration) {
 	t.Helper()
 	end := time.Now().Add(d)
@@ -470,6 +470,14 @@ func consultDuring(t *testing.T, s server, d time.Duration) {
 	}
 	verdict := fmt.Sprintf(`{"type":"verdict","track_id":%d,"verdict":"disagree","category":"BI-RADS 3","note":"benign-looking, oval, circumscribed"}`, meta.Detections[0].TrackID)
 	if err := v.SendConsult(ctx, []byte(verdict)); err != nil {
+		t.Fatal(err)
+	}
+	// And keeps the frame on screen as a key frame.
+	var now struct {
+		RTPTS uint32 `json:"rtp_ts"`
+	}
+	json.Unmarshal(v.LastMetadata(), &now)
+	if err := v.SendConsult(ctx, []byte(fmt.Sprintf(`{"type":"capture","rtp_ts":%d}`, now.RTPTS))); err != nil {
 		t.Fatal(err)
 	}
 }

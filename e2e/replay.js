@@ -138,6 +138,29 @@ async function stepConsult(page, timelineText) {
   if (!(atMark >= 1)) throw new Error(`replay: the expert's mark is not shown at its time (${atMark})`);
   if (!v || v.verdict !== verdict.msg.verdict || v.category !== (verdict.msg.category || '')) throw new Error(`replay: verdict at ${verdict.t} s shows ${JSON.stringify(v)}`);
   if (before[verdict.msg.track_id]) throw new Error('replay: the verdict is shown before it was given');
+
+  // The key frame the expert kept: listed with its annotated picture, and
+  // a tap on it shows the replay at its time.
+  await page.waitForFunction(() => {
+    const imgs = [...document.querySelectorAll('#captures li[data-n] img')];
+    return imgs.length >= 1 && imgs.every((i) => i.complete && i.naturalWidth > 0);
+  }, null, { timeout: 10000, polling: 100 });
+  const caps = await page.evaluate(async () => {
+    const token = new URLSearchParams(window.location.search).get('token') || '';
+    const id = decodeURIComponent(window.location.pathname.split('/').filter(Boolean)[1] || '');
+    const res = await fetch(`/api/recordings/${encodeURIComponent(id)}/captures.json`, { headers: { Authorization: `Bearer ${token}` } });
+    return res.json();
+  });
+  if (caps.length !== 1) throw new Error(`replay: ${caps.length} key frames listed, want the expert's one`);
+  await page.locator('#captures li[data-n="1"] button.capture').click({ timeout: 5000 });
+  await page.waitForFunction((t) => {
+    const v = document.getElementById('video');
+    return v.paused && !v.seeking && Math.abs(v.currentTime - t) < 0.1;
+  }, caps[0].t, { timeout: 8000, polling: 50 });
+  result.consult.keyFrame = { t: caps[0].t, by: caps[0].by, marks: (caps[0].marks || []).length, findings: caps[0].detections.length,
+    currentTime: await page.evaluate(() => document.getElementById('video').currentTime) };
+  log(`replay key frame: ${JSON.stringify(result.consult.keyFrame)}`);
+  await page.screenshot({ path: path.join(OUT_DIR, 'replay-key-frame.png'), timeout: 10000 });
 }
 
 async function stepReplay() {

@@ -52,12 +52,20 @@ func NewDrawer(s Style) *Drawer { return &Drawer{style: s} }
 
 // Draw burns f's detections and the HUD into f.Image.
 func (d *Drawer) Draw(f *frame.Frame, hud HUD) {
-	img := &f.Image
-	// Scale strokes and text with the frame so 320-px clips and 1080p
-	// captures both stay legible.
-	k := math.Max(1, float64(img.Cols())/640)
+	d.DrawFindings(&f.Image, f.Detections)
+	d.hud(&f.Image, hud, strokeScale(f.Image))
+}
+
+// strokeScale scales strokes and text with the frame so 320-px clips and
+// 1080p captures both stay legible.
+func strokeScale(img gocv.Mat) float64 { return math.Max(1, float64(img.Cols())/640) }
+
+// DrawFindings draws boxes and their labels into img, as Draw does,
+// without the HUD: for a key frame drawn after the fact.
+func (d *Drawer) DrawFindings(img *gocv.Mat, dets []frame.Detection) {
+	k := strokeScale(*img)
 	thick := int(math.Round(2 * k))
-	for _, det := range f.Detections {
+	for _, det := range dets {
 		c := d.style.Fresh
 		if det.StaleAge > 0 {
 			c = d.style.Stale
@@ -70,7 +78,6 @@ func (d *Drawer) Draw(f *frame.Frame, hud HUD) {
 		}
 		d.label(img, r, labelText(det), c, k)
 	}
-	d.hud(img, hud, k)
 }
 
 func labelText(det frame.Detection) string {

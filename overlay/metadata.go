@@ -55,6 +55,23 @@ type DetMeta struct {
 	Malignancy *float64 `json:"malignancy,omitempty"`
 }
 
+// Detections turns metadata back into detections, for drawing a frame's
+// findings after the fact.
+func Detections(ms []DetMeta) []frame.Detection {
+	out := make([]frame.Detection, 0, len(ms))
+	for _, m := range ms {
+		d := frame.Detection{
+			Box:   frame.Box{X1: float32(m.Box[0]), Y1: float32(m.Box[1]), X2: float32(m.Box[0] + m.Box[2]), Y2: float32(m.Box[1] + m.Box[3])},
+			Class: m.Class, ClassID: m.ClassID, Score: float32(m.Score), TrackID: m.TrackID, StaleAge: m.StaleAge, Malignancy: -1,
+		}
+		if m.Malignancy != nil {
+			d.Malignancy = float32(*m.Malignancy)
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
 // BoxMeta is [x, y, w, h] in source pixels, like COCO.
 type BoxMeta [4]float64
 

@@ -38,6 +38,8 @@ type Meta struct {
 	Part         int           `json:"part,omitempty"`
 	Previous     string        `json:"previous,omitempty"`
 	LesionEvents []LesionEvent `json:"lesion_events"`
+	// Captures counts the key frames kept (Library.Captures lists them).
+	Captures int `json:"captures"`
 }
 
 // LesionEvent is one tracked finding over its life in the recording.

@@ -99,6 +99,7 @@ func (l *Library) NewRecorder(cfg RecorderConfig) (*Recorder, error) {
 	}
 	r := &Recorder{cfg: cfg, lib: l, id: id, dir: dir, lock: lock, log: cfg.Logger.With(zap.String("recording", id)), start: start,
 		q: make(chan *recFrame, cfg.Queue), done: make(chan struct{})}
+	r.firstTS.Store(-1)
 	fail := func(err error) (*Recorder, error) {
 		if r.timeline != nil {
 			r.timeline.Close()
@@ -166,6 +167,7 @@ func (l *Library) Get(id string) (Meta, error) {
 	} else {
 		m.DurationS, m.Bytes = progressOnDisk(filepath.Dir(p))
 	}
+	m.Captures = countCaptures(filepath.Dir(p))
 	return m, nil
 }
 
@@ -191,10 +193,10 @@ func (l *Library) List() ([]Meta, error) {
 }
 
 // File returns the path of a recording's file for serving: video.mp4,
-// timeline.jsonl or thumb.jpg.
+// timeline.jsonl, thumb.jpg or a capture's picture.
 func (l *Library) File(id, name string) (string, error) {
-	switch name {
-	case "video.mp4", "timeline.jsonl", "thumb.jpg":
+	switch {
+	case name == "video.mp4", name == "timeline.jsonl", name == "thumb.jpg", captureFile.MatchString(name):
 	default:
 		return "", ErrNotFound
 	}

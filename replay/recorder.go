@@ -120,6 +120,12 @@ type Recorder struct {
 
 	mu       sync.Mutex // guards progress, read by the library
 	progress float64
+
+	// firstTS is the RTP timestamp of the recording's first frame (time
+	// 0 of its timeline), -1 before it; captures take their time from it.
+	firstTS  atomic.Int64
+	capMu    sync.Mutex // orders captures
+	captures int        // saved so far
 }
 
 type recFrame struct {
@@ -269,6 +275,7 @@ func (r *Recorder) write(f *recFrame) error {
 			return err
 		}
 		r.initDone = true
+		r.firstTS.Store(int64(f.ts))
 	}
 	if r.pending != nil {
 		d := uint32(int32(f.ts - r.pending.ts))

@@ -155,6 +155,7 @@ func finish(dir string, base Meta, status string, log *zap.Logger) (Meta, error)
 	if w, h, err := videoSize(initPath); err == nil {
 		m.Width, m.Height = w, h
 	}
+	m.Captures = countCaptures(dir)
 	if m.Start.IsZero() {
 		if fi, err := os.Stat(dir); err == nil {
 			m.Start = fi.ModTime().UTC()

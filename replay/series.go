@@ -100,6 +100,14 @@ func (s *Series) Event(name string, data map[string]string) {
 	cur.Event(name, data)
 }
 
+// SaveCapture keeps a key frame in the current part (Recorder.SaveCapture).
+func (s *Series) SaveCapture(c Capture, picture, annotated []byte) (Capture, error) {
+	s.mu.Lock()
+	cur := s.cur
+	s.mu.Unlock()
+	return cur.SaveCapture(c, picture, annotated)
+}
+
 // WriteFrame is the relay tap.
 func (s *Series) WriteFrame(f *stream.EncodedFrame) {
 	size := image.Pt(f.Image.Cols(), f.Image.Rows())

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"math"
-	"net/url"
 	"regexp"
 	"slices"
 	"sort"
@@ -19,7 +18,6 @@ import (
 	"unicode/utf8"
 
 	"go.uber.org/zap"
-	"gocv.io/x/gocv"
 
 	"sonolive/stream"
 )
@@ -42,7 +40,7 @@ var ErrBadConsult = errors.New("bad consult message")
 
 // consultMsg is one message, as received and as forwarded.
 type consultMsg struct {
-	Type   string       `json:"type"` // pointer, mark, clear, verdict, freeze, unfreeze, chat, voice; presence and speaking from the server
+	Type   string       `json:"type"` // pointer, mark, clear, verdict, freeze, unfreeze, capture, chat, voice; presence and speaking from the server
 	ID     string       `json:"id,omitempty"`
 	Shape  string       `json:"shape,omitempty"` // arrow, circle, caliper, freehand
 	X      *float64     `json:"x,omitempty"`
@@ -194,11 +192,11 @@ func parseConsult(b []byte, w, h int) (consultMsg, error) {
 		}
 		m.Note = note
 		m.ID, m.Shape, m.X, m.Y, m.Points = "", "", nil, nil, nil
-	case "freeze":
+	case "freeze", "capture":
 		// rtp_ts names the frame the sender had on screen (0 is a real
 		// timestamp, so it is required, not defaulted).
 		if !hasRTPTS(b) {
-			return m, fmt.Errorf("%w: freeze needs the rtp_ts of the frame on screen", ErrBadConsult)
+			return m, fmt.Errorf("%w: %s needs the rtp_ts of the frame on screen", ErrBadConsult, m.Type)
 		}
 		m.ID, m.Shape, m.X, m.Y, m.Points = "", "", nil, nil, nil
 	case "chat":
@@ -216,7 +214,7 @@ func parseConsult(b []byte, w, h int) (consultMsg, error) {
 		}
 		m.ID, m.Shape, m.X, m.Y, m.Points, m.RTPTS = "", "", nil, nil, nil, 0
 	default:
-		return m, fmt.Errorf("%w: type %q (pointer, mark, clear, verdict, freeze, unfreeze, chat or voice)", ErrBadConsult, m.Type)
+		return m, fmt.Errorf("%w: type %q (pointer, mark, clear, verdict, freeze, unfreeze, capture, chat or voice)", ErrBadConsult, m.Type)
 	}
 	return m, nil
 }
@@ -252,13 +250,10 @@ type consultRelay struct {
 	// speaking the viewers last announced as speaking.
 	mics     map[string]string
 	speaking []string
-}
-
-// freezeState is the frame everyone holds.
-type freezeState struct {
-	ts   uint32
-	msg  []byte
-	jpeg []byte
+	// capturing is set while a key frame is being saved.
+	capturing bool
+	// marks are the marks on the pages now, for key frames.
+	marks marksOnImage
 }
 
 // maxVerdicts bounds the verdicts kept for late joiners.
@@ -287,6 +282,9 @@ func (c *consultRelay) handle(v *stream.Viewer, b []byte) {
 	case "unfreeze":
 		c.unfreeze(m)
 		return
+	case "capture":
+		c.capture(v, m)
+		return
 	case "voice":
 		c.setMic(v.ID(), m.Mic)
 		return
@@ -296,6 +294,15 @@ func (c *consultRelay) handle(v *stream.Viewer, b []byte) {
 		return
 	}
 	c.ses.relay.Broadcast(v.ID(), out)
+	switch m.Type {
+	case "mark":
+		c.mu.Lock()
+		frozen := c.frozen != nil
+		c.mu.Unlock()
+		c.marks.add(v.ID(), m, out, frozen, now)
+	case "clear":
+		c.marks.clear(v.ID(), m.ID)
+	}
 	if m.Type == "verdict" {
 		c.keepVerdict(*m.TrackID, out)
 		c.ses.log.Info("verdict", zap.String("viewer", v.ID()), zap.String("role", v.Role()), zap.Uint64("track", *m.TrackID),
@@ -333,83 +340,6 @@ func (c *consultRelay) keepVerdict(track uint64, msg []byte) {
 		}
 	}
 	c.verdicts[track] = msg
-}
-
-// freeze decodes the frame the sender had on screen and tells every page,
-// the sender too, to hold it: all then show the same picture, fetched from
-// the server, whatever frame each had reached.
-func (c *consultRelay) freeze(m consultMsg) {
-	c.mu.Lock()
-	if c.freezing {
-		c.mu.Unlock()
-		return
-	}
-	c.freezing = true
-	c.mu.Unlock()
-	go func() {
-		defer func() {
-			c.mu.Lock()
-			c.freezing = false
-			c.mu.Unlock()
-		}()
-		img, err := c.ses.stills.frame(m.RTPTS)
-		if errors.Is(err, errNoStill) {
-			// Too old (a long round trip): the newest frame kept instead.
-			if ts, ok := c.ses.stills.newest(); ok {
-				m.RTPTS = ts
-				img, err = c.ses.stills.frame(ts)
-			}
-		}
-		if err != nil {
-			c.ses.log.Warn("freeze failed", zap.Uint32("rtp_ts", m.RTPTS), zap.Error(err))
-			return
-		}
-		buf, err := gocv.IMEncodeWithParams(gocv.JPEGFileExt, img, []int{gocv.IMWriteJpegQuality, 92})
-		img.Close()
-		if err != nil {
-			c.ses.log.Warn("freeze: encoding the still", zap.Error(err))
-			return
-		}
-		jpeg := append([]byte(nil), buf.GetBytes()...)
-		buf.Close()
-		m.Still = fmt.Sprintf("/api/sources/%s/still.jpg?ts=%d", url.PathEscape(c.ses.id), m.RTPTS)
-		out, err := json.Marshal(m)
-		if err != nil {
-			return
-		}
-		c.mu.Lock()
-		c.frozen = &freezeState{ts: m.RTPTS, msg: out, jpeg: jpeg}
-		c.mu.Unlock()
-		c.ses.relay.Broadcast("", out)
-		c.ses.recordEvent("consult", map[string]string{"msg": string(out), "rtp_ts": strconv.FormatUint(uint64(m.RTPTS), 10)})
-		c.ses.log.Info("frozen", zap.String("by", m.From.Role), zap.Uint32("rtp_ts", m.RTPTS))
-	}()
-}
-
-func (c *consultRelay) unfreeze(m consultMsg) {
-	c.mu.Lock()
-	was := c.frozen != nil
-	c.frozen = nil
-	c.mu.Unlock()
-	if !was {
-		return
-	}
-	out, err := json.Marshal(m)
-	if err != nil {
-		return
-	}
-	c.ses.relay.Broadcast("", out)
-	c.ses.recordEvent("consult", map[string]string{"msg": string(out)})
-}
-
-// still is the picture of the freeze in force for the frame ts.
-func (c *consultRelay) still(ts uint32) ([]byte, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.frozen == nil || c.frozen.ts != ts {
-		return nil, false
-	}
-	return c.frozen.jpeg, true
 }
 
 // opened sends a page whose consult channel just opened the state so far:

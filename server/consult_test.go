@@ -46,6 +46,8 @@ func TestParseConsult(t *testing.T) {
 		{"verdict without a track", `{"type":"verdict","verdict":"agree"}`, false},
 		{"verdict of another word", `{"type":"verdict","track_id":3,"verdict":"maybe"}`, false},
 		{"unknown category", `{"type":"verdict","track_id":3,"verdict":"agree","category":"BI-RADS 6"}`, false},
+		{"capture", `{"type":"capture","rtp_ts":0}`, true},
+		{"capture without the frame", `{"type":"capture"}`, false},
 		{"voice open", `{"type":"voice","mic":"open"}`, true},
 		{"voice push to talk, pressed", `{"type":"voice","mic":"talking"}`, true},
 		{"voice of another state", `{"type":"voice","mic":"loud"}`, false},

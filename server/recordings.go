@@ -87,15 +87,25 @@ func (s *Server) getRecording(w http.ResponseWriter, r *http.Request) {
 }
 
 // recordingFile serves video.mp4 (with range requests, for seeking),
-// timeline.jsonl and thumb.jpg. A transfer is bound to its token: it stops
+// timeline.jsonl, thumb.jpg and the key frames' pictures
+// (capture-NNN.jpg, capture-NNN-annotated.jpg). A transfer is bound to its token: it stops
 // when the token expires or is revoked.
 func (s *Server) recordingFile(w http.ResponseWriter, r *http.Request) {
 	id, c, ok := s.recordingAccess(w, r, libraryRoles...)
 	if !ok {
 		return
 	}
-	if r.PathValue("file") == "labels.json" {
+	switch r.PathValue("file") {
+	case "labels.json":
 		s.recordingLabels(w, id)
+		return
+	case "captures.json":
+		cs, err := s.lib.Captures(id)
+		if err != nil {
+			recordingError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, cs)
 		return
 	}
 	p, err := s.lib.File(id, r.PathValue("file"))

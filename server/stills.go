@@ -9,6 +9,7 @@ import (
 
 	"gocv.io/x/gocv"
 
+	"sonolive/overlay"
 	"sonolive/stream"
 )
 
@@ -25,8 +26,9 @@ type stills struct {
 }
 
 type stillAU struct {
-	ts uint32
-	au []byte // the relay's access unit (Annex B), shared read-only
+	ts   uint32
+	au   []byte            // the relay's access unit (Annex B), shared read-only
+	meta *overlay.Metadata // its findings, shared read-only
 }
 
 // maxGOPFrames bounds a group (keyframes come every 2 s; one that never
@@ -42,7 +44,7 @@ func (s *stills) WriteFrame(f *stream.EncodedFrame) {
 	defer s.mu.Unlock()
 	switch {
 	case f.Key:
-		s.gops = append(s.gops, []stillAU{{f.RTPTime, f.AU}})
+		s.gops = append(s.gops, []stillAU{{f.RTPTime, f.AU, f.Meta}})
 		if len(s.gops) > 2 {
 			s.gops = s.gops[1:]
 		}
@@ -53,7 +55,7 @@ func (s *stills) WriteFrame(f *stream.EncodedFrame) {
 		if len(*g) >= maxGOPFrames {
 			return
 		}
-		*g = append(*g, stillAU{f.RTPTime, f.AU})
+		*g = append(*g, stillAU{f.RTPTime, f.AU, f.Meta})
 	}
 }
 
@@ -66,6 +68,21 @@ func (s *stills) newest() (uint32, bool) {
 	}
 	g := s.gops[len(s.gops)-1]
 	return g[len(g)-1].ts, true
+}
+
+// meta is the findings of the frame with RTP timestamp ts (nil when it is
+// not kept, or had none).
+func (s *stills) meta(ts uint32) *overlay.Metadata {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, g := range s.gops {
+		for _, a := range g {
+			if a.ts == ts {
+				return a.meta
+			}
+		}
+	}
+	return nil
 }
 
 // frame decodes the frame with RTP timestamp ts (BGR; the caller closes
@@ -117,4 +134,27 @@ func (s *stills) frame(ts uint32) (gocv.Mat, error) {
 		return gocv.Mat{}, fmt.Errorf("still: decoded %d of %d frames", n, len(aus))
 	}
 	return img, nil
+}
+
+// at decodes the frame with RTP timestamp ts, or the newest kept when that
+// one is no longer (a long round trip), and says which it gave.
+func (s *stills) at(ts uint32) (gocv.Mat, uint32, error) {
+	img, err := s.frame(ts)
+	if errors.Is(err, errNoStill) {
+		if newest, ok := s.newest(); ok {
+			ts = newest
+			img, err = s.frame(ts)
+		}
+	}
+	return img, ts, err
+}
+
+// encodeJPEG is a picture as the pages and the library get it.
+func encodeJPEG(img gocv.Mat) ([]byte, error) {
+	buf, err := gocv.IMEncodeWithParams(gocv.JPEGFileExt, img, []int{gocv.IMWriteJpegQuality, 92})
+	if err != nil {
+		return nil, err
+	}
+	defer buf.Close()
+	return append([]byte(nil), buf.GetBytes()...), nil
 }

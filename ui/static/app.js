@@ -54,6 +54,8 @@ const stats = {
   metadataInvalid: 0,       // of which not JSON or without rtp_ts
   verdictsReceived: 0,      // verdicts from the others in the session
   frozen: null,             // {ts, by, loaded, width} while a freeze holds a frame
+  captures: [],             // key frames kept in this session: {n, recording, t, by}
+  captureFailed: null,      // why the last capture asked for here was not kept
   matchedFrames: 0,         // frames whose metadata was found by RTP timestamp
   boxesDrawn: 0,            // total boxes drawn client-side
   syncMode: 'rtp',          // rtp | arrival (fallback when no frame matches)
@@ -66,7 +68,7 @@ const stats = {
   quality: null,            // last getStats summary
   server: null,             // last WebSocket "stats" message
 };
-window.sonolive = { stats };   // the page's Session adds itself as .session
+window.sonolive = { stats };   // boot adds the page's Session as .session
 
 const $ = (id) => document.getElementById(id);
 
@@ -805,6 +807,7 @@ class Session {
   onConsult(msg) {
     if (msg && msg.type === 'freeze') { this.freeze(msg); return; }
     if (msg && msg.type === 'unfreeze') { this.unfreeze(msg); return; }
+    if (msg && (msg.type === 'captured' || msg.type === 'capture_failed')) { this.captured(msg); return; }
     if (this.voice) this.voice.receive(msg, stats.viewerId);
     if (this.chat && this.chat.receive(msg)) {
       if (msg.type === 'chat' && this.hooks.onChat) this.hooks.onChat(msg);
@@ -826,6 +829,25 @@ class Session {
     const meta = this.currentMeta;
     if (!meta) { toast('No frame to freeze yet'); return false; }
     return this.whep.sendConsult({ type: 'freeze', rtp_ts: meta.rtp_ts });
+  }
+
+  // capture asks the server to keep the frame on screen here (the frozen
+  // one during a freeze) as a key frame of the recording.
+  capture() {
+    const meta = this.currentMeta;
+    if (!meta && !this.frozen) { toast('No frame to capture yet'); return false; }
+    return this.whep.sendConsult({ type: 'capture', rtp_ts: this.frozen ? this.frozen.ts : meta.rtp_ts });
+  }
+
+  // captured is the server's word on a capture: kept (told to everyone)
+  // or not (told to its sender, with why).
+  captured(msg) {
+    if (msg.type === 'captured') {
+      stats.captures.push({ n: msg.n, recording: msg.recording, t: msg.t, by: msg.from && msg.from.role });
+    } else {
+      stats.captureFailed = msg.reason || 'failed';
+    }
+    if (this.hooks.onCapture) this.hooks.onCapture(msg);
   }
 
   // freeze holds the picture the server decoded for everyone, with that
@@ -1104,6 +1126,18 @@ function wireTools(session) {
       if (f) toast(`Frame frozen by ${f.by === 'sonographer' ? 'the sonographer' : 'the expert'}`);
     };
   }
+  const capture = $('capture-btn');
+  if (capture) {
+    capture.addEventListener('click', () => session.capture());
+    session.hooks.onCapture = (msg) => {
+      if (msg.type !== 'captured') { toast(`Not captured: ${msg.reason}`, 6000); return; }
+      const from = msg.from || {};
+      const who = from.viewer === stats.viewerId ? 'you' : from.name || (from.role === 'sonographer' ? 'the sonographer' : 'the expert');
+      const what = [msg.findings ? `${msg.findings} finding${msg.findings > 1 ? 's' : ''}` : '', msg.marks ? `${msg.marks} mark${msg.marks > 1 ? 's' : ''}` : ''].filter(Boolean).join(', ');
+      toast(`Key frame ${msg.n} kept by ${who}${what ? ` (${what})` : ''}`);
+      setText('capture-count', `${stats.captures.length} kept`);
+    };
+  }
 }
 
 function wireVideoControls(session) {
@@ -1159,6 +1193,7 @@ async function boot(page, setup) {
   stats.source = ctx.source;
   setText('source-name', ctx.source || '—');
   const session = new Session(ctx, {});
+  window.sonolive.session = session;     // tests read its connection's getStats
   window.sonolive.voice = session.voice; // tests send a tone through it
   wireVideoControls(session);
   wireTools(session);

@@ -4,7 +4,7 @@
 // The page says which one it is with <body data-page="library"|"replay">.
 //
 // API (docs/recording.md): GET /api/recordings, GET/DELETE /api/recordings/{id},
-// GET /api/recordings/{id}/{video.mp4,timeline.jsonl,thumb.jpg}; the token goes
+// GET /api/recordings/{id}/{video.mp4,timeline.jsonl,thumb.jpg,captures.json}; the token goes
 // as "Authorization: Bearer T", or as ?token=T where the browser fetches by
 // itself (<img>, <video>).
 //
@@ -15,6 +15,7 @@
 
 import { MarkLayer } from './marks.js';
 import { Verdicts } from './verdicts.js';
+import { renderCaptures } from './captures.js';
 import {
   parseLocation, tokenPayload, httpError, BoxPainter, contentRect, fmtPct,
   INVALID_LINK_MSG, FORBIDDEN_LINK_MSG,
@@ -262,7 +263,8 @@ function bootLibrary() {
     const events = lesionEvents(meta);
     const line2 = document.createElement('div');
     line2.className = 'rec-line';
-    line2.textContent = `${plural(Number(meta.detections) || 0, 'detection')} · ${plural(events.length, 'lesion event')}`;
+    line2.textContent = `${plural(Number(meta.detections) || 0, 'detection')} · ${plural(events.length, 'lesion event')}` +
+      (Number(meta.captures) > 0 ? ` · ${plural(Number(meta.captures), 'key frame')}` : '');
     const bar = document.createElement('div');
     bar.className = 'ev-bar';
     bar.setAttribute('role', 'img');
@@ -875,6 +877,15 @@ function bootReplay() {
     video.defaultPlaybackRate = video.playbackRate;
     video.src = withToken(`${recPath(id)}/video.mp4`, ctx.token);
 
+    try {
+      const captures = await api(ctx.token, `${recPath(id)}/captures.json`);
+      window.sonolive.captures = renderCaptures($('captures'), Array.isArray(captures) ? captures : [], {
+        recPath: recPath(id), token: ctx.token, fmtTime,
+        onSeek: (t) => { video.pause(); seekTo(t).catch(() => {}); },
+      });
+    } catch (err) {
+      showError(`Key frames: ${err.message}`);
+    }
     try {
       const text = await api(ctx.token, `${recPath(id)}/timeline.jsonl`, { as: 'text' });
       timeline = parseTimeline(text);
