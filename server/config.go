@@ -123,6 +123,14 @@ type Stream struct {
 	// VP8MaxHeight caps the fallback's rows: VP8 costs more CPU per pixel
 	// than the H.264 encode it runs beside.
 	VP8MaxHeight int `yaml:"vp8_max_height"`
+	// Adaptive moves a viewer whose link cannot carry the stream (its
+	// bandwidth estimated from the browser's feedback, with packets lost)
+	// to a small H.264 layer, encoded only while someone takes it: frame
+	// rate is kept, resolution given up. SmallHeight and SmallKbps set
+	// that layer.
+	Adaptive    bool `yaml:"adaptive"`
+	SmallHeight int  `yaml:"small_height"`
+	SmallKbps   int  `yaml:"small_kbps"`
 }
 
 // Record sets the teaching library (docs/recording.md).
@@ -191,7 +199,7 @@ func Default() Config {
 		Audit:  Audit{Path: "audit.jsonl"},
 		WebRTC: WebRTC{IncludeLoopback: true},
 		Stream: Stream{BitrateKbps: 2500, KeyframeInterval: 2 * time.Second, ViewerQueue: 15, MaxViewers: 100,
-			VP8Fallback: true, VP8MaxHeight: 480},
+			VP8Fallback: true, VP8MaxHeight: 480, Adaptive: true, SmallHeight: 360, SmallKbps: 600},
 		AI:     AI{Preset: "breast", Threads: 1, MinHits: 2},
 		Record: Record{Enabled: true, Dir: "recordings", Segment: time.Second, MaxPart: time.Hour, MaxAge: 30 * 24 * time.Hour, MaxGB: 20},
 		Sources: []Source{{
@@ -254,6 +262,10 @@ func (c *Config) Validate() error {
 	}
 	if c.Stream.VP8Fallback && (c.Stream.VP8MaxHeight < 120 || c.Stream.VP8MaxHeight > 1080) {
 		return fmt.Errorf("config: stream.vp8_max_height %d is outside 120..1080", c.Stream.VP8MaxHeight)
+	}
+	if c.Stream.Adaptive && (c.Stream.SmallHeight < 120 || c.Stream.SmallHeight > 1080 || c.Stream.SmallKbps < 100) {
+		return fmt.Errorf("config: stream.small_height %d must be 120..1080 and stream.small_kbps %d at least 100",
+			c.Stream.SmallHeight, c.Stream.SmallKbps)
 	}
 	if c.Record.Enabled && (c.Record.Dir == "" || c.Record.Segment < 500*time.Millisecond) {
 		return errors.New("config: record needs a dir and a segment of at least 500ms")

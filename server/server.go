@@ -40,7 +40,7 @@ type Server struct {
 	signer      *auth.Signer
 	access      *auth.Registry
 	audit       *audit.Log // nil when off
-	api         *webrtc.API
+	api         *stream.API
 	apiClose    func() error
 	iceServers  []webrtc.ICEServer
 	metrics     *metrics.Metrics

@@ -86,8 +86,9 @@ func newSession(s *Server, src Source, det infer.Detector, model string) (*Sessi
 		Encoder: stream.EncoderConfig{
 			Bitrate: s.cfg.Stream.BitrateKbps * 1000, KeyframeInterval: s.cfg.Stream.KeyframeInterval,
 		},
-		VP8: stream.VP8Config{Disabled: !s.cfg.Stream.VP8Fallback, MaxHeight: s.cfg.Stream.VP8MaxHeight},
-		API: s.api, ICEServers: s.iceServers,
+		VP8:   stream.VP8Config{Disabled: !s.cfg.Stream.VP8Fallback, MaxHeight: s.cfg.Stream.VP8MaxHeight},
+		Adapt: stream.AdaptConfig{Disabled: !s.cfg.Stream.Adaptive, MaxHeight: s.cfg.Stream.SmallHeight, Bitrate: s.cfg.Stream.SmallKbps * 1000},
+		API:   s.api, ICEServers: s.iceServers,
 		ViewerQueue: s.cfg.Stream.ViewerQueue, MaxViewers: s.cfg.Stream.MaxViewers,
 		OnViewer: func(ev stream.ViewerEvent) {
 			if ev.Event == "left" {

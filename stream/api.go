@@ -3,9 +3,12 @@ package stream
 import (
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/cc"
+	"github.com/pion/interceptor/pkg/gcc"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
@@ -44,10 +47,43 @@ type APIConfig struct {
 	IncludeLoopback bool
 }
 
-// NewAPI builds the WebRTC API: H.264, VP8 for the fallback layer, Opus for the voices, NACK/RTCP reports/TWCC
-// interceptors, and the ICE settings of cfg. The returned closer releases
-// the shared UDP port.
-func NewAPI(cfg APIConfig) (*webrtc.API, func() error, error) {
+// API builds the viewers' peer connections, each with its own bandwidth
+// estimate (Google congestion control over the browser's transport-wide
+// feedback), which chooses the viewer's layer (adapt.go).
+type API struct {
+	api *webrtc.API
+	// mu makes a peer connection's creation and the hand-off of its
+	// estimator one step: the interceptor announces the estimator while
+	// NewPeerConnection runs, with no way to tell which connection it is.
+	mu      sync.Mutex
+	pending cc.BandwidthEstimator
+}
+
+// newPeerConnection returns a peer connection and its bandwidth estimator.
+func (a *API) newPeerConnection(c webrtc.Configuration) (*webrtc.PeerConnection, cc.BandwidthEstimator, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.pending = nil
+	pc, err := a.api.NewPeerConnection(c)
+	est := a.pending
+	a.pending = nil
+	return pc, est, err
+}
+
+// The estimate starts where the main stream sends, so a viewer is not put
+// on the small layer before the first feedback; it is bounded to what a
+// viewer can use.
+const (
+	bweInitial = 2_500_000
+	bweMin     = 100_000
+	bweMax     = 8_000_000
+)
+
+// NewAPI builds the WebRTC API: H.264, VP8 for the fallback layer, Opus
+// for the voices, NACK/RTCP reports/TWCC interceptors, a bandwidth
+// estimate per peer connection, and the ICE settings of cfg. The returned
+// closer releases the shared UDP port.
+func NewAPI(cfg APIConfig) (*API, func() error, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: h264Codec, PayloadType: 102}, webrtc.RTPCodecTypeVideo); err != nil {
 		return nil, nil, fmt.Errorf("stream: register H.264: %w", err)
@@ -70,6 +106,22 @@ func NewAPI(cfg APIConfig) (*webrtc.API, func() error, error) {
 	if err := webrtc.RegisterDefaultInterceptors(m, reg); err != nil {
 		return nil, nil, fmt.Errorf("stream: interceptors: %w", err)
 	}
+	a := &API{}
+	// Estimate only, no pacing: the leaky-bucket pacer would hold a 720p
+	// keyframe back for hundreds of milliseconds; the layer choice keeps
+	// the rate under the estimate instead.
+	ccf, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
+		return gcc.NewSendSideBWE(gcc.SendSideBWEInitialBitrate(bweInitial), gcc.SendSideBWEMinBitrate(bweMin),
+			gcc.SendSideBWEMaxBitrate(bweMax), gcc.SendSideBWEPacer(gcc.NewNoOpPacer()))
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("stream: congestion control: %w", err)
+	}
+	ccf.OnNewPeerConnection(func(_ string, est cc.BandwidthEstimator) { a.pending = est })
+	reg.Add(ccf)
+	if err := webrtc.ConfigureTWCCHeaderExtensionSender(m, reg); err != nil {
+		return nil, nil, fmt.Errorf("stream: transport-wide sequence numbers: %w", err)
+	}
 	se := webrtc.SettingEngine{}
 	// Notice a vanished viewer within seconds, not pion's default 30 s,
 	// so its queue and goroutines go.
@@ -88,6 +140,6 @@ func NewAPI(cfg APIConfig) (*webrtc.API, func() error, error) {
 		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 		closer = conn.Close
 	}
-	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
-	return api, closer, nil
+	a.api = webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
+	return a, closer, nil
 }

@@ -3,10 +3,12 @@ package stream
 import (
 	"context"
 	"fmt"
+	"image"
 	"testing"
 	"time"
 
 	"github.com/pion/rtp"
+	"gocv.io/x/gocv"
 
 	"sonolive/capture"
 	"sonolive/frame"
@@ -45,21 +47,38 @@ func BenchmarkEncode720p(b *testing.B) {
 	}
 }
 
-// BenchmarkEncodeLayers sets the VP8 fallback's cost beside the H.264
-// encode it runs with, on the same 720p frames in one run: H.264 at 720p
-// (always running), and VP8 scaled to 360, 480 and 720 rows (scaling
-// included), at the speed the relay uses.
+// BenchmarkEncodeLayers sets the extra layers' cost beside the H.264
+// encode they run with, on the same 720p frames in one run: H.264 at 720p
+// (always running), the small H.264 layer for poor links (scaled to 360
+// rows, as the layer does), and VP8 scaled to 360, 480 and 720 rows
+// (scaling included), at the speed the relay uses.
 func BenchmarkEncodeLayers(b *testing.B) {
 	frames := benchFrames(b, 1280, 720, 30)
-	b.Run("h264-720", func(b *testing.B) {
-		enc := NewEncoder(EncoderConfig{Bitrate: 2_500_000, FPS: 30})
-		defer enc.Close()
-		for i := 0; i < b.N; i++ {
-			if _, _, err := enc.Encode(frames[i%len(frames)].Image); err != nil {
-				b.Fatal(err)
+	h264 := func(bitrate, rows int) func(b *testing.B) {
+		return func(b *testing.B) {
+			enc := NewEncoder(EncoderConfig{Bitrate: bitrate, FPS: 30})
+			defer enc.Close()
+			small := gocv.NewMat()
+			defer small.Close()
+			var bytes int
+			for i := 0; i < b.N; i++ {
+				img := frames[i%len(frames)].Image
+				if rows < img.Rows() {
+					w, h := fallbackSize(img.Cols(), img.Rows(), rows)
+					gocv.Resize(img, &small, image.Pt(w, h), 0, 0, gocv.InterpolationArea)
+					img = small
+				}
+				au, _, err := enc.Encode(img)
+				if err != nil {
+					b.Fatal(err)
+				}
+				bytes += len(au)
 			}
+			b.ReportMetric(float64(bytes*8*30)/float64(b.N)/1000, "kbit/s@30fps")
 		}
-	})
+	}
+	b.Run("h264-720", h264(2_500_000, 720))
+	b.Run("h264-small-360", h264(600_000, 360))
 	for _, rows := range []int{360, 480, 720} {
 		b.Run(fmt.Sprintf("vp8-%d", rows), func(b *testing.B) {
 			enc := newVP8Encoder(VP8Config{MaxHeight: rows}, 30)

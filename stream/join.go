@@ -49,7 +49,7 @@ func (r *Relay) AddViewer(ctx context.Context, offer, role string) (*Viewer, str
 		}
 	}()
 
-	pc, err := r.cfg.API.NewPeerConnection(webrtc.Configuration{ICEServers: r.cfg.ICEServers})
+	pc, est, err := r.cfg.API.newPeerConnection(webrtc.Configuration{ICEServers: r.cfg.ICEServers})
 	if err != nil {
 		return nil, "", fmt.Errorf("stream: peer connection: %w", err)
 	}
@@ -70,8 +70,9 @@ func (r *Relay) AddViewer(ctx context.Context, offer, role string) (*Viewer, str
 		if r.vp8 == nil {
 			r.vp8 = newVP8Layer(r)
 		}
-		v.layer = r.vp8
+		v.layer.Store(r.vp8)
 	}
+	v.bwe = est
 	r.viewers[id] = v
 	r.assignVoices()
 	n := len(r.viewers)
@@ -149,17 +150,22 @@ func (r *Relay) RemoveViewer(id, reason string) error {
 	delete(r.viewers, id)
 	r.assignVoices()
 	n := len(r.viewers)
-	var idle *layer
-	if ok && v.layer != nil && v.layer == r.vp8 && !r.layerInUse(v.layer) {
-		idle, r.vp8 = r.vp8, nil
+	var idle []*layer
+	if ok {
+		for _, l := range []**layer{&r.vp8, &r.small} {
+			if *l != nil && v.layer.Load() == *l && !r.layerInUse(*l) {
+				idle = append(idle, *l)
+				*l = nil
+			}
+		}
 	}
 	r.mu.Unlock()
 	if !ok {
 		return ErrNoViewer
 	}
 	v.close(reason)
-	if idle != nil {
-		idle.close()
+	for _, l := range idle {
+		l.close()
 	}
 	st := v.Stats()
 	r.log.Info("viewer left", zap.String("viewer", id), zap.String("reason", reason), zap.Int("viewers", n),
@@ -171,7 +177,7 @@ func (r *Relay) RemoveViewer(id, reason string) error {
 // layerInUse reports whether a viewer still takes l. Callers hold r.mu.
 func (r *Relay) layerInUse(l *layer) bool {
 	for _, v := range r.viewers {
-		if v.layer == l {
+		if v.layer.Load() == l {
 			return true
 		}
 	}

@@ -155,7 +155,7 @@ func (l *layer) encodeAndSend(f *layerFrame) {
 	l.smu.Unlock()
 	l.relay.mu.RLock()
 	for _, v := range l.relay.viewers {
-		if v.layer == l {
+		if v.layer.Load() == l {
 			v.offer(s)
 		}
 	}

@@ -51,8 +51,11 @@ type Config struct {
 	// API builds the peer connections (NewAPI); shared by all relays so
 	// they can share one UDP port. Nil: no viewers, taps only (offline
 	// recording).
-	API        *webrtc.API
+	API        *API
 	ICEServers []webrtc.ICEServer
+	// Adapt sets the small H.264 layer that viewers on a poor link are
+	// moved to (adapt.go).
+	Adapt AdaptConfig
 	// ViewerQueue is each viewer's send queue in frames (default 15,
 	// half a second at 30 fps): a viewer that falls further behind drops.
 	ViewerQueue int
@@ -116,6 +119,7 @@ type Relay struct {
 	joining int // viewers negotiating: they hold a place under MaxViewers
 	taps    []Tap
 	vp8     *layer // while a VP8 viewer is connected
+	small   *layer // while a viewer on a poor link takes it (adapt.go)
 	closed  bool
 	nextID  uint64
 
@@ -154,6 +158,7 @@ func New(cfg Config) (*Relay, error) {
 	if cfg.KeyframeGap <= 0 {
 		cfg.KeyframeGap = 200 * time.Millisecond
 	}
+	cfg.Adapt.defaults()
 	return &Relay{
 		cfg: cfg, log: cfg.Logger.With(zap.String("source", cfg.Source)),
 		enc:     NewEncoder(cfg.Encoder),
@@ -241,12 +246,15 @@ func (r *Relay) Write(f *frame.Frame, meta *overlay.Metadata) error {
 
 	r.mu.RLock()
 	for _, v := range r.viewers {
-		if v.layer == nil {
+		if v.layer.Load() == nil {
 			v.offer(s)
 		}
 	}
 	if r.vp8 != nil {
 		r.vp8.push(f.Image, f.Seq, ts, s.meta)
+	}
+	if r.small != nil {
+		r.small.push(f.Image, f.Seq, ts, s.meta)
 	}
 	if len(r.taps) > 0 {
 		ef := &EncodedFrame{AU: au, Key: key, RTPTime: ts, Seq: f.Seq, Captured: f.Captured, Image: f.Image, Meta: meta}
@@ -333,7 +341,8 @@ type Stats struct {
 	Width        int           `json:"width"`
 	Height       int           `json:"height"`
 	Viewers      []ViewerStats `json:"viewers"`
-	// Layers are the extra encodings running now (the VP8 fallback).
+	// Layers are the extra encodings running now (the VP8 fallback, the
+	// small H.264 layer).
 	Layers []LayerStats `json:"layers,omitempty"`
 }
 
@@ -350,8 +359,10 @@ func (r *Relay) Stats() Stats {
 	for _, v := range r.viewers {
 		s.Viewers = append(s.Viewers, v.Stats())
 	}
-	if r.vp8 != nil {
-		s.Layers = append(s.Layers, r.vp8.stats())
+	for _, l := range []*layer{r.vp8, r.small} {
+		if l != nil {
+			s.Layers = append(s.Layers, l.stats())
+		}
 	}
 	r.mu.RUnlock()
 	return s

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -29,9 +30,16 @@ type Viewer struct {
 	sender  *webrtc.RTPSender
 	dc      *webrtc.DataChannel // nil when the offer had no application section
 	consult consultChannel      // the page's consult channel, once it opens one
-	// layer is the extra encoding the viewer takes (VP8), nil for the
-	// relay's own H.264. Set before the viewer is listed, then fixed.
-	layer *layer
+	// layer is the extra encoding the viewer takes (VP8, or the small
+	// H.264 layer on a poor link), nil for the relay's own H.264. Changed
+	// only under the relay's lock, so the relay's and the layers' loops
+	// (which hold it shared) see each frame go to one source.
+	layer atomic.Pointer[layer]
+	// bwe estimates the viewer's bandwidth (nil: not estimated);
+	// estimate is its last reading, switches counts layer changes.
+	bwe      cc.BandwidthEstimator
+	estimate atomic.Int64
+	switches atomic.Uint64
 
 	// q is the bounded send queue. offer (relay goroutine) never blocks on
 	// it: when full the frame is dropped and the viewer waits for the next
@@ -96,6 +104,12 @@ func (v *Viewer) start() {
 	go v.sendLoop()
 	go v.rtcpLoop()
 	go v.voiceLoop()
+	// VP8 has one size; H.264 viewers move between the main encode and
+	// the small layer.
+	if v.bwe != nil && v.layer.Load() == nil && !v.relay.cfg.Adapt.Disabled {
+		v.wg.Add(1)
+		go v.adaptLoop()
+	}
 	for _, s := range v.voice.slots {
 		go v.drainRTCP(s.sender)
 	}
@@ -138,8 +152,8 @@ func (v *Viewer) offer(s *sample) {
 
 // requestKeyframe asks the viewer's encoder for a keyframe soon.
 func (v *Viewer) requestKeyframe() {
-	if v.layer != nil {
-		v.layer.requestKeyframe()
+	if l := v.layer.Load(); l != nil {
+		l.requestKeyframe()
 		return
 	}
 	v.relay.requestKeyframe()
@@ -320,16 +334,26 @@ type ViewerStats struct {
 	ConsultDropped uint64 `json:"consult_dropped"`
 	// Voice: the viewer's microphone and the slots it hears the others on.
 	Voice VoiceStats `json:"voice"`
+	// Layer is the encoding the viewer takes: main, h264-small (a poor
+	// link) or vp8; EstimateBPS its link's estimated bandwidth (0 when
+	// not estimated); LayerSwitches how often it changed layer.
+	Layer         string `json:"layer"`
+	EstimateBPS   int64  `json:"estimate_bps"`
+	LayerSwitches uint64 `json:"layer_switches"`
 }
 
 // Stats returns the viewer's counters.
 func (v *Viewer) Stats() ViewerStats {
 	st, _ := v.state.Load().(webrtc.PeerConnectionState)
-	codec := "H264"
-	if v.layer != nil {
-		codec = "VP8"
+	codec, layer := "H264", "main"
+	if l := v.layer.Load(); l != nil {
+		layer = l.codec
+		if l.codec == "vp8" {
+			codec = "VP8"
+		}
 	}
-	return ViewerStats{ID: v.id, Role: v.role, Codec: codec, State: st.String(), Joined: v.joined,
+	return ViewerStats{ID: v.id, Role: v.role, Codec: codec, Layer: layer, EstimateBPS: v.estimate.Load(), LayerSwitches: v.switches.Load(),
+		State: st.String(), Joined: v.joined,
 		Frames: v.frames.Load(), Dropped: v.dropped.Load(), Waiting: v.waiting.Load(),
 		MetaSent: v.metaSent.Load(), MetaDropped: v.metaDropped.Load(), PLIs: v.plis.Load(), Queued: len(v.q),
 		ConsultIn: v.consult.in.Load(), ConsultOut: v.consult.out.Load(), ConsultDropped: v.consult.dropped.Load(),

@@ -1284,6 +1284,7 @@ function setupLive(session, ctx, entry) {
     const g = stats.g2g;
     setText('hud-g2g', g.n ? `${fmtMs(g.p50)} / ${fmtMs(g.p95)}` : '—');
     setText('hud-g2g-n', g.n ? `n=${g.n}` : '');
+    renderLinkPill(stats.quality);
   };
 }
 
@@ -1525,6 +1526,20 @@ function renderQuality(q) {
   setText('q-g2g-n', g.n ? `n=${g.n}` : '');
   const matched = stats.framesRendered ? stats.matchedFrames / stats.framesRendered : null;
   setText('q-sync', matched == null ? '—' : `${Math.round(matched * 100)}% frames matched (${stats.syncMode})`);
+  renderLinkPill(q);
+}
+
+// renderLinkPill says when the server has moved this page to its small
+// layer: the link cannot carry the full stream (docs/streaming.md, "Poor
+// links").
+function renderLinkPill(q) {
+  const pill = $('link-pill');
+  if (pill) {
+    const srv = stats.server;
+    const small = !!(q && q.frameHeight && srv && srv.height && q.frameHeight < srv.height && /H264/i.test(q.codec || ''));
+    pill.hidden = !small;
+    if (small) pill.textContent = `Poor link: ${q.frameWidth}×${q.frameHeight}`;
+  }
 }
 
 // ---------------------------------------------------------------- entry
