@@ -10,10 +10,10 @@ import (
 // nowhere far from it.
 func TestDrawMarks(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		mark   Mark
-		on     [2]int // a pixel on the mark
-		off    [2]int // a pixel well away from it
+		name    string
+		mark    Mark
+		on      [2]int // a pixel on the mark
+		off     [2]int // a pixel well away from it
 		b, g, r uint8
 	}{
 		{"expert arrow", Mark{Shape: "arrow", Points: [][2]float64{{100, 200}, {500, 200}}, Role: "expert"}, [2]int{300, 200}, [2]int{300, 260}, 0xff, 0xb8, 0x4d},
