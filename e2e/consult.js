@@ -23,7 +23,8 @@
 //       shown speaking; a muted expert is silent and listed as muted.
 //
 //   LIVE_URL, EXPERT_URL, OUT_DIR (default .), CHROMIUM; VOICE_ONLY=1
-//   runs (g) alone.
+//   runs (g) alone; VOICES_RECORDED=1: the server records the voices, and
+//   both pages must say so.
 // One JSON line on stdout, exit 0 (ok) or 1.
 
 'use strict';
@@ -176,6 +177,16 @@ async function loudness(page, from, ms) {
   return (await stopListening(page, from)).maxRms;
 }
 
+// until listens to the voice of `from` on page in 250 ms windows until
+// ok(loudest RMS) holds, for at most 5 s; it returns the ms it took.
+async function until(page, from, ok) {
+  const t0 = Date.now();
+  while (Date.now() - t0 < 5000) {
+    if (ok(await loudness(page, from, 250))) return Date.now() - t0;
+  }
+  return null;
+}
+
 async function voice(live, expert) {
   const micOn = () => window.sonolive.stats.voice && window.sonolive.stats.voice.mic === 'open';
   await live.waitForFunction(micOn, null, { timeout: 10000, polling: 100 });
@@ -185,6 +196,12 @@ async function voice(live, expert) {
   const listed = ([id, mic]) => !!document.querySelector(`#people li[data-viewer="${id}"][data-mic="${mic}"]`);
   await live.waitForFunction(listed, [ids.expert, 'open'], { timeout: 5000, polling: 100 });
   await expert.waitForFunction(listed, [ids.live, 'open'], { timeout: 5000, polling: 100 });
+  // Whether the voices are recorded, every page says so (and only then).
+  const pill = () => !document.getElementById('voices-pill').hidden;
+  const shown = { live: await live.evaluate(pill), expert: await expert.evaluate(pill) };
+  if (shown.live !== !!env.VOICES_RECORDED || shown.expert !== !!env.VOICES_RECORDED) {
+    throw new Error(`"Voices recorded" shown ${JSON.stringify(shown)}, recorded: ${!!env.VOICES_RECORDED}`);
+  }
 
   // Mouth to ear, both ways at once: the fake microphones beep twice a
   // second; each beep's onset on the sender's own microphone track (after
@@ -208,23 +225,26 @@ async function voice(live, expert) {
   await live.screenshot({ path: path.join(OUT_DIR, 'consult-live-voice.png') });
   out.speakingShown = true;
 
-  // Muted: listed as muted, and nothing heard.
+  // Muted: listed as muted, and nothing heard once what was on its way
+  // has played out (up to a second or more on a loaded machine: the
+  // quiet is waited for, then held for a second).
   await expert.locator('#mic-btn').click({ timeout: 5000 });
   await live.waitForFunction(listed, [ids.expert, 'muted'], { timeout: 5000, polling: 50 });
-  await sleep(300);
-  out.mutedRms = await loudness(live, ids.expert, 1500);
+  out.mutedAfterMs = await until(live, ids.expert, (rms) => rms < 0.05);
+  out.mutedRms = await loudness(live, ids.expert, 1000);
   await expert.screenshot({ path: path.join(OUT_DIR, 'consult-expert-muted.png') });
 
   // Push to talk: silent until the button is held, heard while it is.
   await expert.locator('#ptt').check({ timeout: 5000 });
   await live.waitForFunction(listed, [ids.expert, 'ptt'], { timeout: 5000, polling: 50 });
-  await sleep(300);
+  await until(live, ids.expert, (rms) => rms < 0.05);
   out.pttReleasedRms = await loudness(live, ids.expert, 1000);
   const b = await expert.locator('#mic-btn').boundingBox();
   await expert.mouse.move(b.x + b.width / 2, b.y + b.height / 2);
   await expert.mouse.down();
   await live.waitForFunction(listed, [ids.expert, 'talking'], { timeout: 5000, polling: 50 });
-  out.pttHeldRms = await loudness(live, ids.expert, 1000);
+  out.pttHeardAfterMs = await until(live, ids.expert, (rms) => rms >= 0.1);
+  out.pttHeldRms = await loudness(live, ids.expert, 500);
   await expert.mouse.up();
   await expert.evaluate(() => window.__tone.set(false));
   await expert.locator('#ptt').uncheck({ timeout: 5000 });

@@ -40,6 +40,9 @@ type Meta struct {
 	LesionEvents []LesionEvent `json:"lesion_events"`
 	// Captures counts the key frames kept (Library.Captures lists them).
 	Captures int `json:"captures"`
+	// Voices counts the people whose voices are mixed into the video
+	// (record.voices); 0: the video has no sound.
+	Voices int `json:"voices,omitempty"`
 }
 
 // LesionEvent is one tracked finding over its life in the recording.

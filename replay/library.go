@@ -100,6 +100,10 @@ func (l *Library) NewRecorder(cfg RecorderConfig) (*Recorder, error) {
 	r := &Recorder{cfg: cfg, lib: l, id: id, dir: dir, lock: lock, log: cfg.Logger.With(zap.String("recording", id)), start: start,
 		q: make(chan *recFrame, cfg.Queue), done: make(chan struct{})}
 	r.firstTS.Store(-1)
+	if cfg.Voices {
+		r.voiceQ = make(chan voicePacket, voiceQueue)
+		r.voiceDone = make(chan struct{})
+	}
 	fail := func(err error) (*Recorder, error) {
 		if r.timeline != nil {
 			r.timeline.Close()
@@ -132,6 +136,9 @@ func (l *Library) NewRecorder(cfg RecorderConfig) (*Recorder, error) {
 	l.active[id] = r
 	l.mu.Unlock()
 	go r.run()
+	if r.voiceQ != nil {
+		go r.runVoices()
+	}
 	r.log.Info("recording started")
 	return r, nil
 }

@@ -71,7 +71,10 @@ type RecorderConfig struct {
 	Previous string
 	// RequestKeyframe asks the encoder for a keyframe (after a drop).
 	RequestKeyframe func()
-	Logger          *zap.Logger
+	// Voices records the people's voices (WriteVoice) and mixes them
+	// into the video when it ends (voices.go).
+	Voices bool
+	Logger *zap.Logger
 }
 
 // Recorder writes one recording. WriteFrame never blocks: frames go
@@ -123,19 +126,27 @@ type Recorder struct {
 
 	// firstTS is the RTP timestamp of the recording's first frame (time
 	// 0 of its timeline), -1 before it; captures take their time from it.
-	firstTS  atomic.Int64
-	capMu    sync.Mutex // orders captures
-	captures int        // saved so far
+	// firstCaptured is that frame's capture time (unix ns, 0 before it):
+	// voices are placed by it.
+	firstTS       atomic.Int64
+	firstCaptured atomic.Int64
+	// The voices' queue and writer (nil without Voices).
+	voiceQ       chan voicePacket
+	voiceDone    chan struct{}
+	voiceDropped atomic.Uint64
+	capMu        sync.Mutex // orders captures
+	captures     int        // saved so far
 }
 
 type recFrame struct {
-	au    []byte
-	key   bool
-	ts    uint32
-	entry Entry
-	thumb *gocv.Mat // small copy of the annotated frame, or nil
-	w, h  int
-	event *Entry // a session event instead of a frame
+	au       []byte
+	key      bool
+	ts       uint32
+	captured time.Time
+	entry    Entry
+	thumb    *gocv.Mat // small copy of the annotated frame, or nil
+	w, h     int
+	event    *Entry // a session event instead of a frame
 }
 
 type pendingSample struct {
@@ -176,7 +187,7 @@ func (r *Recorder) WriteFrame(f *stream.EncodedFrame) {
 		}
 		r.needKey.Store(false)
 	}
-	rf := &recFrame{au: f.AU, key: f.Key, ts: f.RTPTime, w: f.Image.Cols(), h: f.Image.Rows()}
+	rf := &recFrame{au: f.AU, key: f.Key, ts: f.RTPTime, captured: f.Captured, w: f.Image.Cols(), h: f.Image.Rows()}
 	if f.Meta != nil {
 		rf.entry = Entry{Seq: f.Seq, CaptureUnixMS: f.Meta.CaptureUnixMS, Stale: f.Meta.Stale, BurnedIn: f.Meta.BurnedIn, Detections: f.Meta.Detections}
 	}
@@ -276,6 +287,7 @@ func (r *Recorder) write(f *recFrame) error {
 		}
 		r.initDone = true
 		r.firstTS.Store(int64(f.ts))
+		r.firstCaptured.Store(f.captured.UnixNano())
 	}
 	if r.pending != nil {
 		d := uint32(int32(f.ts - r.pending.ts))
@@ -363,9 +375,15 @@ func (r *Recorder) Close() (Meta, error) {
 	if !r.closed {
 		r.closed = true
 		close(r.q)
+		if r.voiceQ != nil {
+			close(r.voiceQ)
+		}
 	}
 	r.closeMu.Unlock()
 	<-r.done
+	if r.voiceDone != nil {
+		<-r.voiceDone
+	}
 	r.closeOnce.Do(func() {
 		r.meta, r.closeErr = r.end()
 		r.lib.finished(r.id)
@@ -398,6 +416,9 @@ func (r *Recorder) end() (Meta, error) {
 	}
 	if n := r.dropped.Load(); n > 0 {
 		r.log.Warn("recording dropped frames", zap.String("recording", r.id), zap.Uint64("dropped", n))
+	}
+	if n := r.voiceDropped.Load(); n > 0 {
+		r.log.Warn("recording dropped voice packets", zap.String("recording", r.id), zap.Uint64("dropped", n))
 	}
 	status := "complete"
 	if r.err != nil {

@@ -146,6 +146,11 @@ func finish(dir string, base Meta, status string, log *zap.Logger) (Meta, error)
 		dur += uint64(s.Duration)
 	}
 	m.DurationS = math.Round(float64(dur)/timescale*1e3) / 1e3
+	if n, err := mixVoices(dir, m.DurationS); err != nil {
+		log.Warn("the voices are not in the video", zap.String("recording", m.ID), zap.Error(err))
+	} else {
+		m.Voices = n
+	}
 	if err := cutTimeline(filepath.Join(dir, "timeline.jsonl"), m.DurationS, &m); err != nil {
 		return m, err
 	}

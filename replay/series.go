@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/rtp"
 	"go.uber.org/zap"
 
 	"sonolive/stream"
@@ -98,6 +99,15 @@ func (s *Series) Event(name string, data map[string]string) {
 	cur := s.cur
 	s.mu.Unlock()
 	cur.Event(name, data)
+}
+
+// WriteVoice records a packet of someone's voice in the current part
+// (Recorder.WriteVoice).
+func (s *Series) WriteVoice(from, role, name string, pkt *rtp.Packet, at time.Time) {
+	s.mu.Lock()
+	cur := s.cur
+	s.mu.Unlock()
+	cur.WriteVoice(from, role, name, pkt, at)
 }
 
 // SaveCapture keeps a key frame in the current part (Recorder.SaveCapture).

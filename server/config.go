@@ -148,6 +148,11 @@ type Record struct {
 	// recordings go first. 0: no limit.
 	MaxAge time.Duration `yaml:"max_age"`
 	MaxGB  float64       `yaml:"max_gb"`
+	// Voices records the session's voices (each person's microphone) and
+	// mixes them into the video when it ends. Off by default: the people
+	// in a consultation must agree to it, and every page says so while it
+	// is on.
+	Voices bool `yaml:"voices"`
 }
 
 // AI selects the detector, shared by all sources unless a source says

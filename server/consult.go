@@ -61,9 +61,11 @@ type consultMsg struct {
 	Mic string `json:"mic,omitempty"`
 	// People is the server's presence list: who is connected now. Slots
 	// (to each page its own) names whose voice each of the page's audio
-	// sections carries, in offer order. Voices are not recorded.
-	People []consultFrom `json:"people,omitempty"`
-	Slots  []string      `json:"slots,omitempty"`
+	// sections carries, in offer order; VoicesRecorded says the voices go
+	// into the recording (record.voices: every page shows it).
+	People         []consultFrom `json:"people,omitempty"`
+	Slots          []string      `json:"slots,omitempty"`
+	VoicesRecorded bool          `json:"voices_recorded,omitempty"`
 	// Speaking lists the viewers whose microphones carry speech now.
 	Speaking []string `json:"speaking,omitempty"`
 	// Still is set by the server on a freeze: the URL of the frozen
@@ -130,7 +132,7 @@ func parseConsult(b []byte, w, h int) (consultMsg, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return m, fmt.Errorf("%w: %v", ErrBadConsult, err)
 	}
-	m.From, m.At, m.Still, m.People, m.Slots, m.Speaking = nil, 0, "", nil, nil, nil
+	m.From, m.At, m.Still, m.People, m.Slots, m.VoicesRecorded, m.Speaking = nil, 0, "", nil, nil, false, nil
 	if m.Type != "voice" {
 		m.Mic = ""
 	}
@@ -385,7 +387,7 @@ func (c *consultRelay) presence() {
 
 func (c *consultRelay) presenceTo(v *stream.Viewer, people []consultFrom) {
 	b, err := json.Marshal(consultMsg{Type: "presence", People: people, Slots: v.VoiceSlots(),
-		At: time.Now().UnixMilli()})
+		VoicesRecorded: c.ses.recordsVoices(), At: time.Now().UnixMilli()})
 	if err == nil {
 		v.SendConsult(b)
 	}

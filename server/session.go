@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/rtp"
 	"go.uber.org/zap"
 
 	"sonolive/audit"
@@ -104,6 +105,11 @@ func newSession(s *Server, src Source, det infer.Detector, model string) (*Sessi
 		},
 		OnConsult:     func(v *stream.Viewer, msg []byte) { ses.consult.handle(v, msg) },
 		OnConsultOpen: func(v *stream.Viewer) { ses.consult.opened(v) },
+		OnVoice: func(v *stream.Viewer, pkt *rtp.Packet, at time.Time) {
+			if rec := ses.rec.Load(); rec != nil && s.cfg.Record.Voices {
+				rec.WriteVoice(v.ID(), v.Role(), ses.viewerName(v.ID()), pkt, at)
+			}
+		},
 		OnEncode: func(d time.Duration, _ int) {
 			s.metrics.ObserveStage(src.ID, "encode", d)
 			ses.mu.Lock()
@@ -237,7 +243,7 @@ func (s *Session) startRecording() (stop func()) {
 	rec, err := lib.NewSeries(replay.SeriesConfig{
 		Recorder: replay.RecorderConfig{
 			Source: s.id, Model: s.model, Segment: s.deps.cfg.Record.Segment,
-			RequestKeyframe: s.relay.RequestKeyframe, Logger: s.log,
+			RequestKeyframe: s.relay.RequestKeyframe, Logger: s.log, Voices: s.deps.cfg.Record.Voices,
 		},
 		MaxPart: s.deps.cfg.Record.MaxPart, OnPartEnd: finished,
 	})
@@ -320,6 +326,12 @@ func (s *Session) SetBurnIn(on bool) {
 		p.SetOverlay(on)
 	}
 	s.recordEvent("burn_in", map[string]string{"on": strconv.FormatBool(on)})
+}
+
+// recordsVoices reports whether the session's voices go into its
+// recording now (record.voices, off by default: consent).
+func (s *Session) recordsVoices() bool {
+	return s.deps.cfg.Record.Voices && s.rec.Load() != nil
 }
 
 // recordEvent notes a session event in the recording in progress.

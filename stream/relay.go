@@ -85,6 +85,9 @@ type Config struct {
 	// OnConsultOpen, when set, hears that a viewer's consult channel has
 	// opened (to send it the session's state so far).
 	OnConsultOpen func(v *Viewer)
+	// OnVoice, when set, receives each packet of a viewer's voice as it
+	// arrives (shared: read only). It must not block.
+	OnVoice func(v *Viewer, pkt *rtp.Packet, at time.Time)
 	// OnEncode, when set, receives each frame's encode time and size.
 	OnEncode func(d time.Duration, bytes int)
 	Logger   *zap.Logger

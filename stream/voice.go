@@ -198,7 +198,11 @@ func (v *Viewer) receiveVoice(t *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 			// The receivers negotiated their own header extensions.
 			pkt.Header.Extension = false
 			pkt.Header.Extensions = nil
-			v.relay.forwardVoice(v.id, pkt, time.Now())
+			now := time.Now()
+			v.relay.forwardVoice(v.id, pkt, now)
+			if f := v.relay.cfg.OnVoice; f != nil {
+				f(v, pkt, now)
+			}
 		}
 	})
 }

@@ -693,7 +693,7 @@ class Session {
     }) : null;
     if (this.chat) stats.chat = this.chat.stats;
     this.voice = $('mic-btn') ? new Voice({
-      els: { mic: $('mic-btn'), ptt: $('ptt'), hear: $('hear-btn'), status: $('voice-status') },
+      els: { mic: $('mic-btn'), ptt: $('ptt'), hear: $('hear-btn'), status: $('voice-status'), recorded: $('voices-pill') },
       send: (msg) => this.whep.sendConsult(msg),
     }) : null;
     if (this.voice) stats.voice = this.voice.stats;

@@ -821,6 +821,9 @@ function bootReplay() {
     setPill('status-pill', kind, m.status || 'unknown');
     document.title = `sonolive — replay ${fmtStart(m.start)}`;
     events = lesionEvents(m);
+    // A recording with the people's voices mixed in plays its sound.
+    video.muted = !(Number(m.voices) > 0);
+    setText('rec-voices', Number(m.voices) > 0 ? plural(Number(m.voices), 'voice') : 'none recorded');
     setAspect(m.width, m.height);
     renderEvents();
   };

@@ -14,7 +14,8 @@ const MODE_KEY = 'sonolive.voice.mode';
 
 // Voice holds the microphone and the audio slots of the page's connection.
 // els: mic (the big button), ptt (push-to-talk switch), hear (shown when the
-// browser wants a tap before it plays sound), status (a line of text).
+// browser wants a tap before it plays sound), status (a line of text),
+// recorded (shown while the voices are recorded).
 export class Voice {
   constructor({ els, send, storage = window.localStorage }) {
     Object.assign(this, { els, send, storage });
@@ -25,7 +26,7 @@ export class Voice {
     this.muted = false;
     this.pressed = false;       // push to talk held
     this.slots = [];            // viewer id per slot (server's presence)
-    this.stats = { mic: 'none', micError: null, slots: 0, playing: 0, hearBlocked: false, sent: 0 };
+    this.stats = { mic: 'none', micError: null, slots: 0, playing: 0, hearBlocked: false, sent: 0, recorded: false };
     this.wire();
     this.render();
   }
@@ -119,11 +120,14 @@ export class Voice {
       .catch(() => { this.stats.hearBlocked = true; this.render(); });
   }
 
-  // receive takes the slots from the server's presence; it never consumes
-  // a message (the people list wants it too).
+  // receive takes the slots and whether voices are recorded from the
+  // server's presence; it never consumes a message (the people list wants
+  // it too).
   receive(msg, selfId) {
     if (msg.type === 'presence') {
       if (Array.isArray(msg.slots)) this.slots = msg.slots.map(String);
+      this.stats.recorded = !!msg.voices_recorded;
+      if (this.els.recorded) this.els.recorded.hidden = !msg.voices_recorded;
       const me = Array.isArray(msg.people) ? msg.people.find((p) => p.viewer === selfId) : null;
       // A reconnect starts the server from nothing: say the state again.
       if (me && (me.mic || 'none') !== this.state()) this.announce();
