@@ -96,18 +96,7 @@ func (r *Recorder) SaveCapture(c Capture, picture, annotated []byte) (Capture, e
 	if err != nil {
 		return c, err
 	}
-	f, err := os.OpenFile(filepath.Join(r.dir, "captures.jsonl"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, fileMode)
-	if err != nil {
-		return c, fmt.Errorf("capture: %w", err)
-	}
-	_, err = f.Write(append(line, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := appendLineSync(filepath.Join(r.dir, "captures.jsonl"), line); err != nil {
 		return c, fmt.Errorf("capture: %w", err)
 	}
 	r.captures = c.N

@@ -156,6 +156,23 @@ func writeSync(path string, fill func(io.Writer) error) error {
 	return syncDir(filepath.Dir(path))
 }
 
+// appendLineSync appends one line to an index file, durably: what a crash
+// leaves is whole lines and at most a torn last one, which readers skip.
+func appendLineSync(path string, line []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, fileMode)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(append(line, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 // syncDir makes a directory's entries (a rename, a new file) durable.
 func syncDir(dir string) error {
 	d, err := os.Open(dir)

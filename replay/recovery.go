@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -146,10 +147,13 @@ func finish(dir string, base Meta, status string, log *zap.Logger) (Meta, error)
 		dur += uint64(s.Duration)
 	}
 	m.DurationS = math.Round(float64(dur)/timescale*1e3) / 1e3
+	t0 := time.Now()
 	if n, err := mixVoices(dir, m.DurationS); err != nil {
 		log.Warn("the voices are not in the video", zap.String("recording", m.ID), zap.Error(err))
-	} else {
+	} else if n > 0 {
 		m.Voices = n
+		log.Info("voices mixed into the video", zap.String("recording", m.ID), zap.Int("voices", n),
+			zap.Float64("duration_s", m.DurationS), zap.Duration("took", time.Since(t0)))
 	}
 	if err := cutTimeline(filepath.Join(dir, "timeline.jsonl"), m.DurationS, &m); err != nil {
 		return m, err

@@ -150,17 +150,7 @@ func (r *Recorder) openVoice(n int, p voicePacket, videoStart time.Time) (*voice
 	}
 	line, _ := json.Marshal(VoiceFile{File: name, Viewer: p.from, Role: p.role, Name: p.name,
 		StartS: max(0, float64(p.at.Sub(videoStart).Microseconds())/1e6)})
-	idx, err := os.OpenFile(filepath.Join(r.dir, "voices.jsonl"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, fileMode)
-	if err == nil {
-		_, err = idx.Write(append(line, '\n'))
-		if err == nil {
-			err = idx.Sync()
-		}
-		if cerr := idx.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if err != nil {
+	if err := appendLineSync(filepath.Join(r.dir, "voices.jsonl"), line); err != nil {
 		w.Close()
 		return nil, err
 	}

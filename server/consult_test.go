@@ -236,17 +236,10 @@ func TestFreezeHoldsOneFrame(t *testing.T) {
 	dial := func(tok string) *whepclient.Session { return consultViewer(t, ctx, base, tok) }
 	sono, expert := dial(sonoTok), dial(expertTok)
 	var meta struct {
-		RTPTS  uint32 `json:"rtp_ts"`
-		Width  int    `json:"width"`
-		Height int    `json:"height"`
+		RTPTS         uint32
+		Width, Height int
 	}
-	for meta.Width == 0 {
-		if ctx.Err() != nil {
-			t.Fatal("no metadata")
-		}
-		time.Sleep(50 * time.Millisecond)
-		json.Unmarshal(expert.LastMetadata(), &meta)
-	}
+	meta.RTPTS, meta.Width, meta.Height = frameOnScreen(t, ctx, expert)
 	next := func(v *whepclient.Session, typ string) consultMsg {
 		t.Helper()
 		return nextConsult(t, ctx, v, func(m consultMsg) bool { return m.Type == typ })
