@@ -39,12 +39,16 @@ vet:
 	gofmt -l . | tee /dev/stderr | (! read)
 	go vet ./...
 
-# All tests. matprofile lets the tests count live gocv Mats. Then the
+# All tests. matprofile lets the tests count live gocv Mats. The soak and
+# the browser suite judge frame rates and voice delay on a 2-core machine,
+# so they run one after the other, never beside each other. Then the
 # concurrent packages again under the race detector, and every fuzz target
 # briefly (its committed seeds plus a few seconds of new inputs).
+HEAVY_PKGS := sonolive/cmd/sonolive sonolive/e2e
 test: setup-train setup-browser vet test-train
 	mkdir -p $(OUT)/e2e
-	SONOLIVE_SMOKE_MODEL=$(CURDIR)/$(OUT)/smoke.onnx SONOLIVE_E2E_OUT=$(CURDIR)/$(OUT)/e2e go test -tags $(TAGS),matprofile -count=1 -timeout 45m ./...
+	SONOLIVE_SMOKE_MODEL=$(CURDIR)/$(OUT)/smoke.onnx go test -tags $(TAGS),matprofile -count=1 -timeout 30m $$(go list ./... | grep -v -x $(HEAVY_PKGS:%=-e %))
+	SONOLIVE_SMOKE_MODEL=$(CURDIR)/$(OUT)/smoke.onnx SONOLIVE_E2E_OUT=$(CURDIR)/$(OUT)/e2e go test -p 1 -tags $(TAGS),matprofile -count=1 -timeout 45m $(HEAVY_PKGS)
 	$(MAKE) --no-print-directory test-race fuzz-smoke
 
 RACE_PKGS := ./server/... ./stream/... ./replay/... ./capture/... ./pipeline/... ./infer/... ./auth/... ./audit/...

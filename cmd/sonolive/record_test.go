@@ -331,7 +331,7 @@ func TestSoak(t *testing.T) {
 	t.Logf("soak %s: %s", dur, b)
 	m := rep.Metrics
 	if rep.Joins < 10 || rep.JoinErrors > rep.Joins/10 || rep.FramesMedian < 0.95 {
-		t.Errorf("viewers: %d joins, %d errors, frames received median %.3f", rep.Joins, rep.JoinErrors, rep.FramesMedian)
+		t.Errorf("viewers: %d joins, %d errors, frames received median %.3f (packets %.3f)", rep.Joins, rep.JoinErrors, rep.FramesMedian, rep.PacketsMedian)
 	}
 	// Bounds on the change from the first to the last fifth, far from
 	// noise (10 viewers hold ~10 goroutines each in flight) yet far below

@@ -84,6 +84,12 @@ type soakReport struct {
 	// that the viewers that left received (median, min).
 	FramesMedian float64 `json:"frames_received_median"`
 	FramesMin    float64 `json:"frames_received_min"`
+	// PacketsReceived is the share of the packets the server sent (by
+	// their sequence numbers) that arrived (median, min): frames missing
+	// with every packet arrived were never sent, which is the source or
+	// the encoder falling behind on a busy machine, not the viewer path.
+	PacketsMedian float64 `json:"packets_received_median"`
+	PacketsMin    float64 `json:"packets_received_min"`
 }
 
 // soakFigures summarise one metric over the run.
@@ -116,7 +122,7 @@ func soak(ctx context.Context, endpoint, metricsURL, token string, n int, durati
 	}
 	var joins, joinErrs atomic.Int64
 	var mu sync.Mutex
-	var received []float64
+	var received, packets []float64
 	var wg sync.WaitGroup
 	for i := 0; i < n; i++ {
 		wg.Add(1)
@@ -141,6 +147,9 @@ func soak(ctx context.Context, endpoint, metricsURL, token string, n int, durati
 				if ctx.Err() == nil && st.Expected > 0 {
 					mu.Lock()
 					received = append(received, float64(st.Frames)/float64(st.Expected))
+					if st.Packets > 0 {
+						packets = append(packets, float64(st.Packets)/float64(st.Packets+st.Lost))
+					}
 					mu.Unlock()
 				}
 			}
@@ -212,6 +221,10 @@ func soak(ctx context.Context, endpoint, metricsURL, token string, n int, durati
 	sort.Float64s(received)
 	if len(received) > 0 {
 		rep.FramesMin, rep.FramesMedian = round3(received[0]), round3(received[len(received)/2])
+	}
+	sort.Float64s(packets)
+	if len(packets) > 0 {
+		rep.PacketsMin, rep.PacketsMedian = round3(packets[0]), round3(packets[len(packets)/2])
 	}
 	return rep, nil
 }
