@@ -9,7 +9,7 @@ PY      := /usr/bin/python3
 SOURCE  ?= phantom://?seed=1&lesions=2
 OUT     ?= out
 
-.PHONY: setup setup-train setup-browser build run run-offline test test-race test-train fuzz fuzz-smoke soak vet bench bench-viewers train train-phantom testmodels clean
+.PHONY: setup setup-train setup-browser setup-peers build run run-offline test test-race test-train fuzz fuzz-smoke soak vet bench bench-viewers train train-phantom testmodels clean
 
 setup:
 	bash scripts/setup.sh
@@ -19,6 +19,9 @@ setup-train:
 
 setup-browser:
 	SETUP_BROWSER=1 bash scripts/setup.sh
+
+setup-peers:
+	SETUP_PEERS=1 bash scripts/setup.sh
 
 build: setup
 	go build -o bin/sonolive ./cmd/sonolive
@@ -45,7 +48,7 @@ vet:
 # concurrent packages again under the race detector, and every fuzz target
 # briefly (its committed seeds plus a few seconds of new inputs).
 HEAVY_PKGS := sonolive/cmd/sonolive sonolive/e2e
-test: setup-train setup-browser vet test-train
+test: setup-train setup-browser setup-peers vet test-train
 	mkdir -p $(OUT)/e2e
 	SONOLIVE_SMOKE_MODEL=$(CURDIR)/$(OUT)/smoke.onnx go test -tags $(TAGS),matprofile -count=1 -timeout 30m $$(go list ./... | grep -v -x $(HEAVY_PKGS:%=-e %))
 	SONOLIVE_SMOKE_MODEL=$(CURDIR)/$(OUT)/smoke.onnx SONOLIVE_E2E_OUT=$(CURDIR)/$(OUT)/e2e go test -p 1 -tags $(TAGS),matprofile -count=1 -timeout 45m $(HEAVY_PKGS)

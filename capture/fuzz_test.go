@@ -11,11 +11,12 @@ import (
 func FuzzSpec(f *testing.F) {
 	for _, s := range []string{"phantom://?seed=1&lesions=2&width=640&height=480&fps=30&geometry=sector", "/dev/video0",
 		"v4l2://0?width=1280&height=720&fps=30", "file:///data/clip.avi?loop=1", "clip.mp4", "rtsp://admin:pw@cam/x?password=pw",
-		"gst:videotestsrc ! appsink", "nope://x", "phantom://?width=-1", "http://[::1", "v4l2://0?width=-1&fps=NaN", "phantom://?fps=NaN"} {
+		"gst:videotestsrc ! appsink", "nope://x", "phantom://?width=-1", "http://[::1", "v4l2://0?width=-1&fps=NaN", "phantom://?fps=NaN",
+		"dicom:///data/cine.dcm?loop=1", "igtl://plus:18944?device=Image_Reference", "igtl://:0"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, spec string) {
-		kind, _, q, err := parseSpec(spec)
+		kind, tg, err := parseSpec(spec)
 		if err != nil {
 			if !errors.Is(err, ErrBadSpec) {
 				t.Fatalf("unnamed error: %v", err)
@@ -23,11 +24,11 @@ func FuzzSpec(f *testing.F) {
 			return
 		}
 		var o Options
-		if err := applyQuery(&o, q); err == nil && (o.FPS < 0 || o.FPS != o.FPS || o.Width < 0 || o.Height < 0 || o.OpenTimeout < 0 || o.ReadTimeout < 0) {
+		if err := applyQuery(&o, tg.Query); err == nil && (o.FPS < 0 || o.FPS != o.FPS || o.Width < 0 || o.Height < 0 || o.OpenTimeout < 0 || o.ReadTimeout < 0) {
 			t.Fatalf("options %+v accepted", o)
 		}
-		if kind == "phantom" {
-			if cfg, err := phantomConfigFromQuery(q); err == nil && (cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width > 8192 || cfg.Height > 8192 || !(cfg.FPS > 0 && cfg.FPS <= 240)) {
+		if kind.Name == "phantom" {
+			if cfg, err := phantomConfigFromQuery(tg.Query); err == nil && (cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width > 8192 || cfg.Height > 8192 || !(cfg.FPS > 0 && cfg.FPS <= 240)) {
 				t.Fatalf("phantom of %dx%d accepted", cfg.Width, cfg.Height)
 			}
 		}

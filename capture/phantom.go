@@ -17,6 +17,25 @@ import (
 	"sonolive/frame"
 )
 
+func init() {
+	register(Kind{
+		Name:    "phantom",
+		Schemes: []string{"phantom"},
+		Usage:   "phantom://?seed=1&lesions=2&geometry=sector&width=1280&height=720&fps=30: the synthetic B-mode phantom, with ground truth",
+		Open: func(_ context.Context, t Target, opts Options) (Source, error) {
+			cfg, err := phantomConfigFromQuery(t.Query)
+			if err != nil {
+				return nil, fmt.Errorf("%w %q: %w", ErrBadSpec, Redact(t.Spec), err)
+			}
+			cfg.Realtime = cfg.Realtime || opts.Realtime
+			if opts.Frames > 0 {
+				cfg.Frames = opts.Frames
+			}
+			return NewPhantom(cfg), nil
+		},
+	})
+}
+
 // PhantomConfig describes a synthetic B-mode scan. The same config gives the
 // same frames, pixel for pixel.
 type PhantomConfig struct {
@@ -143,7 +162,7 @@ type Phantom struct {
 	lesions    []lesion
 	gray       gocv.Mat
 	seq        uint64
-	start      time.Time
+	pace       pacer
 	rng        *rand.Rand
 	fieldWidth float64
 }
@@ -317,18 +336,8 @@ func (p *Phantom) Next(ctx context.Context) (*frame.Frame, error) {
 		return nil, io.EOF
 	}
 	if p.cfg.Realtime {
-		if p.start.IsZero() {
-			p.start = time.Now()
-		}
-		due := p.start.Add(time.Duration(float64(p.seq) / p.cfg.FPS * float64(time.Second)))
-		if d := time.Until(due); d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil, ctx.Err()
-			case <-t.C:
-			}
+		if err := p.pace.wait(ctx, frameTime(p.seq, p.cfg.FPS)); err != nil {
+			return nil, err
 		}
 	}
 	p.seq++

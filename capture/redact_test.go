@@ -1,8 +1,10 @@
 package capture
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestRedact(t *testing.T) {
@@ -33,7 +35,9 @@ func TestSpecErrorsHideCredentials(t *testing.T) {
 		"nope://admin:s3cr3t@cam/x",
 		"v4l2://admin:s3cr3t@cam",
 	} {
-		_, _, _, err := parseSpec(spec)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := Open(ctx, spec, Options{})
+		cancel()
 		if err == nil {
 			t.Fatalf("%q parsed", spec)
 		}

@@ -215,6 +215,7 @@ func (r Region) Apply(f *frame.Frame) error {
 		}
 	}
 	f.Truth = truth
+	f.Geometry = f.Geometry.Crop(c)
 	return nil
 }
 

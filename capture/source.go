@@ -1,8 +1,11 @@
 // Package capture grabs frames from an ultrasound machine or a stand-in for
 // one: the synthetic phantom (the embedded default, with ground truth), a
-// V4L2 capture device, a video file, an RTSP/HTTP stream or a GStreamer
-// pipeline. It also owns what must happen to a frame before anything
-// downstream sees it: crop to the image region and PHI masking.
+// V4L2 capture device, a video file, an RTSP/HTTP stream, a GStreamer
+// pipeline, a DICOM cine or an OpenIGTLink server. Each kind of source
+// lives in a file of its own and registers its schemes (kind.go); pacing
+// (pace.go) and retrying (reconnect.go) are shared. It also owns what must
+// happen to a frame before anything downstream sees it: crop to the image
+// region and PHI masking.
 package capture
 
 import (
@@ -12,7 +15,6 @@ import (
 	"net/url"
 	"os"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -114,58 +116,38 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Open parses spec and opens the source it names:
+// Open parses spec and opens the source it names. Each kind (kind.go)
+// documents its own specs; the usual ones:
 //
 //	phantom://?seed=1&lesions=2&geometry=sector    synthetic phantom
 //	/dev/video0, v4l2:///dev/video0, v4l2://0       V4L2 capture device
 //	rtsp://host/path, rtsps://…, http(s)://…        network stream
 //	gst:videotestsrc ! videoconvert ! appsink       GStreamer pipeline
 //	clip.mp4?loop=1, file:///data/clip.avi?loop=1   video file
+//	cine.dcm, dicom:///data/cine.dcm?loop=1         DICOM cine
+//	igtl://plus-host:18944?device=Image_Reference   OpenIGTLink server
 //
-// Query parameters on any spec (width, height, fps, loop, realtime, frames,
-// open_timeout, read_timeout) override opts. The first open must succeed:
-// a missing device or unreachable stream is reported at once, not retried.
+// Query parameters on any spec but a stream URL's (width, height, fps,
+// loop, realtime, frames, open_timeout, read_timeout) override opts. The
+// first open must succeed: a missing device or unreachable stream is
+// reported at once, not retried; a live kind that drops later is reopened
+// when opts.Reconnect is set.
 func Open(ctx context.Context, spec string, opts Options) (Source, error) {
 	opts = opts.withDefaults()
-	kind, target, q, err := parseSpec(spec)
+	k, t, err := parseSpec(spec)
 	if err != nil {
 		return nil, err
 	}
-	if err := applyQuery(&opts, q); err != nil {
+	if err := applyQuery(&opts, t.Query); err != nil {
 		return nil, fmt.Errorf("%w %q: %w", ErrBadSpec, Redact(spec), err)
 	}
-	var open func(context.Context) (Source, error)
-	switch kind {
-	case "phantom":
-		cfg, err := phantomConfigFromQuery(q)
-		if err != nil {
-			return nil, fmt.Errorf("%w %q: %w", ErrBadSpec, Redact(spec), err)
-		}
-		cfg.Realtime = cfg.Realtime || opts.Realtime
-		if opts.Frames > 0 {
-			cfg.Frames = opts.Frames
-		}
-		return finish(NewPhantom(cfg), opts)
-	case "device":
-		open = func(ctx context.Context) (Source, error) { return openDevice(ctx, target, opts) }
-	case "url":
-		open = func(ctx context.Context) (Source, error) { return openStream(ctx, target, opts) }
-	case "gst":
-		open = func(ctx context.Context) (Source, error) { return openGStreamer(ctx, target, opts) }
-	case "file":
-		src, err := openFile(ctx, target, opts)
-		if err != nil {
-			return nil, err
-		}
-		return finish(src, opts)
-	}
-	first, err := open(ctx)
+	first, err := k.Open(ctx, t, opts)
 	if err != nil {
 		return nil, err
 	}
 	var src Source = first
-	if opts.Reconnect {
-		src = newReconnecting(first, open, opts.Logger)
+	if k.Retry && opts.Reconnect {
+		src = newReconnecting(first, func(ctx context.Context) (Source, error) { return k.Open(ctx, t, opts) }, opts.Logger)
 	}
 	return finish(src, opts)
 }
@@ -206,65 +188,6 @@ func (n *named) Stats() Stats {
 		return st.Stats()
 	}
 	return Stats{}
-}
-
-func parseSpec(spec string) (kind, target string, q url.Values, err error) {
-	spec = strings.TrimSpace(spec)
-	switch {
-	case spec == "":
-		return "", "", nil, fmt.Errorf("%w: empty", ErrBadSpec)
-	case strings.HasPrefix(spec, "gst:"):
-		return "gst", strings.TrimSpace(strings.TrimPrefix(spec, "gst:")), url.Values{}, nil
-	case strings.HasPrefix(spec, "/dev/video"):
-		return "device", spec, url.Values{}, nil
-	}
-	if !strings.Contains(spec, "://") {
-		return parsePlainPath(spec)
-	}
-	u, perr := url.Parse(spec)
-	if perr != nil {
-		// url.Error repeats the raw URL, credentials and all: keep only
-		// what is wrong with it.
-		var ue *url.Error
-		if errors.As(perr, &ue) {
-			perr = ue.Err
-		}
-		return "", "", nil, fmt.Errorf("%w %q: %w", ErrBadSpec, Redact(spec), perr)
-	}
-	switch u.Scheme {
-	case "phantom":
-		return "phantom", "", u.Query(), nil
-	case "v4l2":
-		dev := u.Host + u.Path
-		if _, err := strconv.Atoi(dev); err != nil && !strings.HasPrefix(dev, "/dev/") {
-			return "", "", nil, fmt.Errorf("%w %q: v4l2 wants an index or /dev path", ErrBadSpec, Redact(spec))
-		}
-		return "device", dev, u.Query(), nil
-	case "file":
-		return "file", u.Path, u.Query(), nil
-	case "rtsp", "rtsps", "http", "https", "rtmp", "udp", "srt":
-		// Stream URLs keep their query: it may belong to the camera.
-		return "url", spec, url.Values{}, nil
-	}
-	return "", "", nil, fmt.Errorf("%w %q: unknown scheme %q", ErrBadSpec, Redact(spec), u.Scheme)
-}
-
-// parsePlainPath reads "clip.mp4?loop=1" as the file clip.mp4 with its
-// query, as the doc of Open promises for every spec, unless a file of that
-// whole name exists: a name may really contain "?".
-func parsePlainPath(spec string) (kind, target string, q url.Values, err error) {
-	i := strings.LastIndexByte(spec, '?')
-	if i < 0 {
-		return "file", spec, url.Values{}, nil
-	}
-	if _, err := os.Stat(spec); err == nil {
-		return "file", spec, url.Values{}, nil
-	}
-	q, perr := url.ParseQuery(spec[i+1:])
-	if perr != nil {
-		return "", "", nil, fmt.Errorf("%w %q: query: %w", ErrBadSpec, Redact(spec), perr)
-	}
-	return "file", spec[:i], q, nil
 }
 
 func applyQuery(o *Options, q url.Values) error {

@@ -5,11 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -28,8 +23,8 @@ const (
 // has gone, not just hiccuped.
 const maxBadReads = 10
 
-// cvSource reads frames through OpenCV's VideoCapture: devices, streams,
-// GStreamer pipelines and files.
+// cvSource reads frames through OpenCV's VideoCapture: what the device,
+// stream, GStreamer and file kinds open.
 type cvSource struct {
 	cap      *gocv.VideoCapture
 	info     Info
@@ -39,7 +34,7 @@ type cvSource struct {
 	stamp    fileStamp // the file as opened, to see it replaced before a loop
 	pending  *gocv.Mat // first frame, read while opening to prove the source decodes
 	seq      uint64
-	start    time.Time
+	pace     pacer
 	played   int // frames delivered in this pass over a file
 	counters Counters
 	log      *zap.Logger
@@ -112,163 +107,6 @@ func newCVSource(ctx context.Context, vc *gocv.VideoCapture, id string, opts Opt
 	return s, nil
 }
 
-func openFile(ctx context.Context, path string, opts Options) (Source, error) {
-	if err := statNotFound("video file", path); err != nil {
-		return nil, err
-	}
-	vc, err := openCapture(ctx, path, opts.OpenTimeout, func() (*gocv.VideoCapture, error) {
-		return gocv.VideoCaptureFileWithAPI(path, gocv.VideoCaptureFFmpeg)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%w (corrupt file or unsupported format)", err)
-	}
-	s, err := newCVSource(ctx, vc, "file:"+filepath.Base(path), opts, true)
-	if err != nil {
-		return nil, err
-	}
-	s.path = path
-	s.stamp, _ = stampOf(path)
-	return s, nil
-}
-
-// fileStamp is what says a file is still the one that was opened.
-type fileStamp struct {
-	size int64
-	mod  time.Time
-}
-
-func stampOf(path string) (fileStamp, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fileStamp{}, err
-	}
-	return fileStamp{fi.Size(), fi.ModTime()}, nil
-}
-
-// rewind starts a looping file over. A file truncated, replaced or removed
-// since it was opened is a lost source, not a loop: FFmpeg would replay
-// what its buffers still hold, or stall on a file being written, and the
-// session reopens it instead, as it does any lost source.
-func (s *cvSource) rewind() error {
-	if st, err := stampOf(s.path); err != nil || st != s.stamp {
-		return fmt.Errorf("%s: %w: the file changed while it played", s.info.ID, ErrDisconnected)
-	}
-	s.cap.Set(gocv.VideoCapturePosFrames, 0)
-	s.played = 0
-	return nil
-}
-
-func openStream(ctx context.Context, url string, opts Options) (Source, error) {
-	params := []gocv.VideoCaptureProperties{
-		propOpenTimeoutMsec, gocv.VideoCaptureProperties(opts.OpenTimeout.Milliseconds()),
-		propReadTimeoutMsec, gocv.VideoCaptureProperties(opts.ReadTimeout.Milliseconds()),
-	}
-	vc, err := openCapture(ctx, Redact(url), opts.OpenTimeout, func() (*gocv.VideoCapture, error) {
-		return gocv.VideoCaptureFileWithAPIParams(url, gocv.VideoCaptureFFmpeg, params)
-	})
-	if err != nil {
-		return nil, err
-	}
-	s, err := newCVSource(ctx, vc, Redact(url), opts, false)
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
-}
-
-func openDevice(ctx context.Context, dev string, opts Options) (Source, error) {
-	open := func() (*gocv.VideoCapture, error) {
-		if idx, err := strconv.Atoi(dev); err == nil {
-			return gocv.VideoCaptureDeviceWithAPI(idx, gocv.VideoCaptureV4L2)
-		}
-		return gocv.VideoCaptureFileWithAPI(dev, gocv.VideoCaptureV4L2)
-	}
-	if strings.HasPrefix(dev, "/dev/") {
-		if err := statNotFound("capture device", dev); err != nil {
-			return nil, err
-		}
-	}
-	vc, err := openCapture(ctx, dev, opts.OpenTimeout, open)
-	if err != nil {
-		return nil, err
-	}
-	if opts.Width > 0 && opts.Height > 0 {
-		vc.Set(gocv.VideoCaptureFrameWidth, float64(opts.Width))
-		vc.Set(gocv.VideoCaptureFrameHeight, float64(opts.Height))
-	}
-	if opts.FPS > 0 {
-		vc.Set(gocv.VideoCaptureFPS, opts.FPS)
-	}
-	// Keep the driver from queueing stale frames behind a slow reader.
-	vc.Set(gocv.VideoCaptureBufferSize, 1)
-	return newCVSource(ctx, vc, "v4l2:"+dev, opts, false)
-}
-
-func openGStreamer(ctx context.Context, pipeline string, opts Options) (Source, error) {
-	if !gocv.VideoRegistry.HasBackend(gocv.VideoCaptureGstreamer) {
-		return nil, fmt.Errorf("open gst pipeline: %w: this OpenCV has no GStreamer backend", ErrUnreadable)
-	}
-	vc, err := openCapture(ctx, "gst pipeline", opts.OpenTimeout, func() (*gocv.VideoCapture, error) {
-		return gocv.VideoCaptureFileWithAPI(pipeline, gocv.VideoCaptureGstreamer)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return newCVSource(ctx, vc, "gst", opts, false)
-}
-
-// Redact hides credentials in a source spec before it reaches a log, an
-// error or a page: the user info (a password may itself hold '@') and the
-// values of query parameters that carry secrets. A spec that does not parse
-// as a URL loses its user info and its whole query.
-func Redact(spec string) string {
-	i := strings.Index(spec, "://")
-	if i < 0 {
-		return spec
-	}
-	scheme, rest := spec[:i+3], spec[i+3:]
-	// The authority ends at the first '/', '?' or '#'; the user info is
-	// everything before its last '@'.
-	end := strings.IndexAny(rest, "/?#")
-	if end < 0 {
-		end = len(rest)
-	}
-	if at := strings.LastIndex(rest[:end], "@"); at >= 0 {
-		rest = "***@" + rest[at+1:]
-	}
-	path, query, hasQuery := strings.Cut(rest, "?")
-	if !hasQuery {
-		return scheme + rest
-	}
-	query, frag, hasFrag := strings.Cut(query, "#")
-	q, err := url.ParseQuery(query)
-	if err != nil {
-		return scheme + path + "?***"
-	}
-	for k := range q {
-		if secretParam(k) {
-			q[k] = []string{"***"}
-		}
-	}
-	out := scheme + path + "?" + strings.ReplaceAll(q.Encode(), "%2A%2A%2A", "***")
-	if hasFrag {
-		out += "#" + frag
-	}
-	return out
-}
-
-// secretParam reports whether a query parameter's name says it carries a
-// credential (camera URLs put them in many spellings).
-func secretParam(k string) bool {
-	k = strings.ToLower(k)
-	for _, w := range []string{"pass", "pwd", "token", "secret", "key", "auth", "sig", "cred", "session"} {
-		if strings.Contains(k, w) {
-			return true
-		}
-	}
-	return k == "user" || k == "username" || k == "login"
-}
-
 // Info implements Source.
 func (s *cvSource) Info() Info { return s.info }
 
@@ -308,19 +146,9 @@ func (s *cvSource) Next(ctx context.Context) (*frame.Frame, error) {
 		img = m
 	}
 	if s.file && s.opts.Realtime {
-		if s.start.IsZero() {
-			s.start = time.Now()
-		}
-		due := s.start.Add(time.Duration(float64(s.seq) / s.info.FPS * float64(time.Second)))
-		if d := time.Until(due); d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				img.Close()
-				return nil, ctx.Err()
-			case <-t.C:
-			}
+		if err := s.pace.wait(ctx, frameTime(s.seq, s.info.FPS)); err != nil {
+			img.Close()
+			return nil, err
 		}
 	}
 	s.seq++

@@ -5,6 +5,7 @@
 package frame
 
 import (
+	"image"
 	"time"
 
 	"gocv.io/x/gocv"
@@ -29,6 +30,9 @@ type Frame struct {
 	// Blanked says why capture blanked the whole frame (its PHI masks did
 	// not fit it); empty for a normal frame.
 	Blanked string
+	// Geometry is what the source knows of the image's physical size:
+	// sources that carry it (DICOM, OpenIGTLink) set it; zero otherwise.
+	Geometry Geometry
 
 	// Set by the pipeline.
 
@@ -106,4 +110,36 @@ type Timings struct {
 	Track      time.Duration
 	Overlay    time.Duration
 	Total      time.Duration // capture until overlay done: the added latency
+}
+
+// Geometry places the ultrasound image in the frame and gives its pixel
+// size, so findings can be measured in millimetres.
+type Geometry struct {
+	// SpacingMM is the size of one pixel in millimetres, across (X) then
+	// down (Y); zero when unknown.
+	SpacingMM [2]float64
+	// Region is the ultrasound image area in frame pixels (a DICOM
+	// ultrasound region); empty when unknown or the whole frame.
+	Region image.Rectangle
+}
+
+// Known reports whether the pixel size is known.
+func (g Geometry) Known() bool { return g.SpacingMM[0] > 0 && g.SpacingMM[1] > 0 }
+
+// Crop is the geometry of the part c of the frame: the spacing stays, the
+// region moves with the crop and is cut to it.
+func (g Geometry) Crop(c image.Rectangle) Geometry {
+	if !g.Region.Empty() {
+		g.Region = g.Region.Intersect(c).Sub(c.Min)
+	}
+	return g
+}
+
+// SizeMM is a box's width and height in millimetres, or false when the
+// pixel size is unknown.
+func (g Geometry) SizeMM(b Box) (w, h float64, ok bool) {
+	if !g.Known() {
+		return 0, 0, false
+	}
+	return float64(b.W()) * g.SpacingMM[0], float64(b.H()) * g.SpacingMM[1], true
 }

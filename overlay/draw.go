@@ -52,7 +52,7 @@ func NewDrawer(s Style) *Drawer { return &Drawer{style: s} }
 
 // Draw burns f's detections and the HUD into f.Image.
 func (d *Drawer) Draw(f *frame.Frame, hud HUD) {
-	d.DrawFindings(&f.Image, f.Detections)
+	d.DrawFindings(&f.Image, f.Detections, f.Geometry)
 	d.hud(&f.Image, hud, strokeScale(f.Image))
 }
 
@@ -61,8 +61,9 @@ func (d *Drawer) Draw(f *frame.Frame, hud HUD) {
 func strokeScale(img gocv.Mat) float64 { return math.Max(1, float64(img.Cols())/640) }
 
 // DrawFindings draws boxes and their labels into img, as Draw does,
-// without the HUD: for a key frame drawn after the fact.
-func (d *Drawer) DrawFindings(img *gocv.Mat, dets []frame.Detection) {
+// without the HUD: for a key frame drawn after the fact. Labels give each
+// box's size in millimetres when g knows the pixel size.
+func (d *Drawer) DrawFindings(img *gocv.Mat, dets []frame.Detection, g frame.Geometry) {
 	k := strokeScale(*img)
 	thick := int(math.Round(2 * k))
 	for _, det := range dets {
@@ -76,12 +77,15 @@ func (d *Drawer) DrawFindings(img *gocv.Mat, dets []frame.Detection) {
 		} else {
 			gocv.Rectangle(img, r, c, thick)
 		}
-		d.label(img, r, labelText(det), c, k)
+		d.label(img, r, labelText(det, g), c, k)
 	}
 }
 
-func labelText(det frame.Detection) string {
+func labelText(det frame.Detection, g frame.Geometry) string {
 	s := fmt.Sprintf("%s %.2f #%d", det.Class, det.Score, det.TrackID)
+	if w, h, ok := g.SizeMM(det.Box); ok {
+		s += fmt.Sprintf(" %.0fx%.0fmm", w, h)
+	}
 	if det.Malignancy >= 0 {
 		s += fmt.Sprintf(" M%.0f%%", 100*det.Malignancy)
 	}

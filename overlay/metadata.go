@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"image"
 	"math"
 	"time"
 
@@ -29,6 +30,15 @@ type Metadata struct {
 	TimingsMS  TimingsMS `json:"timings_ms"`
 	Detections []DetMeta `json:"detections"`
 	Truth      []BoxMeta `json:"truth,omitempty"`
+	// Geometry is present when the source knows the pixel size.
+	Geometry *GeometryMeta `json:"geometry,omitempty"`
+}
+
+// GeometryMeta is the physical size of the frame's pixels, and where the
+// ultrasound image lies in it when the source says.
+type GeometryMeta struct {
+	SpacingMM [2]float64 `json:"spacing_mm"`
+	Region    *BoxMeta   `json:"region,omitempty"`
 }
 
 // TimingsMS are per-stage durations in milliseconds.
@@ -43,6 +53,18 @@ type TimingsMS struct {
 	Total      float64 `json:"total"`
 }
 
+// Frame is the geometry g describes; zero for nil.
+func (g *GeometryMeta) Frame() frame.Geometry {
+	if g == nil {
+		return frame.Geometry{}
+	}
+	out := frame.Geometry{SpacingMM: g.SpacingMM}
+	if r := g.Region; r != nil {
+		out.Region = image.Rect(int(r[0]), int(r[1]), int(r[0]+r[2]), int(r[1]+r[3]))
+	}
+	return out
+}
+
 // DetMeta is one detection in source pixels.
 type DetMeta struct {
 	Box      BoxMeta `json:"box"`
@@ -53,6 +75,9 @@ type DetMeta struct {
 	StaleAge int     `json:"stale_age"`
 	// Malignancy is omitted when the model gives none.
 	Malignancy *float64 `json:"malignancy,omitempty"`
+	// SizeMM is the box's width and height in millimetres, when the
+	// source knows the pixel size.
+	SizeMM *[2]float64 `json:"size_mm,omitempty"`
 }
 
 // Detections turns metadata back into detections, for drawing a frame's
@@ -103,7 +128,17 @@ func NewMetadata(f *frame.Frame) Metadata {
 			v := math.Round(float64(d.Malignancy)*1e3) / 1e3
 			dm.Malignancy = &v
 		}
+		if w, h, ok := f.Geometry.SizeMM(d.Box); ok {
+			dm.SizeMM = &[2]float64{math.Round(w*10) / 10, math.Round(h*10) / 10}
+		}
 		m.Detections = append(m.Detections, dm)
+	}
+	if g := f.Geometry; g.Known() {
+		m.Geometry = &GeometryMeta{SpacingMM: g.SpacingMM}
+		if !g.Region.Empty() {
+			r := boxMeta(frame.Box{X1: float32(g.Region.Min.X), Y1: float32(g.Region.Min.Y), X2: float32(g.Region.Max.X), Y2: float32(g.Region.Max.Y)})
+			m.Geometry.Region = &r
+		}
 	}
 	for _, b := range f.Truth {
 		m.Truth = append(m.Truth, boxMeta(b))

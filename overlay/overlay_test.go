@@ -2,6 +2,9 @@ package overlay
 
 import (
 	"encoding/json"
+	"fmt"
+	"image"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -65,10 +68,10 @@ func TestDraw(t *testing.T) {
 func TestLabelText(t *testing.T) {
 	f := testFrame()
 	defer f.Close()
-	if got := labelText(f.Detections[0]); got != "lesion 0.91 #3 M25%" {
+	if got := labelText(f.Detections[0], frame.Geometry{}); got != "lesion 0.91 #3 M25%" {
 		t.Errorf("fresh label %q", got)
 	}
-	if got := labelText(f.Detections[1]); !strings.HasSuffix(got, "stale 3f") || strings.Contains(got, "M") {
+	if got := labelText(f.Detections[1], frame.Geometry{}); !strings.HasSuffix(got, "stale 3f") || strings.Contains(got, "M") {
 		t.Errorf("stale label %q", got)
 	}
 }
@@ -104,6 +107,32 @@ func TestMetadataJSON(t *testing.T) {
 		if !c.ok {
 			t.Errorf("%s wrong in %s", c.name, b)
 		}
+	}
+}
+
+// With a pixel size the metadata gives it, with each box's size in mm and
+// the ultrasound region; the label gives the size too. Without one,
+// neither appears.
+func TestMetadataGeometry(t *testing.T) {
+	f := testFrame()
+	defer f.Close()
+	if m := NewMetadata(f); m.Geometry != nil || m.Detections[0].SizeMM != nil {
+		t.Fatalf("geometry without a source's spacing: %+v", m)
+	}
+	f.Geometry = frame.Geometry{SpacingMM: [2]float64{0.1, 0.2}, Region: image.Rect(10, 20, 630, 470)}
+	m := NewMetadata(f)
+	w, h := float64(f.Detections[0].Box.W()), float64(f.Detections[0].Box.H())
+	if m.Geometry == nil || m.Geometry.SpacingMM != [2]float64{0.1, 0.2} || *m.Geometry.Region != (BoxMeta{10, 20, 620, 450}) {
+		t.Fatalf("geometry %+v", m.Geometry)
+	}
+	if got := *m.Detections[0].SizeMM; math.Abs(got[0]-w*0.1) > 0.05 || math.Abs(got[1]-h*0.2) > 0.05 {
+		t.Fatalf("size_mm %v for a %vx%v box", got, w, h)
+	}
+	if g := m.Geometry.Frame(); g != f.Geometry {
+		t.Fatalf("round trip %+v", g)
+	}
+	if got := labelText(f.Detections[0], f.Geometry); !strings.Contains(got, fmt.Sprintf(" %.0fx%.0fmm", w*0.1, h*0.2)) {
+		t.Fatalf("label %q", got)
 	}
 }
 

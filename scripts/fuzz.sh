@@ -18,6 +18,7 @@ targets=(
   "./capture FuzzSpec"
   "./capture FuzzRedact"
   "./capture FuzzMask"
+  "./capture/internal/igtl FuzzReadMessage"
   "./replay FuzzTimelineLines"
   "./replay FuzzSegmentIndex"
   "./replay FuzzInit"

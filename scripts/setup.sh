@@ -9,6 +9,10 @@
 #                                    drives /usr/bin/chromium, puppeteer-core
 #                                    /usr/bin/firefox-esr; neither downloads
 #                                    a browser)
+#   SETUP_PEERS=1 scripts/setup.sh   the real peers the capture tests feed
+#                                    sonolive from: pydicom and dcmtk/
+#                                    dicom3tools (DICOM cines, checked by
+#                                    dciodvfy), the OpenIGTLink library
 #
 # ORT_LIB=/path/libonnxruntime.so skips the download when that file exists.
 set -euo pipefail
@@ -31,6 +35,9 @@ if [ "${SETUP_TRAIN:-0}" = 1 ]; then
 fi
 if [ "${SETUP_BROWSER:-0}" = 1 ]; then
   pkgs+=(chromium chromium-driver firefox-esr)
+fi
+if [ "${SETUP_PEERS:-0}" = 1 ]; then
+  pkgs+=(python3-pydicom dcmtk dicom3tools libopenigtlink-dev)
 fi
 
 missing=()

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 	"gocv.io/x/gocv"
 
+	"sonolive/frame"
 	"sonolive/overlay"
 	"sonolive/replay"
 	"sonolive/stream"
@@ -116,9 +117,11 @@ func (c *consultRelay) saveCapture(rec keyFrameSaver, m consultMsg, frozen *free
 	defer img.Close()
 	cp := replay.Capture{RTPTime: ts, At: time.Now().UTC(), By: m.From.Role, Name: m.From.Name,
 		Width: img.Cols(), Height: img.Rows(), Detections: []overlay.DetMeta{}, Clean: true}
+	var geom frame.Geometry
 	if meta != nil {
 		cp.Detections = append(cp.Detections, meta.Detections...)
 		cp.Clean = !meta.BurnedIn
+		geom = meta.Geometry.Frame()
 	}
 	marks := c.marks.now(time.Now())
 	drawn := make([]overlay.Mark, 0, len(marks))
@@ -134,7 +137,7 @@ func (c *consultRelay) saveCapture(rec keyFrameSaver, m consultMsg, frozen *free
 	annotated := img.Clone()
 	defer annotated.Close()
 	if cp.Clean {
-		overlay.NewDrawer(overlay.DefaultStyle()).DrawFindings(&annotated, overlay.Detections(cp.Detections))
+		overlay.NewDrawer(overlay.DefaultStyle()).DrawFindings(&annotated, overlay.Detections(cp.Detections), geom)
 	}
 	overlay.DrawMarks(&annotated, drawn)
 	annotatedJPEG, err := encodeJPEG(annotated)

@@ -77,14 +77,11 @@ Runs the live pipeline on one source: capture -> per-frame inference within
 the latency budget (tracker boxes when late) -> overlay -> outputs.
 
 Sources (--source):
-  phantom://?seed=1&lesions=2&geometry=linear|sector&width=640&height=480&fps=30&text=1&sweep=8s
-  /dev/video0, v4l2://0?width=1280&height=720&fps=30   V4L2 capture device
-  clip.mp4, file:///path/clip.avi?loop=1               video file
-  rtsp://user:pass@host/stream, http(s)://...           network stream
-  gst:videotestsrc ! videoconvert ! appsink             GStreamer pipeline
-
-Flags:
 `)
+		for _, k := range capture.Kinds() {
+			fmt.Fprintf(fs.Output(), "  %-8s %s\n", k.Name, k.Usage)
+		}
+		fmt.Fprint(fs.Output(), "\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	var (

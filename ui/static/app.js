@@ -476,6 +476,7 @@ export function contentRect(ew, eh, vw, vh) {
 
 export function boxLabel(d) {
   let label = `${d.class ?? 'class ' + d.class_id} ${Number(d.score).toFixed(2)} #${d.track_id}`;
+  if (Array.isArray(d.size_mm)) label += ` ${Math.round(d.size_mm[0])}×${Math.round(d.size_mm[1])} mm`;
   if (typeof d.malignancy === 'number') label += ` M ${Math.round(d.malignancy * 100)}%`;
   return label;
 }
