@@ -37,13 +37,23 @@ const (
 	Teacher Role = "teacher"
 	// Student lists and replays the source's recordings.
 	Student Role = "student"
+	// Admin runs the box: adds and removes sources while it serves. Its
+	// token names no source (AllSources) and opens no page; nobody can
+	// invite one.
+	Admin Role = "admin"
 )
 
-// Roles lists every role.
+// AllSources is the source of an Admin token.
+const AllSources = "*"
+
+// Roles lists the roles a link can be issued for by invite.
 var Roles = []Role{Sonographer, Expert, Teacher, Student}
 
 // Valid reports whether r is a known role.
 func (r Role) Valid() bool {
+	if r == Admin {
+		return true
+	}
 	for _, k := range Roles {
 		if r == k {
 			return true
@@ -133,6 +143,9 @@ func (s *Signer) IssueUnder(parent Claims, role Role, source string, ttl time.Du
 	if !role.Valid() {
 		return "", Claims{}, fmt.Errorf("auth: unknown role %q", role)
 	}
+	if (role == Admin) != (source == AllSources) {
+		return "", Claims{}, fmt.Errorf("auth: role %s cannot be issued for source %q", role, source)
+	}
 	if ttl <= 0 {
 		return "", Claims{}, errors.New("auth: ttl must be positive")
 	}
@@ -175,7 +188,7 @@ func (s *Signer) Verify(token string) (Claims, error) {
 		return Claims{}, ErrInvalid
 	}
 	var c Claims
-	if err := json.Unmarshal(payload, &c); err != nil || !c.Role.Valid() || c.ID == "" {
+	if err := json.Unmarshal(payload, &c); err != nil || !c.Role.Valid() || c.ID == "" || (c.Role == Admin) != (c.Source == AllSources) {
 		return Claims{}, ErrInvalid
 	}
 	if c.Issuer != Issuer || c.Audience != s.audience {

@@ -92,8 +92,15 @@ func TestSignerRejects(t *testing.T) {
 		t.Fatal("short secret accepted")
 	}
 	s, _ := NewSigner("")
-	if _, _, err := s.Issue("admin", "phantom", time.Hour); err == nil {
+	if _, _, err := s.Issue("root", "phantom", time.Hour); err == nil {
 		t.Fatal("unknown role issued")
+	}
+	// An admin token is for every source or none; no other role is.
+	if _, _, err := s.Issue(Admin, "phantom", time.Hour); err == nil {
+		t.Fatal("admin issued for one source")
+	}
+	if _, _, err := s.Issue(Sonographer, AllSources, time.Hour); err == nil {
+		t.Fatal("sonographer issued for every source")
 	}
 }
 

@@ -152,6 +152,20 @@ func Open(ctx context.Context, spec string, opts Options) (Source, error) {
 	return finish(src, opts)
 }
 
+// Check says whether spec names a known kind with valid parameters,
+// without opening anything: for specs given at run time.
+func Check(spec string) error {
+	_, t, err := parseSpec(spec)
+	if err != nil {
+		return err
+	}
+	var o Options
+	if err := applyQuery(&o, t.Query); err != nil {
+		return fmt.Errorf("%w %q: %w", ErrBadSpec, Redact(spec), err)
+	}
+	return nil
+}
+
 // finish applies what every source kind gets: the region, then the name.
 func finish(src Source, opts Options) (Source, error) {
 	src, err := withRegion(src, opts.Region, opts.Logger)

@@ -63,7 +63,7 @@ func waitGone(t *testing.T, srv *Server, id string, within time.Duration) time.D
 	t.Helper()
 	start := time.Now()
 	for {
-		if _, ok := srv.sessions["phantom"].relay.Viewer(id); !ok {
+		if _, ok := srv.mustSession("phantom").relay.Viewer(id); !ok {
 			return time.Since(start)
 		}
 		if time.Since(start) > within {
@@ -258,7 +258,7 @@ func TestViewerLimitsHoldUnderParallelOffers(t *testing.T) {
 		}(toks[i%2]) // two links, four offers each
 	}
 	wg.Wait()
-	if n := srv.sessions["phantom"].relay.ViewerCount(); n > 3 || ok > 3 {
+	if n := srv.mustSession("phantom").relay.ViewerCount(); n > 3 || ok > 3 {
 		t.Fatalf("%d viewers joined (%d answered) with max_viewers 3", n, ok)
 	}
 	if ok+full+perToken != 8 || ok == 0 {

@@ -94,7 +94,7 @@ func (s *Server) createInvite(w http.ResponseWriter, r *http.Request) {
 	if req.Role == "" {
 		req.Role = auth.Expert
 	}
-	if !req.Role.Valid() {
+	if !req.Role.Valid() || req.Role == auth.Admin {
 		http.Error(w, fmt.Sprintf("role must be one of %v", auth.Roles), http.StatusBadRequest)
 		return
 	}
@@ -228,11 +228,12 @@ func (s *Server) listSources(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := []sourceInfo{}
-	for _, id := range s.order {
-		if id != c.Source {
+	for _, ses := range s.sessions.list() {
+		id := ses.id
+		if id != c.Source && c.Role != auth.Admin {
 			continue
 		}
-		m := s.sessions[id].stats()
+		m := ses.stats()
 		out = append(out, sourceInfo{ID: id, State: m.State, Width: m.Width, Height: m.Height, FPS: m.FPS, BurnIn: m.BurnIn, Viewers: m.Viewers})
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -244,8 +245,8 @@ func (s *Server) listSources(w http.ResponseWriter, r *http.Request) {
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	c, authErr := s.signer.Verify(auth.FromRequest(r))
 	var bad []string
-	for _, id := range s.order {
-		ses := s.sessions[id]
+	for _, ses := range s.sessions.list() {
+		id := ses.id
 		if st := ses.state(ses.relay.Stats()); st != "live" {
 			msg, _ := ses.errMsg.Load().(string)
 			if authErr == nil && c.Role == auth.Sonographer && c.Source == id {

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"image"
 	"io"
 	"os"
 	"regexp"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"sonolive/capture"
 )
 
 // Config is `sonolive serve`'s configuration. sonolive.example.yaml shows
@@ -159,7 +162,7 @@ type Record struct {
 // otherwise.
 type AI struct {
 	// Preset is the embedded model to use when Model is empty.
-	Preset string `yaml:"preset"`
+	Preset string `yaml:"preset" json:"preset,omitempty"`
 	// Model is an ONNX file; "none" runs without AI.
 	Model string `yaml:"model"`
 	// ORTLib is the ONNX Runtime library (default: $ORT_LIB, .cache, system).
@@ -178,19 +181,64 @@ type AI struct {
 // Source is one live input; each runs its own pipeline and relay.
 type Source struct {
 	// ID names the source in URLs, metrics and logs ([a-z0-9_-]).
-	ID string `yaml:"id"`
+	ID string `yaml:"id" json:"id"`
 	// URL is a capture spec (see `sonolive run --help`).
-	URL string `yaml:"url"`
+	URL string `yaml:"url" json:"url"`
 	// Crop is x,y,w,h of the scanner's image area; empty: whole frame.
-	Crop string `yaml:"crop"`
+	Crop string `yaml:"crop" json:"crop,omitempty"`
 	// Masks are x,y,w,h areas filled black first (PHI), in pixels or
 	// as x%,y%,w%,h% of the frame. A frame a mask does not fit is blanked.
-	Masks []string `yaml:"masks"`
+	Masks []string `yaml:"masks" json:"masks,omitempty"`
 	// MaskSize is the frame size (WxH) pixel masks were drawn for; empty:
 	// the first frame's size. A frame of another size is blanked.
-	MaskSize string `yaml:"mask_size"`
+	MaskSize string `yaml:"mask_size" json:"mask_size,omitempty"`
 	// Preset overrides ai.preset for this source (e.g. thyroid).
-	Preset string `yaml:"preset"`
+	Preset string `yaml:"preset" json:"preset,omitempty"`
+}
+
+// check validates a source on its own: its id, and that its spec, crop
+// and masks parse (a source's open errors come later, from the device).
+func (s Source) check() error {
+	if !idRE.MatchString(s.ID) {
+		return fmt.Errorf("source id %q: want 1-32 of [a-z0-9_-]", s.ID)
+	}
+	if s.URL == "" {
+		return fmt.Errorf("source %q has no url", s.ID)
+	}
+	if err := capture.Check(s.URL); err != nil {
+		return fmt.Errorf("source %q: %w", s.ID, err)
+	}
+	if _, err := s.region(); err != nil {
+		return fmt.Errorf("source %q: %w", s.ID, err)
+	}
+	return nil
+}
+
+// region is the source's crop and PHI masks.
+func (s Source) region() (capture.Region, error) {
+	var region capture.Region
+	if s.MaskSize != "" {
+		var w, h int
+		if _, err := fmt.Sscanf(s.MaskSize, "%dx%d", &w, &h); err != nil || w <= 0 || h <= 0 {
+			return region, fmt.Errorf("mask_size %q: want WxH", s.MaskSize)
+		}
+		region.Size = image.Pt(w, h)
+	}
+	if s.Crop != "" {
+		r, err := capture.ParseRect(s.Crop)
+		if err != nil {
+			return region, fmt.Errorf("crop: %w", err)
+		}
+		region.Crop = r
+	}
+	for _, m := range s.Masks {
+		r, err := capture.ParseMask(m)
+		if err != nil {
+			return region, fmt.Errorf("mask: %w", err)
+		}
+		region.Masks = append(region.Masks, r)
+	}
+	return region, nil
 }
 
 // Default is the configuration with nothing set: the phantom at 720p30,
@@ -245,16 +293,13 @@ func (c *Config) Validate() error {
 	}
 	seen := map[string]bool{}
 	for _, s := range c.Sources {
-		if !idRE.MatchString(s.ID) {
-			return fmt.Errorf("config: source id %q: want 1-32 of [a-z0-9_-]", s.ID)
+		if err := s.check(); err != nil {
+			return fmt.Errorf("config: %w", err)
 		}
 		if seen[s.ID] {
 			return fmt.Errorf("config: source id %q twice", s.ID)
 		}
 		seen[s.ID] = true
-		if s.URL == "" {
-			return fmt.Errorf("config: source %q has no url", s.ID)
-		}
 	}
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
 		return errors.New("config: tls needs both cert and key")

@@ -159,7 +159,7 @@ func TestConsultForwarded(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	var dropped uint64
 	for dropped == 0 && time.Now().Before(deadline) {
-		for _, vs := range srv.sessions["phantom"].relay.Stats().Viewers {
+		for _, vs := range srv.mustSession("phantom").relay.Stats().Viewers {
 			if vs.Role == "expert" {
 				dropped = vs.ConsultDropped
 			}
@@ -175,7 +175,7 @@ func TestConsultForwarded(t *testing.T) {
 			quiet = true
 		}
 	}
-	for _, vs := range srv.sessions["phantom"].relay.Stats().Viewers {
+	for _, vs := range srv.mustSession("phantom").relay.Stats().Viewers {
 		if vs.Role == "expert" {
 			dropped = vs.ConsultDropped
 		}

@@ -22,7 +22,7 @@ import (
 )
 
 // statsOf reads one stats message from the server as the pages get it.
-func statsOf(srv *Server) statsMessage { return srv.sessions["phantom"].stats() }
+func statsOf(srv *Server) statsMessage { return srv.mustSession("phantom").stats() }
 
 // framesAfter waits until the viewer has more than n frames; it returns
 // how long that took.
@@ -236,4 +236,10 @@ func TestDiskFullStopsRecordingCleanly(t *testing.T) {
 		t.Fatalf("ffprobe: %v %s frames, meta %d", err, out, list[0].Frames)
 	}
 	t.Logf("kept %.2f s (%d frames, ffprobe %s) of the recording that filled the disk", list[0].DurationS, list[0].Frames, strings.TrimSpace(string(out)))
+}
+
+// mustSession is the session with id, or nil.
+func (s *Server) mustSession(id string) *Session {
+	ses, _ := s.sessions.get(id)
+	return ses
 }

@@ -46,8 +46,8 @@ type Server struct {
 	metrics     *metrics.Metrics
 	hub         *hub
 	lib         *replay.Library // nil when recording is off
-	sessions    map[string]*Session
-	order       []string
+	open        DetectorOpener  // for sources added at run time
+	sessions    *sessionSet
 	base        string // public base URL, set when listening
 	addrSet     bool
 	tlsConfig   *tls.Config // nil: plain HTTP (loopback, or insecure_http)
@@ -77,7 +77,7 @@ func New(cfg Config, log *zap.Logger, open DetectorOpener) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, signer: signer, api: api, apiClose: apiClose,
 		access: auth.NewRegistry(signer, map[string]int{
 			connWHEP: cfg.Auth.MaxPerToken, connWS: cfg.Auth.MaxPerToken, connDownload: cfg.Auth.MaxPerToken}),
-		metrics: metrics.New(), hub: newHub(log), sessions: map[string]*Session{}}
+		metrics: metrics.New(), hub: newHub(log), sessions: newSessionSet(), open: open}
 	if cfg.Audit.Path != "" {
 		// A broken chain stops the start: appending to it would hide
 		// what was done to it.
@@ -99,23 +99,11 @@ func New(cfg Config, log *zap.Logger, open DetectorOpener) (*Server, error) {
 		s.iceServers = append(s.iceServers, webrtc.ICEServer{URLs: []string{u}})
 	}
 	for _, src := range cfg.Sources {
-		var det infer.Detector
-		var name string
-		if open != nil {
-			if det, name, err = open(src); err != nil {
-				s.closeDetectors()
-				apiClose()
-				return nil, fmt.Errorf("source %s: %w", src.ID, err)
-			}
-		}
-		ses, err := newSession(s, src, det, name)
-		if err != nil {
+		if _, err := s.addSession(src); err != nil {
 			s.closeDetectors()
 			apiClose()
 			return nil, err
 		}
-		s.sessions[src.ID] = ses
-		s.order = append(s.order, src.ID)
 	}
 	if err := s.metrics.Register(metrics.NewSessionCollector(s.snapshots)); err != nil {
 		return nil, err
@@ -124,11 +112,49 @@ func New(cfg Config, log *zap.Logger, open DetectorOpener) (*Server, error) {
 }
 
 func (s *Server) snapshots() []metrics.Snapshot {
-	out := make([]metrics.Snapshot, 0, len(s.order))
-	for _, id := range s.order {
-		out = append(out, s.sessions[id].snapshot())
+	list := s.sessions.list()
+	out := make([]metrics.Snapshot, 0, len(list))
+	for _, ses := range list {
+		out = append(out, ses.snapshot())
 	}
 	return out
+}
+
+// addSession opens the source's detector and builds its session; once
+// the server runs, the session starts at once.
+func (s *Server) addSession(src Source) (*Session, error) {
+	if _, ok := s.sessions.get(src.ID); ok {
+		return nil, fmt.Errorf("source %s: %w", src.ID, errSourceExists)
+	}
+	var det infer.Detector
+	var name string
+	if s.open != nil {
+		var err error
+		if det, name, err = s.open(src); err != nil {
+			return nil, fmt.Errorf("source %s: %w", src.ID, err)
+		}
+	}
+	ses, err := newSession(s, src, det, name)
+	if err == nil {
+		err = s.sessions.add(ses)
+	}
+	if err != nil {
+		closeDetector(det)
+		return nil, err
+	}
+	return ses, nil
+}
+
+// removeSession stops a session: its recording is finished, its viewers
+// and pages are closed, its detector freed.
+func (s *Server) removeSession(id string) bool {
+	ses, ok := s.sessions.remove(id)
+	if !ok {
+		return false
+	}
+	s.hub.closeSource(id)
+	closeDetector(ses.detector)
+	return true
 }
 
 // Handler is the whole HTTP surface.
@@ -147,6 +173,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("PUT /api/sources/{source}/overlay", s.setOverlay)
 	mux.HandleFunc("GET /api/sources/{source}/still.jpg", s.getStill)
 	mux.HandleFunc("GET /api/sources", s.listSources)
+	mux.HandleFunc("POST /api/sources", s.addSource)
+	mux.HandleFunc("DELETE /api/sources/{source}", s.removeSource)
 	mux.HandleFunc("GET /api/recordings", s.listRecordings)
 	mux.HandleFunc("GET /api/recordings/{id}", s.getRecording)
 	mux.HandleFunc("GET /api/recordings/{id}/{file}", s.recordingFile)
@@ -192,7 +220,7 @@ func cors(h http.Handler) http.Handler {
 // authorize finds the request's {source} session and checks that its
 // token grants one of roles there; otherwise it writes the 404, 401 or 403.
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request, roles ...auth.Role) (*Session, auth.Claims, bool) {
-	ses, ok := s.sessions[r.PathValue("source")]
+	ses, ok := s.sessions.get(r.PathValue("source"))
 	if !ok {
 		http.Error(w, fmt.Sprintf("%v %q", errUnknownSource, r.PathValue("source")), http.StatusNotFound)
 		return nil, auth.Claims{}, false
@@ -223,14 +251,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	for _, id := range s.order {
-		ses := s.sessions[id]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ses.run(ctx)
-		}()
-	}
+	s.sessions.run(ctx)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -276,8 +297,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	hs.Shutdown(shutCtx)
 	s.hub.closeAll()
 	wg.Wait()
-	for _, id := range s.order {
-		s.sessions[id].relay.Close()
+	s.sessions.wait()
+	for _, ses := range s.sessions.list() {
+		ses.relay.Close()
 	}
 	s.closeDetectors()
 	if s.lib != nil {
@@ -291,10 +313,14 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 }
 
 func (s *Server) closeDetectors() {
-	for _, ses := range s.sessions {
-		if c, ok := ses.detector.(interface{ Close() error }); ok {
-			c.Close()
-		}
+	for _, ses := range s.sessions.list() {
+		closeDetector(ses.detector)
+	}
+}
+
+func closeDetector(d infer.Detector) {
+	if c, ok := d.(interface{ Close() error }); ok {
+		c.Close()
 	}
 }
 
@@ -307,8 +333,8 @@ func (s *Server) tickStats(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			for _, id := range s.order {
-				s.hub.broadcast(id, s.sessions[id].stats())
+			for _, ses := range s.sessions.list() {
+				s.hub.broadcast(ses.id, ses.stats())
 			}
 		}
 	}
@@ -351,7 +377,7 @@ func (s *Server) Link(source string, role auth.Role, ttl time.Duration) (string,
 // linkUnder issues a token asked for by parent's holder and returns the
 // page URL for its role: the live page, the expert's, or the library.
 func (s *Server) linkUnder(parent auth.Claims, source string, role auth.Role, ttl time.Duration, label string) (string, auth.Claims, error) {
-	if _, ok := s.sessions[source]; !ok {
+	if _, ok := s.sessions.get(source); !ok {
 		return "", auth.Claims{}, fmt.Errorf("%w %q", errUnknownSource, source)
 	}
 	tok, c, err := s.access.Issue(parent, role, source, ttl, label)
@@ -365,8 +391,14 @@ func (s *Server) linkUnder(parent auth.Claims, source string, role auth.Role, tt
 	return fmt.Sprintf("%s/%s/%s?token=%s", base, page, url.PathEscape(source), url.QueryEscape(tok)), c, nil
 }
 
-// Sources lists the source ids in config order.
-func (s *Server) Sources() []string { return append([]string(nil), s.order...) }
+// Sources lists the source ids in the order they were added.
+func (s *Server) Sources() []string {
+	var out []string
+	for _, ses := range s.sessions.list() {
+		out = append(out, ses.id)
+	}
+	return out
+}
 
 // SonographerTTL is how long the start-up links live.
 func (s *Server) SonographerTTL() time.Duration { return s.cfg.Auth.SonographerTTL }

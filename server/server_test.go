@@ -246,7 +246,7 @@ func TestSessionEndToEnd(t *testing.T) {
 	if ev := wsRead(t, ws, "viewer"); ev["event"] != "left" {
 		t.Fatalf("leave event: %v", ev)
 	}
-	if n := srv.sessions["phantom"].relay.ViewerCount(); n != 0 {
+	if n := srv.mustSession("phantom").relay.ViewerCount(); n != 0 {
 		t.Fatalf("%d viewers after leave", n)
 	}
 	_, metricsBody := do(t, "GET", base+"/metrics", "", "", "")
@@ -532,7 +532,7 @@ func TestOfferWithoutH264(t *testing.T) {
 					t.Fatalf("VP8 viewer: %+v", v.Stats())
 				}
 			}
-			if l := srv.sessions["phantom"].relay.Stats().Layers; len(l) != 1 || l[0].Codec != "vp8" {
+			if l := srv.mustSession("phantom").relay.Stats().Layers; len(l) != 1 || l[0].Codec != "vp8" {
 				t.Fatalf("layers %+v", l)
 			}
 		})

@@ -3,8 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
-	"image"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +38,10 @@ type Session struct {
 	stills   *stills
 	detector infer.Detector
 	model    string
+	// stop ends the session's run and done closes when it has; set when
+	// the session set starts it.
+	stop context.CancelFunc
+	done chan struct{}
 
 	pipe   atomic.Pointer[pipeline.Pipeline]
 	rec    atomic.Pointer[replay.Series] // the recording in progress
@@ -170,28 +172,11 @@ func (s *Session) run(ctx context.Context) {
 }
 
 func (s *Session) runOnce(ctx context.Context) error {
-	region := capture.Region{Lock: s.maskSize}
-	if s.cfg.MaskSize != "" {
-		var w, h int
-		if _, err := fmt.Sscanf(s.cfg.MaskSize, "%dx%d", &w, &h); err != nil || w <= 0 || h <= 0 {
-			return fmt.Errorf("mask_size %q: want WxH", s.cfg.MaskSize)
-		}
-		region.Size = image.Pt(w, h)
+	region, err := s.cfg.region()
+	if err != nil {
+		return err
 	}
-	if s.cfg.Crop != "" {
-		r, err := capture.ParseRect(s.cfg.Crop)
-		if err != nil {
-			return fmt.Errorf("crop: %w", err)
-		}
-		region.Crop = r
-	}
-	for _, m := range s.cfg.Masks {
-		r, err := capture.ParseMask(m)
-		if err != nil {
-			return fmt.Errorf("mask: %w", err)
-		}
-		region.Masks = append(region.Masks, r)
-	}
+	region.Lock = s.maskSize
 	src, err := capture.Open(ctx, s.cfg.URL, capture.Options{
 		Realtime: true, Loop: true, OpenTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second,
 		Reconnect: true, Region: region, Logger: s.log, ID: s.id,

@@ -129,6 +129,21 @@ func (h *hub) count(source string) int {
 	return n
 }
 
+// closeSource closes the pages of one source (removed at run time).
+func (h *hub) closeSource(source string) {
+	h.mu.Lock()
+	var cs []*wsClient
+	for c := range h.clients {
+		if c.source == source {
+			cs = append(cs, c)
+		}
+	}
+	h.mu.Unlock()
+	for _, c := range cs {
+		h.remove(c)
+	}
+}
+
 func (h *hub) closeAll() {
 	h.mu.Lock()
 	cs := make([]*wsClient, 0, len(h.clients))

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,6 +97,70 @@ func TestRunSpacingSources(t *testing.T) {
 	}
 }
 
+// watchGeometry waits for a viewer's first metadata and checks its spacing.
+func watchGeometry(t *testing.T, endpoint, tok string, sx, sy float64, logs *strings.Builder) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	v, err := whepclient.Dial(ctx, endpoint, whepclient.Options{Token: tok})
+	if err != nil {
+		t.Fatalf("%v\nserver log:\n%s", err, logs.String())
+	}
+	defer v.Close(context.Background())
+	for {
+		if m := v.LastMetadata(); m != nil {
+			var g frameGeometry
+			if err := json.Unmarshal(m, &g); err != nil {
+				t.Fatal(err)
+			}
+			g.check(t, sx, sy)
+			if g.Width != 320 {
+				t.Fatalf("width %d", g.Width)
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no metadata\nserver log:\n%s", logs.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// A probe's OpenIGTLink server added to a running serve through the
+// source API (with the admin token serve wrote) is watched with the link
+// the API answers, spacing and all; removing it answers 204.
+func TestServeAddIGTLAtRunTime(t *testing.T) {
+	srv := testpeer.StartIGTLServer(t, 30, 0.2, 0.25)
+	adminFile := filepath.Join(t.TempDir(), "admin.token")
+	_, base, _, logs := serveBin(t, binary, "--no-record", "--audit", filepath.Join(t.TempDir(), "audit.jsonl"),
+		"--source", "phantom://?width=320&height=240", "--admin-token-file", adminFile)
+	b, err := os.ReadFile(adminFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := strings.TrimSpace(string(b))
+	req, _ := http.NewRequest("POST", base+"/api/sources", strings.NewReader(`{"id":"probe","url":"igtl://`+srv.Addr+`?device=Image_Reference"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+admin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var added struct{ Token string }
+	json.NewDecoder(resp.Body).Decode(&added)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || added.Token == "" {
+		t.Fatalf("add: HTTP %d\nserver log:\n%s", resp.StatusCode, logs.String())
+	}
+	watchGeometry(t, base+"/whep/probe", added.Token, 0.2, 0.25, logs)
+	req, _ = http.NewRequest("DELETE", base+"/api/sources/probe", nil)
+	req.Header.Set("Authorization", "Bearer "+admin)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("remove: %v %v", resp, err)
+	}
+}
+
 // The same two sources served live: a viewer's metadata carries the
 // spacing.
 func TestServeSpacingSources(t *testing.T) {
@@ -109,31 +175,7 @@ func TestServeSpacingSources(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			u, base, _, logs := serveBin(t, binary, "--no-record", "--audit", filepath.Join(t.TempDir(), "audit.jsonl"), "--source", tc.spec)
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			v, err := whepclient.Dial(ctx, base+"/whep/live", whepclient.Options{Token: u.Query().Get("token")})
-			if err != nil {
-				t.Fatalf("%v\nserver log:\n%s", err, logs.String())
-			}
-			defer v.Close(context.Background())
-			for {
-				if m := v.LastMetadata(); m != nil {
-					var g frameGeometry
-					if err := json.Unmarshal(m, &g); err != nil {
-						t.Fatal(err)
-					}
-					g.check(t, tc.sx, tc.sy)
-					if g.Width != 320 {
-						t.Fatalf("width %d", g.Width)
-					}
-					return
-				}
-				select {
-				case <-ctx.Done():
-					t.Fatalf("no metadata\nserver log:\n%s", logs.String())
-				case <-time.After(100 * time.Millisecond):
-				}
-			}
+			watchGeometry(t, base+"/whep/live", u.Query().Get("token"), tc.sx, tc.sy, logs)
 		})
 	}
 }

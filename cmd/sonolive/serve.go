@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -52,6 +53,7 @@ Flags:
 		insecure  = fs.Bool("insecure-http", false, "allow plain HTTP beyond loopback, e.g. behind a TLS proxy (config: tls.insecure_http)")
 		pprofAddr = fs.String("pprof", "", "serve Go profiles (heap, goroutines, CPU) on this loopback address, e.g. 127.0.0.1:6060")
 		auditPath = fs.String("audit", "", "access log file, hash-chained (config: audit.path, default audit.jsonl)")
+		adminFile = fs.String("admin-token-file", "", "write a token for the source API (POST/DELETE /api/sources: sources added while serving) to this file, mode 0600")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -163,6 +165,19 @@ Flags:
 			ln.Close()
 			return fmt.Errorf("link file: %w", err)
 		}
+	}
+	// The admin token is never printed: it adds sources that read local
+	// files and devices, so it goes only where the operator asked.
+	if *adminFile != "" {
+		tok, c, err := srv.AdminToken(srv.SonographerTTL())
+		if err == nil {
+			err = os.WriteFile(*adminFile, []byte(tok+"\n"), 0o600)
+		}
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("admin token file: %w", err)
+		}
+		fmt.Printf("admin token (source API) in %s, valid until %s\n", *adminFile, c.ExpiresAt().Format(time.RFC3339))
 	}
 	return srv.Run(ctx, ln)
 }
