@@ -37,6 +37,9 @@ const (
 	Teacher Role = "teacher"
 	// Student lists and replays the source's recordings.
 	Student Role = "student"
+	// Publisher sends a source's video over WHIP: a tablet or laptop
+	// sharing the probe app's window, OBS. It watches nothing.
+	Publisher Role = "publisher"
 	// Admin runs the box: adds and removes sources while it serves. Its
 	// token names no source (AllSources) and opens no page; nobody can
 	// invite one.
@@ -47,7 +50,7 @@ const (
 const AllSources = "*"
 
 // Roles lists the roles a link can be issued for by invite.
-var Roles = []Role{Sonographer, Expert, Teacher, Student}
+var Roles = []Role{Sonographer, Expert, Teacher, Student, Publisher}
 
 // Valid reports whether r is a known role.
 func (r Role) Valid() bool {

@@ -101,6 +101,16 @@ type Options struct {
 	// id); empty: a name made from the spec, without credentials.
 	ID     string
 	Logger *zap.Logger
+	// Feed gives the frames of a whip:// source (a WHIP publisher's,
+	// decoded by the server); nil where there is none.
+	Feed Feed
+}
+
+// Feed is a source fed from outside this package: the server's WHIP
+// ingest. Open waits, up to ctx, until there are frames to give (a
+// publisher connected), then returns a source of them.
+type Feed interface {
+	Open(ctx context.Context, opts Options) (Source, error)
 }
 
 func (o Options) withDefaults() Options {

@@ -27,7 +27,7 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
 
-pkgs=(build-essential pkg-config libopencv-dev libx264-dev libvpx-dev ffmpeg gstreamer1.0-plugins-base gstreamer1.0-plugins-good ca-certificates)
+pkgs=(build-essential pkg-config libopencv-dev libx264-dev libvpx-dev ffmpeg gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav ca-certificates)
 # npm fetches the ONNX Runtime tarball; use Debian's only when none is on PATH.
 command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
 if [ "${SETUP_TRAIN:-0}" = 1 ]; then

@@ -62,6 +62,7 @@ const (
 	connWHEP     = "whep"
 	connWS       = "ws"
 	connDownload = "download"
+	connWHIP     = "whip"
 )
 
 // reasonWord is what a page is told when its link ends.

@@ -76,7 +76,7 @@ func New(cfg Config, log *zap.Logger, open DetectorOpener) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: log, signer: signer, api: api, apiClose: apiClose,
 		access: auth.NewRegistry(signer, map[string]int{
-			connWHEP: cfg.Auth.MaxPerToken, connWS: cfg.Auth.MaxPerToken, connDownload: cfg.Auth.MaxPerToken}),
+			connWHEP: cfg.Auth.MaxPerToken, connWS: cfg.Auth.MaxPerToken, connDownload: cfg.Auth.MaxPerToken, connWHIP: 1}),
 		metrics: metrics.New(), hub: newHub(log), sessions: newSessionSet(), open: open}
 	if cfg.Audit.Path != "" {
 		// A broken chain stops the start: appending to it would hide
@@ -166,6 +166,12 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("OPTIONS /whep/", cors(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 	})))
+	mux.Handle("POST /whip/{source}", cors(http.HandlerFunc(s.whipPublish)))
+	mux.Handle("DELETE /whip/{source}/{id}", cors(http.HandlerFunc(s.whipUnpublish)))
+	mux.Handle("OPTIONS /whip/", cors(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	})))
+	mux.HandleFunc("POST /api/publishers", s.createPublisherLink)
 	mux.HandleFunc("GET /ws/{source}", s.serveWS)
 	mux.HandleFunc("POST /api/sources/{source}/invites", s.createInvite)
 	mux.HandleFunc("GET /api/sources/{source}/invites", s.listInvites)
@@ -299,7 +305,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	wg.Wait()
 	s.sessions.wait()
 	for _, ses := range s.sessions.list() {
-		ses.relay.Close()
+		ses.close()
 	}
 	s.closeDetectors()
 	if s.lib != nil {
@@ -384,7 +390,7 @@ func (s *Server) linkUnder(parent auth.Claims, source string, role auth.Role, tt
 	if err != nil {
 		return "", c, err
 	}
-	page := map[auth.Role]string{auth.Sonographer: "live", auth.Expert: "expert", auth.Teacher: "library", auth.Student: "library"}[role]
+	page := map[auth.Role]string{auth.Sonographer: "live", auth.Expert: "expert", auth.Teacher: "library", auth.Student: "library", auth.Publisher: "whip"}[role]
 	s.baseMu.RLock()
 	base := s.base
 	s.baseMu.RUnlock()

@@ -17,6 +17,7 @@ import (
 	"sonolive/capture"
 	"sonolive/frame"
 	"sonolive/infer"
+	"sonolive/ingest"
 	"sonolive/internal/stats"
 	"sonolive/metrics"
 	"sonolive/overlay"
@@ -38,6 +39,9 @@ type Session struct {
 	stills   *stills
 	detector infer.Detector
 	model    string
+	// feed is where a whip:// source's publisher connects; nil for
+	// other sources.
+	feed *ingest.Point
 	// stop ends the session's run and done closes when it has; set when
 	// the session set starts it.
 	stop context.CancelFunc
@@ -124,10 +128,22 @@ func newSession(s *Server, src Source, det infer.Detector, model string) (*Sessi
 		return nil, err
 	}
 	ses.relay = relay
+	if strings.HasPrefix(src.URL, "whip:") {
+		ses.feed = ingest.NewPoint(ses.log)
+	}
 	ses.consult = &consultRelay{ses: ses}
 	ses.stills = &stills{}
 	relay.AddTap(ses.stills)
 	return ses, nil
+}
+
+// close ends what outlives the session's run: its viewers and its
+// publisher's connection.
+func (s *Session) close() {
+	s.relay.Close()
+	if s.feed != nil {
+		s.feed.Close()
+	}
 }
 
 // run keeps the pipeline going until ctx ends: a source that fails is
@@ -177,10 +193,14 @@ func (s *Session) runOnce(ctx context.Context) error {
 		return err
 	}
 	region.Lock = s.maskSize
-	src, err := capture.Open(ctx, s.cfg.URL, capture.Options{
+	opts := capture.Options{
 		Realtime: true, Loop: true, OpenTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second,
 		Reconnect: true, Region: region, Logger: s.log, ID: s.id,
-	})
+	}
+	if s.feed != nil {
+		opts.Feed = s.feed
+	}
+	src, err := capture.Open(ctx, s.cfg.URL, opts)
 	if err != nil {
 		return err
 	}
@@ -418,6 +438,9 @@ type statsMessage struct {
 	// full, say): what is already on disk is kept, the live view goes on.
 	Recording string       `json:"recording"`
 	Voice     voiceSummary `json:"voice"`
+	// Publisher is a whip:// source's publisher (codec, frames, loss),
+	// absent while none is connected.
+	Publisher *ingest.Stats `json:"publisher,omitempty"`
 }
 
 // voiceSummary is the session's voices: microphones sending, packets
@@ -459,6 +482,12 @@ func (s *Session) stats() statsMessage {
 	m := statsMessage{Type: "stats", Source: s.id, State: s.state(rs), Model: s.model,
 		Width: rs.Width, Height: rs.Height, LatencyMS: map[string]Percentiles{},
 		Viewers: len(rs.Viewers), BurnIn: s.burnIn.Load(), Voice: summariseVoice(rs.Viewers)}
+	if s.feed != nil {
+		if p := s.feed.Publisher(); p != nil {
+			st := p.Stats()
+			m.Publisher = &st
+		}
+	}
 	if msg, _ := s.errMsg.Load().(string); msg != "" && m.State != "live" {
 		m.Error = msg
 	}

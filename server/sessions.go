@@ -110,7 +110,7 @@ func (ss *sessionSet) remove(id string) (*Session, bool) {
 		ses.stop()
 		<-ses.done
 	}
-	ses.relay.Close()
+	ses.close()
 	return ses, true
 }
 

@@ -57,7 +57,15 @@ type API struct {
 	// NewPeerConnection runs, with no way to tell which connection it is.
 	mu      sync.Mutex
 	pending cc.BandwidthEstimator
+	// receiver takes media in (WHIP publishers): the same ICE settings
+	// and UDP port, H.264 of any common profile and VP8, NACK and
+	// receiver reports, no congestion control of its own.
+	receiver *webrtc.API
 }
+
+// Receiver is the API for peer connections that receive video (WHIP
+// ingest), sharing this API's ICE settings and UDP port.
+func (a *API) Receiver() *webrtc.API { return a.receiver }
 
 // newPeerConnection returns a peer connection and its bandwidth estimator.
 func (a *API) newPeerConnection(c webrtc.Configuration) (*webrtc.PeerConnection, cc.BandwidthEstimator, error) {
@@ -141,5 +149,33 @@ func NewAPI(cfg APIConfig) (*API, func() error, error) {
 		closer = conn.Close
 	}
 	a.api = webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
+	if a.receiver, err = newReceiverAPI(se); err != nil {
+		closer()
+		return nil, nil, err
+	}
 	return a, closer, nil
+}
+
+// newReceiverAPI registers what publishers send: H.264 (constrained
+// baseline, baseline, main and high, packetization mode 1) and VP8.
+func newReceiverAPI(se webrtc.SettingEngine) (*webrtc.API, error) {
+	m := &webrtc.MediaEngine{}
+	fb := []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}}
+	for i, profile := range []string{"42e01f", "42001f", "4d001f", "640c1f", "64001f"} {
+		c := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, RTCPFeedback: fb,
+			SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=" + profile}
+		if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: c, PayloadType: webrtc.PayloadType(102 + 2*i)}, webrtc.RTPCodecTypeVideo); err != nil {
+			return nil, fmt.Errorf("stream: register H.264 %s: %w", profile, err)
+		}
+	}
+	vp8 := vp8Codec
+	vp8.RTCPFeedback = fb
+	if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: vp8, PayloadType: 96}, webrtc.RTPCodecTypeVideo); err != nil {
+		return nil, fmt.Errorf("stream: register VP8: %w", err)
+	}
+	reg := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(m, reg); err != nil {
+		return nil, fmt.Errorf("stream: interceptors: %w", err)
+	}
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se)), nil
 }

@@ -1,0 +1,75 @@
+package ingest
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"sonolive/capture"
+	"sonolive/internal/testpeer"
+)
+
+// encodeScaled encodes the shared clip at width×height, as a publisher's
+// browser would send a shared window of that size.
+func encodeScaled(b *testing.B, codec string, width, height int) [][]byte {
+	b.Helper()
+	testpeer.Need(b, "ffmpeg")
+	out := filepath.Join(b.TempDir(), "clip")
+	args := []string{"-v", "error", "-i", testpeer.Clip(b), "-frames:v", "60", "-vf", "scale=" + strconv.Itoa(width) + ":" + strconv.Itoa(height),
+		"-pix_fmt", "yuv420p", "-g", "60"}
+	if codec == "H264" {
+		out += ".h264"
+		args = append(args, "-c:v", "libx264", "-profile:v", "baseline", "-b:v", "4M", "-f", "h264", out)
+	} else {
+		out += ".ivf"
+		args = append(args, "-c:v", "libvpx", "-b:v", "4M", "-deadline", "realtime", "-f", "ivf", out)
+	}
+	if o, err := exec.Command("ffmpeg", args...).CombinedOutput(); err != nil {
+		b.Fatalf("ffmpeg: %v\n%s", err, o)
+	}
+	return accessUnits(b, codec, out)
+}
+
+// BenchmarkDecode is what decoding a publisher's stream costs per frame
+// (GStreamer: avdec_h264 or vp8dec, then conversion to BGR), the clip
+// looped from its keyframe.
+func BenchmarkDecode(b *testing.B) {
+	for _, codec := range []string{"H264", "VP8"} {
+		for _, size := range [][2]int{{1280, 720}, {1920, 1080}} {
+			b.Run(codec+"-"+strconv.Itoa(size[1])+"p", func(b *testing.B) {
+				aus := encodeScaled(b, codec, size[0], size[1])
+				p := &Publisher{id: "bench", aus: make(chan accessUnit, queueLen), done: make(chan struct{})}
+				p.codec.Store(codec)
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				go func() {
+					for i := 0; ; i++ {
+						select {
+						case p.aus <- accessUnit{data: aus[i%len(aus)], key: i%len(aus) == 0}:
+						case <-ctx.Done():
+							return
+						}
+					}
+				}()
+				src, err := decode(ctx, p, capture.Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer src.Close()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					f, err := src.Next(ctx)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if f.Image.Cols() != size[0] {
+						b.Fatalf("decoded %dx%d", f.Image.Cols(), f.Image.Rows())
+					}
+					f.Close()
+				}
+			})
+		}
+	}
+}
