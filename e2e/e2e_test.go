@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"sonolive/internal/testnet"
+	"sonolive/internal/testpeer"
 	"sonolive/internal/whepclient"
 )
 
@@ -243,6 +244,53 @@ func TestExpertPageInChromium(t *testing.T) {
 	p95, _ := g2g["p95"].(float64)
 	if p50 <= 0 || p50 > 1000 || p95 > 2000 {
 		t.Errorf("glass-to-glass p50 %v ms, p95 %v ms", g2g["p50"], g2g["p95"])
+	}
+}
+
+// A tablet beside the probe publishes a real breast clip through the
+// /publish page in Chromium (the fake capture device fed from the clip,
+// padded into an 854×480 "app window"), cropped to the ultrasound image by
+// dragging; sonolive runs the detector on it and an expert's page in a
+// second Chromium shows the video with boxes. Publish-to-expert
+// glass-to-glass is logged; the target (p95 ≤ 150 ms on loopback) is
+// reported in BENCHMARKS.md, the bound here is a sanity one for a loaded
+// 2-core machine.
+func TestPublishPageInChromium(t *testing.T) {
+	chromium := browser(t)
+	out := outDir(t)
+	clip := testpeer.Clip(t)
+	y4m := filepath.Join(t.TempDir(), "window.y4m")
+	if b, err := exec.Command("ffmpeg", "-v", "error", "-i", clip, "-t", "12", "-vf", "scale=480:480,pad=854:480:187:0",
+		"-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe", y4m).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, b)
+	}
+	adminFile := filepath.Join(t.TempDir(), "admin.token")
+	// A small configured source beside it, so the machine's cores go to
+	// the published one.
+	s := startServe(t, "--source", "phantom://?width=320&height=240&fps=5", "--admin-token-file", adminFile)
+	admin, err := os.ReadFile(adminFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", s.base+"/api/publishers", strings.NewReader(`{"source":"tablet"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(admin)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var links struct{ Publisher, Sonographer struct{ URL, Token string } }
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || json.Unmarshal(b, &links) != nil {
+		t.Fatalf("publisher links: %d %s", resp.StatusCode, b)
+	}
+	res := node(t, "publish.js", 170*time.Second, "CHROMIUM="+chromium, "PUBLISH_URL="+links.Publisher.URL, "BASE="+s.base,
+		"SOURCE=tablet", "SONO_TOKEN="+links.Sonographer.Token, "Y4M="+y4m, "IMAGE_RECT=[187,0,480,480]", "OUT_DIR="+out)
+	g2g, _ := res["g2g"].(map[string]any)
+	t.Logf("publish → expert glass-to-glass: %v; publisher: %v; expert: %v; sources: %v; screenshots in %s", g2g, res["publisher"], res["expert"], res["server"], out)
+	if p95, _ := g2g["p95"].(float64); p95 <= 0 || p95 > 1500 {
+		t.Errorf("publish → expert glass-to-glass p95 %v ms", g2g["p95"])
 	}
 }
 

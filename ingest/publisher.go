@@ -46,6 +46,10 @@ type accessUnit struct {
 
 // Publisher is one WHIP publisher's connection and the frames it sends.
 type Publisher struct {
+	// Owner is the id of the link it published with, set by the server:
+	// the same link publishing again (a device reconnecting) replaces it.
+	Owner string
+
 	id  string
 	pc  *webrtc.PeerConnection
 	log *zap.Logger

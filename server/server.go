@@ -76,7 +76,7 @@ func New(cfg Config, log *zap.Logger, open DetectorOpener) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: log, signer: signer, api: api, apiClose: apiClose,
 		access: auth.NewRegistry(signer, map[string]int{
-			connWHEP: cfg.Auth.MaxPerToken, connWS: cfg.Auth.MaxPerToken, connDownload: cfg.Auth.MaxPerToken, connWHIP: 1}),
+			connWHEP: cfg.Auth.MaxPerToken, connWS: cfg.Auth.MaxPerToken, connDownload: cfg.Auth.MaxPerToken, connWHIP: 2}), // WHIP: a reconnect overlaps the old connection for a moment
 		metrics: metrics.New(), hub: newHub(log), sessions: newSessionSet(), open: open}
 	if cfg.Audit.Path != "" {
 		// A broken chain stops the start: appending to it would hide
@@ -390,7 +390,7 @@ func (s *Server) linkUnder(parent auth.Claims, source string, role auth.Role, tt
 	if err != nil {
 		return "", c, err
 	}
-	page := map[auth.Role]string{auth.Sonographer: "live", auth.Expert: "expert", auth.Teacher: "library", auth.Student: "library", auth.Publisher: "whip"}[role]
+	page := map[auth.Role]string{auth.Sonographer: "live", auth.Expert: "expert", auth.Teacher: "library", auth.Student: "library", auth.Publisher: "publish"}[role]
 	s.baseMu.RLock()
 	base := s.base
 	s.baseMu.RUnlock()

@@ -55,9 +55,14 @@ func (s *Server) whipPublish(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("source %q is not fed by WHIP (its url is not whip://)", id), http.StatusConflict)
 		return
 	}
-	if ses.feed.Publisher() != nil {
-		http.Error(w, ingest.ErrBusy.Error(), http.StatusConflict)
-		return
+	if old := ses.feed.Publisher(); old != nil {
+		if old.Owner != c.ID {
+			http.Error(w, ingest.ErrBusy.Error(), http.StatusConflict)
+			return
+		}
+		// The same device coming back before its old connection timed
+		// out: the new one replaces it at once.
+		old.Close()
 	}
 	if err := s.access.Check(c, connWHIP); err != nil {
 		auth.Deny(w, err)
@@ -75,6 +80,7 @@ func (s *Server) whipPublish(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), code)
 		return
 	}
+	pub.Owner = c.ID
 	if err := ses.feed.Attach(pub); err != nil {
 		pub.Close()
 		http.Error(w, err.Error(), http.StatusConflict)
@@ -166,16 +172,13 @@ func (s *Server) createPublisherLink(w http.ResponseWriter, r *http.Request) {
 		role auth.Role
 		page string
 		into *inviteResponse
-	}{{auth.Publisher, "whip", &out.Publisher}, {auth.Sonographer, "live", &out.Sonographer}} {
+	}{{auth.Publisher, "publish", &out.Publisher}, {auth.Sonographer, "live", &out.Sonographer}} {
 		tok, claims, err := s.access.Issue(auth.Claims{}, l.role, req.Source, ttl, string(l.role))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
-		u := base + "/" + l.page + "/" + url.PathEscape(req.Source)
-		if l.role == auth.Sonographer {
-			u += "?token=" + url.QueryEscape(tok)
-		}
+		u := base + "/" + l.page + "/" + url.PathEscape(req.Source) + "?token=" + url.QueryEscape(tok)
 		*l.into = inviteResponse{ID: claims.ID, URL: u, Token: tok, Role: l.role, Expires: claims.ExpiresAt().UTC()}
 		s.audit.Log(audit.Event{Action: "invite_issued", Source: req.Source, Role: string(c.Role), TokenID: c.ID, Addr: r.RemoteAddr,
 			Subject: claims.ID, Detail: map[string]string{"role": string(l.role)}})

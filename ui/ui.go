@@ -14,7 +14,7 @@ import (
 //go:embed static
 var files embed.FS
 
-// Handler serves /live/{source}, /expert/{source}, /library/{source},
+// Handler serves /live/{source}, /expert/{source}, /publish/{source}, /library/{source},
 // /replay/{id}, /static/* and a short index page.
 func Handler() http.Handler {
 	static, err := fs.Sub(files, "static")
@@ -34,6 +34,7 @@ func Handler() http.Handler {
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 	mux.HandleFunc("GET /live/{source}", page("live.html"))
 	mux.HandleFunc("GET /expert/{source}", page("expert.html"))
+	mux.HandleFunc("GET /publish/{source}", page("publish.html"))
 	mux.HandleFunc("GET /library/{source}", page("library.html"))
 	mux.HandleFunc("GET /replay/{id}", page("replay.html"))
 	mux.HandleFunc("GET /{$}", page("index.html"))

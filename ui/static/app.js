@@ -1434,6 +1434,13 @@ function renderHud(msg, cells) {
   setText('hud-frames', fmtNum(msg.frames));
   setText('hud-size', msg.width && msg.height ? `${msg.width}×${msg.height}` : '—');
   setText('hud-model', typeof msg.model === 'string' && msg.model ? msg.model : '—');
+  // A whip:// source's device: what it sends and what got lost on the way.
+  const pub = msg.publisher;
+  if ($('hud-publisher-row')) $('hud-publisher-row').hidden = !pub;
+  if (pub) {
+    const lossPct = pub.packets + pub.lost > 0 ? (100 * pub.lost) / (pub.packets + pub.lost) : 0;
+    setText('hud-publisher', `${pub.codec} · ${fmtNum(pub.fps, 1)} fps · ${lossPct.toFixed(1)}% lost · ${fmtNum(pub.dropped)} dropped`);
+  }
   const sg = msg.g2g_ms;
   setText('hud-g2g-all', sg && sg.n ? `${fmtMs(sg.p50)} / ${fmtMs(sg.p95)}` : '—');
   $('hud-misses').classList.toggle('warn', msg.deadline_misses > 0);
