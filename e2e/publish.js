@@ -166,6 +166,22 @@ run.start(async () => {
     if (!(result.expert.matchedFrames > 0)) problems.push('no frame matched its metadata');
     if (!(result.expert.boxesDrawn > 0)) problems.push('no box drawn on the expert page');
     if (problems.length) throw new Error(problems.join('; '));
+
+    // The connection lost (the server drops it, as a network loss would
+    // end it): the page connects again by itself and the expert's picture
+    // comes back.
+    const before = await pub.evaluate(() => window.sonolive.publish.sender.resource);
+    const del = await api('DELETE', before);
+    if (del.status !== 200) throw new Error(`dropping the publisher: ${del.status} ${del.body}`);
+    const t0 = Date.now();
+    await pub.waitForFunction((old) => {
+      const s = window.sonolive.publish.sender;
+      return s.resource && s.resource !== old && s.pc && s.pc.connectionState === 'connected';
+    }, before, { timeout: 30000, polling: 100 });
+    const decoded = await exp.evaluate(() => window.sonolive.stats.framesDecoded);
+    await exp.waitForFunction((n) => window.sonolive.stats.framesDecoded > n + 30, decoded, { timeout: 20000, polling: 100 });
+    result.reconnect = { ms: Date.now() - t0 };
+    log(`reconnected after ${result.reconnect.ms} ms; the expert's picture is back`);
     result.ok = true;
   } finally {
     await Promise.race([expBrowser.close().catch(() => {}), sleep(5000)]);

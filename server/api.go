@@ -82,6 +82,20 @@ func auditEvent(r *http.Request, c auth.Claims, action, kind, subject string) au
 	return e
 }
 
+// linkTTL is a requested link lifetime (ttl_s), def when none is asked
+// for; outside 1 s..max it writes the 400.
+func linkTTL(w http.ResponseWriter, ttlS *int, def, max time.Duration) (time.Duration, bool) {
+	ttl := def
+	if ttlS != nil {
+		ttl = time.Duration(*ttlS) * time.Second
+	}
+	if ttl <= 0 || ttl > max {
+		http.Error(w, fmt.Sprintf("ttl_s must be between 1 and %d", int(max.Seconds())), http.StatusBadRequest)
+		return 0, false
+	}
+	return ttl, true
+}
+
 // createInvite lets the sonographer hand an expert an expiring link.
 func (s *Server) createInvite(w http.ResponseWriter, r *http.Request) {
 	ses, c, ok := s.authorize(w, r, auth.Sonographer)
@@ -103,12 +117,8 @@ func (s *Server) createInvite(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "label: at most 64 characters", http.StatusBadRequest)
 		return
 	}
-	ttl := s.cfg.Auth.InviteTTL
-	if req.TTLS != nil {
-		ttl = time.Duration(*req.TTLS) * time.Second
-	}
-	if ttl <= 0 || ttl > s.cfg.Auth.MaxInviteTTL {
-		http.Error(w, fmt.Sprintf("ttl_s must be between 1 and %d", int(s.cfg.Auth.MaxInviteTTL.Seconds())), http.StatusBadRequest)
+	ttl, ok := linkTTL(w, req.TTLS, s.cfg.Auth.InviteTTL, s.cfg.Auth.MaxInviteTTL)
+	if !ok {
 		return
 	}
 	// An invite never outlives the link that made it (IssueUnder caps it).

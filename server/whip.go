@@ -156,12 +156,8 @@ func (s *Server) createPublisherLink(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	ttl := s.cfg.Auth.SonographerTTL
-	if req.TTLS != nil {
-		ttl = time.Duration(*req.TTLS) * time.Second
-	}
-	if ttl <= 0 || ttl > s.cfg.Auth.SonographerTTL {
-		http.Error(w, fmt.Sprintf("ttl_s must be between 1 and %d", int(s.cfg.Auth.SonographerTTL.Seconds())), http.StatusBadRequest)
+	ttl, ok := linkTTL(w, req.TTLS, s.cfg.Auth.SonographerTTL, s.cfg.Auth.SonographerTTL)
+	if !ok {
 		return
 	}
 	s.baseMu.RLock()
