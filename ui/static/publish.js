@@ -366,8 +366,13 @@ function boot() {
       const want = { width: { ideal: 1920 }, height: { ideal: 1080 }, frameRate: { ideal: 30 } };
       if (ev.target.value !== 'default') want.deviceId = { exact: ev.target.value };
       const s = await navigator.mediaDevices.getUserMedia({ video: want, audio: false });
-      await use(s.getVideoTracks()[0]);
-      await listDevices(); // labels appear once permission is given
+      const track = s.getVideoTracks()[0];
+      await use(track);
+      // Names and ids appear once permission is given: list them again
+      // and show the device in use.
+      await listDevices();
+      const id = track.getSettings().deviceId;
+      if (id) $('device').value = id;
     } catch (err) {
       setText('status', `Cannot open the device: ${err.message}`);
     }
