@@ -2,36 +2,19 @@ package ingest
 
 import (
 	"context"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"testing"
 	"time"
 
 	"sonolive/capture"
-	"sonolive/internal/testpeer"
 )
 
 // encodeScaled encodes the shared clip at width×height, as a publisher's
 // browser would send a shared window of that size.
 func encodeScaled(b *testing.B, codec string, width, height int) [][]byte {
 	b.Helper()
-	testpeer.Need(b, "ffmpeg")
-	out := filepath.Join(b.TempDir(), "clip")
-	args := []string{"-v", "error", "-i", testpeer.Clip(b), "-frames:v", "60", "-vf", "scale=" + strconv.Itoa(width) + ":" + strconv.Itoa(height),
-		"-pix_fmt", "yuv420p", "-g", "60"}
-	if codec == "H264" {
-		out += ".h264"
-		args = append(args, "-c:v", "libx264", "-profile:v", "baseline", "-b:v", "4M", "-f", "h264", out)
-	} else {
-		out += ".ivf"
-		args = append(args, "-c:v", "libvpx", "-b:v", "4M", "-deadline", "realtime", "-f", "ivf", out)
-	}
-	if o, err := exec.Command("ffmpeg", args...).CombinedOutput(); err != nil {
-		b.Fatalf("ffmpeg: %v\n%s", err, o)
-	}
-	return accessUnits(b, codec, out)
+	return accessUnits(b, codec, encodeClip(b, codec, 60, "-g", "60", "-vf", "scale="+strconv.Itoa(width)+":"+strconv.Itoa(height), "-b:v", "4M"))
 }
 
 // BenchmarkDecode is what decoding a publisher's stream costs per frame

@@ -26,18 +26,18 @@ import (
 
 // encodeClip encodes the shared clip's first n frames with FFmpeg, as a
 // browser's encoder would send them: H.264 constrained baseline in Annex
-// B, or VP8 in IVF.
-func encodeClip(t testing.TB, codec string, n int) string {
+// B, or VP8 in IVF. extra are FFmpeg output options (a scale, a bitrate).
+func encodeClip(t testing.TB, codec string, n int, extra ...string) string {
 	t.Helper()
 	testpeer.Need(t, "ffmpeg")
 	out := filepath.Join(t.TempDir(), "clip")
-	args := []string{"-v", "error", "-i", testpeer.Clip(t), "-frames:v", strconv.Itoa(n), "-pix_fmt", "yuv420p", "-g", "30"}
+	args := append([]string{"-v", "error", "-i", testpeer.Clip(t), "-frames:v", strconv.Itoa(n), "-pix_fmt", "yuv420p", "-g", "30"}, extra...)
 	if codec == "H264" {
 		out += ".h264"
 		args = append(args, "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-f", "h264", out)
 	} else {
 		out += ".ivf"
-		args = append(args, "-c:v", "libvpx", "-b:v", "1M", "-deadline", "realtime", "-f", "ivf", out)
+		args = append(args, "-c:v", "libvpx", "-deadline", "realtime", "-f", "ivf", out)
 	}
 	if b, err := exec.Command("ffmpeg", args...).CombinedOutput(); err != nil {
 		t.Fatalf("ffmpeg: %v\n%s", err, b)
@@ -104,7 +104,7 @@ func TestPublishDecodes(t *testing.T) {
 	defer closeAPI()
 	for _, codec := range []string{"H264", "VP8"} {
 		t.Run(codec, func(t *testing.T) {
-			aus := accessUnits(t, codec, encodeClip(t, codec, n))
+			aus := accessUnits(t, codec, encodeClip(t, codec, n, "-b:v", "1M"))
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			sender, err := webrtc.NewPeerConnection(webrtc.Configuration{})
