@@ -21,7 +21,7 @@ func init() {
 	register(Kind{
 		Name:    "phantom",
 		Schemes: []string{"phantom"},
-		Usage:   "phantom://?seed=1&lesions=2&geometry=sector&width=1280&height=720&fps=30: the synthetic B-mode phantom, with ground truth",
+		Usage:   "phantom://?seed=1&lesions=2&geometry=sector&width=1280&height=720&fps=30&spacing=0.1: the synthetic B-mode phantom, with ground truth and its pixel size in mm (spacing=0: unknown, as a machine's video output)",
 		Open: func(_ context.Context, t Target, opts Options) (Source, error) {
 			cfg, err := phantomConfigFromQuery(t.Query)
 			if err != nil {
@@ -52,11 +52,20 @@ type PhantomConfig struct {
 	SweepPeriod time.Duration
 	Realtime    bool
 	Frames      int // stop after this many frames; 0: endless
+	// SpacingMM is the size of a pixel in millimetres, the same across
+	// and down (the phantom's tissue is drawn one pixel per pixel); the
+	// depth scale's ticks are 50 pixels apart. Zero: the frames carry no
+	// geometry, like a machine's video output.
+	SpacingMM float64
 }
+
+// DefaultSpacingMM makes the default phantom's field 44 mm deep, a
+// breast or thyroid depth, with lesions 3 to 10 mm across.
+const DefaultSpacingMM = 0.1
 
 // DefaultPhantom is the embedded demo source.
 func DefaultPhantom() PhantomConfig {
-	return PhantomConfig{Seed: 1, Lesions: 2, Geometry: "linear", Width: 640, Height: 480, FPS: 30, Text: true, SweepPeriod: 8 * time.Second}
+	return PhantomConfig{Seed: 1, Lesions: 2, Geometry: "linear", Width: 640, Height: 480, FPS: 30, Text: true, SweepPeriod: 8 * time.Second, SpacingMM: DefaultSpacingMM}
 }
 
 // withDefaults fills unset fields from DefaultPhantom; Lesions and Text are
@@ -107,6 +116,8 @@ func phantomConfigFromQuery(q url.Values) (PhantomConfig, error) {
 			c.Realtime, err = strconv.ParseBool(v)
 		case "frames":
 			c.Frames, err = strconv.Atoi(v)
+		case "spacing":
+			c.SpacingMM, err = strconv.ParseFloat(v, 64)
 		case "loop", "open_timeout", "read_timeout":
 		default:
 			err = fmt.Errorf("unknown parameter")
@@ -122,6 +133,8 @@ func phantomConfigFromQuery(q url.Values) (PhantomConfig, error) {
 		return c, fmt.Errorf("phantom fps %v out of range (0, 240]", c.FPS)
 	case c.Lesions < 0 || c.Lesions > 16:
 		return c, fmt.Errorf("phantom lesions %d out of range 0..16", c.Lesions)
+	case !(c.SpacingMM >= 0 && c.SpacingMM <= 10):
+		return c, fmt.Errorf("phantom spacing %v mm out of range 0..10", c.SpacingMM)
 	case c.SweepPeriod <= 0 || c.Frames < 0:
 		return c, fmt.Errorf("phantom sweep must be positive and frames not negative")
 	}
@@ -152,7 +165,8 @@ type Phantom struct {
 
 	// Field geometry: for each pixel the tissue coordinate it shows, or -1.
 	fieldU, fieldV []float32
-	top            int // first row of the field (below the header)
+	top            int             // first row of the field (below the header)
+	field          image.Rectangle // the bounds of the field in the frame
 	// Tissue reflectivity, texW x texH, wider than the field so it can pan.
 	tex        []float32
 	texW, texH int
@@ -175,6 +189,7 @@ func NewPhantom(cfg PhantomConfig) *Phantom {
 		p.top = 36
 	}
 	p.buildField()
+	p.field = p.fieldBounds()
 	p.buildTissue()
 	p.buildLesions()
 	for i := range p.lut {
@@ -225,6 +240,25 @@ func (p *Phantom) buildField() {
 			p.fieldV[y*w+x] = float32(y - p.top)
 		}
 	}
+}
+
+// fieldBounds is the smallest rectangle holding every field pixel: the
+// ultrasound image's region in the frame.
+func (p *Phantom) fieldBounds() image.Rectangle {
+	w := p.cfg.Width
+	r := image.Rectangle{Min: image.Pt(w, p.cfg.Height)}
+	for i, u := range p.fieldU {
+		if u < 0 {
+			continue
+		}
+		x, y := i%w, i/w
+		r.Min.X, r.Min.Y = min(r.Min.X, x), min(r.Min.Y, y)
+		r.Max.X, r.Max.Y = max(r.Max.X, x+1), max(r.Max.Y, y+1)
+	}
+	if r.Empty() {
+		return image.Rectangle{}
+	}
+	return r
 }
 
 func (p *Phantom) buildTissue() {
@@ -362,6 +396,7 @@ func (p *Phantom) Render(seq uint64) *frame.Frame {
 		u0, u1, v0, v1 float32 // bounding box in field coordinates
 		x0, y0, x1, y1 int     // ground-truth box, grown while drawing
 		seen           bool
+		id             int // the lesion's index, from 1
 	}
 	cuts := make([]cut, 0, len(p.lesions))
 	for i := range p.lesions {
@@ -377,7 +412,7 @@ func (p *Phantom) Render(seq uint64) *frame.Frame {
 		}
 		cu := l.u - pan
 		r := math.Max(a, b) * 1.35
-		cuts = append(cuts, cut{l: l, a: a, b: b, u0: float32(cu - r), u1: float32(cu + r), v0: float32(l.v - r), v1: float32(l.v + r), x0: math.MaxInt, y0: math.MaxInt, x1: -1, y1: -1})
+		cuts = append(cuts, cut{l: l, id: i + 1, a: a, b: b, u0: float32(cu - r), u1: float32(cu + r), v0: float32(l.v - r), v1: float32(l.v + r), x0: math.MaxInt, y0: math.MaxInt, x1: -1, y1: -1})
 	}
 
 	w, h := p.cfg.Width, p.cfg.Height
@@ -458,19 +493,25 @@ func (p *Phantom) Render(seq uint64) *frame.Frame {
 	}
 
 	var truth []frame.Box
+	var ids []int
 	for _, c := range cuts {
 		// Lesions smaller than 8 px across are not findings anyone could mark.
 		if !c.seen || c.x1-c.x0 < 7 || c.y1-c.y0 < 7 {
 			continue
 		}
 		truth = append(truth, frame.Box{X1: float32(c.x0), Y1: float32(c.y0), X2: float32(c.x1 + 1), Y2: float32(c.y1 + 1)})
+		ids = append(ids, c.id)
 	}
 	if p.cfg.Text {
 		p.drawText(seq, t)
 	}
 	img := gocv.NewMat()
 	gocv.CvtColor(p.gray, &img, gocv.ColorGrayToBGR)
-	return &frame.Frame{Seq: seq, Source: p.id, Image: img, Truth: truth}
+	f := &frame.Frame{Seq: seq, Source: p.id, Image: img, Truth: truth, TruthIDs: ids}
+	if p.cfg.SpacingMM > 0 {
+		f.Geometry = frame.Geometry{SpacingMM: [2]float64{p.cfg.SpacingMM, p.cfg.SpacingMM}, Region: p.field}
+	}
+	return f
 }
 
 func (p *Phantom) drawText(seq uint64, t float64) {
@@ -478,7 +519,8 @@ func (p *Phantom) drawText(seq uint64, t float64) {
 	gocv.PutText(&p.gray, "SONOLIVE PHANTOM  L12-5  BREAST  MI 0.9 TIs 0.2  G 54", image.Pt(8, 15), gocv.FontHersheySimplex, 0.42, white, 1)
 	clock := time.Duration(t * float64(time.Second))
 	gocv.PutText(&p.gray, fmt.Sprintf("ID 000-PHANTOM  %02d:%02d.%02d  #%d", int(clock.Minutes()), int(clock.Seconds())%60, (clock.Milliseconds()/10)%100, seq), image.Pt(8, 31), gocv.FontHersheySimplex, 0.42, white, 1)
-	// Depth scale: a tick every 50 px on the right edge.
+	// Depth scale: a tick every 50 px on the right edge (5 mm at the
+	// default spacing), for calibrating by hand.
 	x := p.cfg.Width - 10
 	for y := p.top; y < p.cfg.Height-8; y += 50 {
 		gocv.Line(&p.gray, image.Pt(x, y), image.Pt(x+6, y), white, 1)

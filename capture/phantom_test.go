@@ -72,6 +72,58 @@ func TestPhantomTruth(t *testing.T) {
 	}
 }
 
+// The phantom says how big its pixels are and where its field lies, and
+// names each lesion so one seen again is known.
+func TestPhantomGeometry(t *testing.T) {
+	for _, geom := range []string{"linear", "sector"} {
+		cfg := DefaultPhantom()
+		cfg.Geometry = geom
+		p := NewPhantom(cfg)
+		f := p.Render(1)
+		g := f.Geometry
+		if g.SpacingMM != [2]float64{DefaultSpacingMM, DefaultSpacingMM} {
+			t.Errorf("%s: spacing %v", geom, g.SpacingMM)
+		}
+		frameRect := image.Rect(0, 0, cfg.Width, cfg.Height)
+		if g.Region.Empty() || !g.Region.In(frameRect) || g.Region == frameRect || g.Region.Min.Y < 36 {
+			t.Errorf("%s: region %v in %v", geom, g.Region, frameRect)
+		}
+		seen := map[int]bool{}
+		for seq := uint64(1); seq <= 240; seq += 4 {
+			f := p.Render(seq)
+			if len(f.TruthIDs) != len(f.Truth) {
+				t.Fatalf("%s: %d truth ids for %d boxes", geom, len(f.TruthIDs), len(f.Truth))
+			}
+			for i, id := range f.TruthIDs {
+				if id < 1 || id > cfg.Lesions {
+					t.Errorf("%s: lesion id %d", geom, id)
+				}
+				if b := f.Truth[i]; !image.Rect(int(b.X1), int(b.Y1), int(b.X2), int(b.Y2)).In(g.Region) {
+					t.Errorf("%s: lesion %v outside the field %v", geom, b, g.Region)
+				}
+				seen[id] = true
+			}
+			f.Close()
+		}
+		if len(seen) != cfg.Lesions {
+			t.Errorf("%s: saw lesions %v of %d", geom, seen, cfg.Lesions)
+		}
+		f.Close()
+		p.Close()
+	}
+	cfg, err := phantomConfigFromQuery(map[string][]string{"spacing": {"0"}})
+	if err != nil || cfg.SpacingMM != 0 {
+		t.Fatalf("spacing=0: %v %v", cfg.SpacingMM, err)
+	}
+	p := NewPhantom(cfg)
+	if f := p.Render(1); f.Geometry.Known() {
+		t.Errorf("spacing=0 still gives geometry %v", f.Geometry)
+	} else {
+		f.Close()
+	}
+	p.Close()
+}
+
 func meanGray(f *frame.Frame, r image.Rectangle) float64 {
 	r = r.Intersect(image.Rect(0, 0, f.Image.Cols(), f.Image.Rows()))
 	if r.Empty() {

@@ -27,6 +27,9 @@ type Frame struct {
 	// Truth holds ground-truth lesion boxes in source pixels when the source
 	// knows them (the synthetic phantom); nil otherwise.
 	Truth []Box
+	// TruthIDs name the lesion each Truth box shows, in the same order, so
+	// a lesion seen again later is known to be the same one.
+	TruthIDs []int
 	// Blanked says why capture blanked the whole frame (its PHI masks did
 	// not fit it); empty for a normal frame.
 	Blanked string

@@ -30,6 +30,14 @@ type Sink interface {
 	Close() error
 }
 
+// Observer sees each frame after inference and before the overlay is drawn,
+// so its pixels are the machine's own, on the pipeline goroutine: it must
+// return within a fraction of a frame interval and not keep f.Image (a
+// copy it makes is its own).
+type Observer interface {
+	Observe(f *frame.Frame)
+}
+
 // Config wires a pipeline.
 type Config struct {
 	Source capture.Source
@@ -46,6 +54,8 @@ type Config struct {
 	// HUDTiming adds fps and latency lines to the HUD.
 	HUDTiming bool
 	Sinks     []Sink
+	// Observers see the clean frames (the exam's key image picker).
+	Observers []Observer
 	// SinkQueue is the sink stage's queue length (default 8).
 	SinkQueue int
 	// TruthIoU is the IoU at which a shown box matches ground truth
@@ -246,6 +256,9 @@ func (p *Pipeline) process(ctx context.Context, f *frame.Frame, drawer *overlay.
 		}
 	}
 	p.status.Store(status)
+	for _, o := range p.cfg.Observers {
+		o.Observe(f)
+	}
 	t0 := time.Now()
 	if p.overlay.Load() {
 		drawer.Draw(f, p.hud(status))

@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"sonolive/internal/durable"
 )
 
 // Errors callers map to HTTP statuses.
@@ -122,66 +124,18 @@ func Source(id string) string {
 	return rest[:strings.LastIndexByte(rest, '-')]
 }
 
-// writeFileSync writes a file durably: tmp, fsync, rename, fsync the dir.
-func writeFileSync(path string, b []byte) error {
-	return writeSync(path, func(w io.Writer) error {
-		_, err := w.Write(b)
-		return err
-	})
-}
+// writeFileSync writes a library file durably (internal/durable).
+func writeFileSync(path string, b []byte) error { return durable.WriteFile(path, b, fileMode) }
 
-// writeSync is writeFileSync for content written by fill: the file
-// appears whole or not at all.
+// writeSync is writeFileSync for content written by fill.
 func writeSync(path string, fill func(io.Writer) error) error {
-	tmp := path + ".tmp"
-	f, err := createFile(tmp)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp) // after a failure; a no-op once renamed
-	if err := fill(f); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
+	return durable.Write(path, fileMode, fill)
 }
 
-// appendLineSync appends one line to an index file, durably: what a crash
-// leaves is whole lines and at most a torn last one, which readers skip.
-func appendLineSync(path string, line []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, fileMode)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(append(line, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
+// appendLineSync appends one line to an index file, durably.
+func appendLineSync(path string, line []byte) error { return durable.AppendLine(path, line, fileMode) }
 
-// syncDir makes a directory's entries (a rename, a new file) durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
+func syncDir(dir string) error { return durable.SyncDir(dir) }
 
 // fileMode is every library file's mode: recordings hold patient images,
 // so they are for the service's user (and group) only.
