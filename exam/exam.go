@@ -42,10 +42,13 @@ type Exam struct {
 	Accession string `json:"accession,omitempty"`
 	Share     bool   `json:"share,omitempty"`
 	// Model is the detector that ran, name and version.
-	Model        string     `json:"model,omitempty"`
-	ModelVersion string     `json:"model_version,omitempty"`
-	Started      time.Time  `json:"started"`
-	Ended        *time.Time `json:"ended,omitempty"`
+	Model        string `json:"model,omitempty"`
+	ModelVersion string `json:"model_version,omitempty"`
+	// ModelCalibrated: the model's malignancy output is a calibrated
+	// probability; only then is an AI risk shown.
+	ModelCalibrated bool       `json:"model_calibrated,omitempty"`
+	Started         time.Time  `json:"started"`
+	Ended           *time.Time `json:"ended,omitempty"`
 	// Recordings are the library recordings (parts) made during the exam.
 	Recordings []string `json:"recordings"`
 	// CalibrationMM is the pixel size set by hand on the page (two marks
@@ -232,3 +235,36 @@ var idRE = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z-[a-z0-9_-]{1,32}-[0-9a-f]{4}$
 
 // ValidID reports whether id is an exam id (and so safe in a path).
 func ValidID(id string) bool { return idRE.MatchString(id) }
+
+// SourceOf is the source id an exam id names, "" for no exam id.
+func SourceOf(id string) string {
+	if !ValidID(id) {
+		return ""
+	}
+	rest := id[strings.IndexByte(id, '-')+1:]
+	return rest[:strings.LastIndexByte(rest, '-')]
+}
+
+var tagRE = regexp.MustCompile(`^[a-z0-9][a-z0-9 _:/.-]{0,39}$`)
+
+// CleanTags checks a case's teaching tags (organ, finding type,
+// difficulty: "thyroid", "finding:cyst", "difficulty:easy"): lower case,
+// at most 20 of 40 characters, duplicates dropped.
+func CleanTags(tags []string) ([]string, error) {
+	if len(tags) > 20 {
+		return nil, fmt.Errorf("%w: at most 20 tags", ErrBad)
+	}
+	out := []string{}
+	seen := map[string]bool{}
+	for _, t := range tags {
+		t = strings.TrimSpace(strings.ToLower(t))
+		if !tagRE.MatchString(t) {
+			return nil, fmt.Errorf("%w: tag %q (letters, digits, space and _:/.-, at most 40)", ErrBad, t)
+		}
+		if !seen[t] {
+			seen[t] = true
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}

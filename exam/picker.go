@@ -43,7 +43,7 @@ type Picker struct {
 	writing  int                     // candidates being saved
 	idle     *sync.Cond              // signalled when pending empties and writing is 0
 	wake     chan struct{}
-	dropped  uint64 // candidates lost to a failed save
+	dropped  uint64       // candidates lost to a failed save
 	findings []findingRef // this exam's findings, for gathering tracks
 }
 
@@ -86,18 +86,18 @@ type track struct {
 
 // candidate is one key image in waiting; it owns img.
 type candidate struct {
-	key    trackKey
-	exam   string
-	calib  float64
-	img    gocv.Mat
-	det    frame.Detection
-	geom   frame.Geometry
-	truth  []frame.Box
-	ids    []int
-	seq    uint64
-	at     time.Time
-	q      float64
-	with   []trackKey // tracks seen together with it: other lesions
+	key   trackKey
+	exam  string
+	calib float64
+	img   gocv.Mat
+	det   frame.Detection
+	geom  frame.Geometry
+	truth []frame.Box
+	ids   []int
+	seq   uint64
+	at    time.Time
+	q     float64
+	with  []trackKey // tracks seen together with it: other lesions
 }
 
 func (c *candidate) close() { c.img.Close() }
@@ -465,7 +465,7 @@ func (r *findingRef) seenWith(keys []trackKey) bool {
 func (p *Picker) finding(c *candidate, n int, ref *findingRef) Finding {
 	d := c.det
 	f := Finding{N: n, Auto: true, At: c.at.UTC(), Seq: c.seq, Width: c.img.Cols(), Height: c.img.Rows(),
-		Box: overlay.BoxMeta{round1(float64(d.Box.X1)), round1(float64(d.Box.Y1)), round1(float64(d.Box.W())), round1(float64(d.Box.H()))},
+		Box:   overlay.BoxMeta{round1(float64(d.Box.X1)), round1(float64(d.Box.Y1)), round1(float64(d.Box.W())), round1(float64(d.Box.H()))},
 		Class: d.Class, Score: round3(float64(d.Score))}
 	if d.Malignancy >= 0 {
 		v := round3(float64(d.Malignancy))

@@ -41,7 +41,7 @@ func TestPickerPhantomExam(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := store.Create("phantom", Start{Organ: "thyroid"}, "thyroid.onnx", "0.2.0", time.Now())
+	e, err := store.Create("phantom", Start{Organ: "thyroid"}, Model{Name: "thyroid.onnx", Version: "0.2.0"}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

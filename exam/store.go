@@ -67,9 +67,15 @@ func newID(source string, at time.Time) string {
 	return at.UTC().Format("20060102T150405Z") + "-" + source + "-" + hex.EncodeToString(b[:])
 }
 
+// Model is the detector an exam runs.
+type Model struct {
+	Name, Version string
+	Calibrated    bool
+}
+
 // Create starts an exam on source. It fails with ErrOpen while the source
 // has an open exam.
-func (s *Store) Create(source string, st Start, model, version string, at time.Time) (Exam, error) {
+func (s *Store) Create(source string, st Start, m Model, at time.Time) (Exam, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	all, err := s.list()
@@ -82,7 +88,7 @@ func (s *Store) Create(source string, st Start, model, version string, at time.T
 		}
 	}
 	e := Exam{ID: newID(source, at), Source: source, Organ: st.Organ, Side: st.Side, Label: st.Label,
-		Accession: st.Accession, Share: st.Share, Model: model, ModelVersion: version,
+		Accession: st.Accession, Share: st.Share, Model: m.Name, ModelVersion: m.Version, ModelCalibrated: m.Calibrated,
 		Started: at.UTC(), Recordings: []string{}}
 	if !ValidID(e.ID) {
 		return Exam{}, fmt.Errorf("%w: source id %q", ErrBad, source)

@@ -37,8 +37,11 @@ type Meta struct {
 	// Part numbers the parts of one live session from 1; Previous is the
 	// id of the part before (a long session, or one whose frame size
 	// changed, is recorded in parts).
-	Part         int           `json:"part,omitempty"`
-	Previous     string        `json:"previous,omitempty"`
+	Part     int    `json:"part,omitempty"`
+	Previous string `json:"previous,omitempty"`
+	// Exam is the exam the recording belongs to; empty for one made
+	// between exams (record.between_exams).
+	Exam         string        `json:"exam,omitempty"`
 	LesionEvents []LesionEvent `json:"lesion_events"`
 	// Captures counts the key frames kept (Library.Captures lists them).
 	Captures int `json:"captures"`

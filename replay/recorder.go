@@ -56,6 +56,8 @@ type segmentLine struct {
 type RecorderConfig struct {
 	Source string
 	Model  string
+	// Exam is the exam the recording belongs to ("" between exams).
+	Exam string
 	// Segment is the fragment length, which bounds what a crash loses
 	// (default 1 s).
 	Segment time.Duration
@@ -462,7 +464,7 @@ func (r *Recorder) Dropped() uint64 { return r.dropped.Load() }
 // base is what the recording's meta.json says from the start.
 func (r *Recorder) base() Meta {
 	return Meta{ID: r.id, Source: r.cfg.Source, Status: "recording", Start: r.start, Model: r.cfg.Model,
-		Part: r.cfg.Part, Previous: r.cfg.Previous, LesionEvents: []LesionEvent{}}
+		Part: r.cfg.Part, Previous: r.cfg.Previous, Exam: r.cfg.Exam, LesionEvents: []LesionEvent{}}
 }
 
 // Err says why the recording stopped writing ("" while it writes): the

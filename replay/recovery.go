@@ -108,7 +108,7 @@ const maxSidxEntries = 1<<16 - 1
 // writes meta.json. It is the end of a recording and of a recovery.
 func finish(dir string, base Meta, status string, log *zap.Logger) (Meta, error) {
 	m := Meta{ID: base.ID, Source: base.Source, Status: status, Start: base.Start, Model: base.Model,
-		Part: base.Part, Previous: base.Previous, LesionEvents: []LesionEvent{}}
+		Part: base.Part, Previous: base.Previous, Exam: base.Exam, LesionEvents: []LesionEvent{}}
 	tmps, _ := filepath.Glob(filepath.Join(dir, "*.tmp"))
 	for _, t := range tmps {
 		os.Remove(t)

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 	"gocv.io/x/gocv"
 
+	"sonolive/exam"
 	"sonolive/frame"
 	"sonolive/overlay"
 	"sonolive/replay"
@@ -25,16 +26,19 @@ import (
 
 // captureReply is what the pages are told of a capture.
 type captureReply struct {
-	Type      string       `json:"type"` // captured, capture_failed
-	Recording string       `json:"recording,omitempty"`
-	N         int          `json:"n,omitempty"`
-	T         float64      `json:"t,omitempty"`
-	RTPTS     uint32       `json:"rtp_ts,omitempty"`
-	Marks     int          `json:"marks,omitempty"`
-	Findings  int          `json:"findings,omitempty"`
-	Reason    string       `json:"reason,omitempty"`
-	From      *consultFrom `json:"from,omitempty"`
-	At        int64        `json:"at"`
+	Type      string  `json:"type"` // captured, capture_failed
+	Recording string  `json:"recording,omitempty"`
+	N         int     `json:"n,omitempty"`
+	T         float64 `json:"t,omitempty"`
+	RTPTS     uint32  `json:"rtp_ts,omitempty"`
+	Marks     int     `json:"marks,omitempty"`
+	Findings  int     `json:"findings,omitempty"`
+	// Exam and Finding: the exam finding the capture became.
+	Exam    string       `json:"exam,omitempty"`
+	Finding int          `json:"finding,omitempty"`
+	Reason  string       `json:"reason,omitempty"`
+	From    *consultFrom `json:"from,omitempty"`
+	At      int64        `json:"at"`
 }
 
 // errCaptureBusy: one capture is decoded at a time; a second meanwhile
@@ -47,8 +51,9 @@ func (c *consultRelay) capture(v *stream.Viewer, m consultMsg) {
 		v.SendConsult(b)
 	}
 	rec := c.ses.rec.Load()
-	if rec == nil {
-		fail(errors.New("recording is off here: key frames are kept with the recording"))
+	ex := c.ses.currentExam()
+	if rec == nil && ex == nil {
+		fail(errors.New("start an exam to keep key frames: they belong to the exam and its recording"))
 		return
 	}
 	c.mu.Lock()
@@ -67,22 +72,66 @@ func (c *consultRelay) capture(v *stream.Viewer, m consultMsg) {
 			c.capturing = false
 			c.mu.Unlock()
 		}()
-		saved, err := c.saveCapture(rec, m, frozen)
-		if err != nil {
-			c.ses.log.Warn("capture failed", zap.Uint32("rtp_ts", m.RTPTS), zap.Error(err))
-			fail(err)
-			return
+		reply := captureReply{Type: "captured", From: m.From}
+		if rec != nil {
+			saved, err := c.saveCapture(rec, m, frozen)
+			if err != nil {
+				c.ses.log.Warn("capture failed", zap.Uint32("rtp_ts", m.RTPTS), zap.Error(err))
+				fail(err)
+				return
+			}
+			reply.Recording, reply.N, reply.T, reply.RTPTS = saved.Recording, saved.N, saved.T, saved.RTPTime
+			reply.Marks, reply.Findings = len(saved.Marks), len(saved.Detections)
+			c.ses.recordEvent("capture", map[string]string{"n": strconv.Itoa(saved.N), "rtp_ts": strconv.FormatUint(uint64(saved.RTPTime), 10)})
 		}
-		out, err := json.Marshal(captureReply{Type: "captured", Recording: saved.Recording, N: saved.N, T: saved.T, RTPTS: saved.RTPTime,
-			Marks: len(saved.Marks), Findings: len(saved.Detections), From: m.From, At: time.Now().UnixMilli()})
+		if ex != nil {
+			f, err := c.saveExamCapture(*ex, m, frozen)
+			if err != nil {
+				c.ses.log.Warn("capture not kept with the exam", zap.String("exam", ex.ID), zap.Error(err))
+				fail(err)
+				return
+			}
+			reply.Exam, reply.Finding = ex.ID, f.N
+		}
+		reply.At = time.Now().UnixMilli()
+		out, err := json.Marshal(reply)
 		if err != nil {
 			return
 		}
 		c.ses.relay.Broadcast("", out)
-		c.ses.recordEvent("capture", map[string]string{"n": strconv.Itoa(saved.N), "rtp_ts": strconv.FormatUint(uint64(saved.RTPTime), 10)})
-		c.ses.log.Info("captured", zap.String("recording", saved.Recording), zap.Int("n", saved.N), zap.String("by", m.From.Role),
-			zap.Int("findings", len(saved.Detections)), zap.Int("marks", len(saved.Marks)))
+		c.ses.log.Info("captured", zap.String("recording", reply.Recording), zap.Int("n", reply.N), zap.String("exam", reply.Exam),
+			zap.Int("finding", reply.Finding), zap.String("by", m.From.Role), zap.Int("findings", reply.Findings), zap.Int("marks", reply.Marks))
 	}()
+}
+
+// saveExamCapture keeps the captured frame as a finding of the open exam.
+func (c *consultRelay) saveExamCapture(e exam.Exam, m consultMsg, frozen *freezeState) (exam.Finding, error) {
+	var (
+		img  gocv.Mat
+		meta *overlay.Metadata
+		err  error
+	)
+	if frozen != nil {
+		meta = frozen.meta
+		img, err = gocv.IMDecode(frozen.jpeg, gocv.IMReadColor)
+		if err == nil && img.Empty() {
+			img.Close()
+			err = errors.New("the frozen picture does not decode")
+		}
+	} else {
+		var ts uint32
+		img, ts, err = c.ses.stills.at(m.RTPTS)
+		meta = c.ses.stills.meta(ts)
+	}
+	if err != nil {
+		return exam.Finding{}, fmt.Errorf("capture: %w", err)
+	}
+	defer img.Close()
+	by := m.From.Role
+	if m.From.Name != "" {
+		by = m.From.Name
+	}
+	return c.ses.saveManualFinding(e, img, meta, by)
 }
 
 // keyFrameSaver is where captures go: the recording in progress.

@@ -58,6 +58,7 @@ func frameOnScreen(t *testing.T, ctx context.Context, v *whepclient.Session) (ts
 func TestCaptureKeepsKeyFrame(t *testing.T) {
 	cfg := Default()
 	cfg.Record.Dir = t.TempDir()
+	cfg.Record.BetweenExams = true // recording mechanics, not exams
 	cfg.Audit.Path = ""
 	srv, base, _ := runServerWith(t, cfg, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -144,8 +145,8 @@ func TestCaptureKeepsKeyFrame(t *testing.T) {
 	}
 }
 
-// Without a recording there is nowhere to keep a key frame: the sender is
-// told why, and nobody else hears of it.
+// Without a recording or an exam there is nowhere to keep a key frame: the
+// sender is told why, and nobody else hears of it.
 func TestCaptureWithoutRecording(t *testing.T) {
 	srv, base, ctx := consultServer(t)
 	sono := consultViewer(t, ctx, base, token(t, srv, auth.Sonographer, time.Hour))
@@ -153,7 +154,7 @@ func TestCaptureWithoutRecording(t *testing.T) {
 	if err := sono.SendConsult(ctx, []byte(fmt.Sprintf(`{"type":"capture","rtp_ts":%d}`, ts))); err != nil {
 		t.Fatal(err)
 	}
-	if r := nextCapture(t, ctx, sono); r.Type != "capture_failed" || !strings.Contains(r.Reason, "recording is off") {
+	if r := nextCapture(t, ctx, sono); r.Type != "capture_failed" || !strings.Contains(r.Reason, "start an exam") {
 		t.Fatalf("capture with recording off: %+v", r)
 	}
 }

@@ -32,6 +32,7 @@ type Config struct {
 	Stream    Stream    `yaml:"stream"`
 	AI        AI        `yaml:"ai"`
 	Record    Record    `yaml:"record"`
+	Exams     Exams     `yaml:"exams"`
 	Sources   []Source  `yaml:"sources"`
 	LogLevel  string    `yaml:"log_level"`
 }
@@ -151,11 +152,38 @@ type Record struct {
 	// recordings go first. 0: no limit.
 	MaxAge time.Duration `yaml:"max_age"`
 	MaxGB  float64       `yaml:"max_gb"`
+	// BetweenExams records a source also while no exam is open. Off by
+	// default: a recording is a patient's, so it starts and ends with
+	// the exam.
+	BetweenExams bool `yaml:"between_exams"`
 	// Voices records the session's voices (each person's microphone) and
 	// mixes them into the video when it ends. Off by default: the people
 	// in a consultation must agree to it, and every page says so while it
 	// is on.
 	Voices bool `yaml:"voices"`
+}
+
+// Exams sets where exams (key images, findings, reports) are kept and
+// where they are sent.
+type Exams struct {
+	// Dir holds the exams (default: exams/ in record.dir, or ./exams
+	// when recording is off).
+	Dir string `yaml:"dir"`
+	// PACS receives an ended exam as DICOM over DICOMweb STOW-RS.
+	PACS PACS `yaml:"pacs"`
+}
+
+// PACS is a DICOMweb endpoint (Orthanc: http://host:8042/dicom-web).
+type PACS struct {
+	// URL is the DICOMweb base; "" sends nothing.
+	URL string `yaml:"url"`
+	// Username and PasswordFile are HTTP basic credentials; the password
+	// is read from a file so it stays out of the config.
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
+	// AutoSend sends each exam when it ends (otherwise from the report's
+	// Send button).
+	AutoSend bool `yaml:"auto_send"`
 }
 
 // AI selects the detector, shared by all sources unless a source says

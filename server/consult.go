@@ -307,6 +307,7 @@ func (c *consultRelay) handle(v *stream.Viewer, b []byte) {
 	}
 	if m.Type == "verdict" {
 		c.keepVerdict(*m.TrackID, out)
+		go c.ses.noteVerdict(m)
 		c.ses.log.Info("verdict", zap.String("viewer", v.ID()), zap.String("role", v.Role()), zap.Uint64("track", *m.TrackID),
 			zap.String("verdict", m.Verdict), zap.String("category", m.Category))
 	}

@@ -80,6 +80,7 @@ func TestParseConsult(t *testing.T) {
 func TestConsultForwarded(t *testing.T) {
 	cfg := Default()
 	cfg.Record.Dir = t.TempDir()
+	cfg.Record.BetweenExams = true // recording mechanics, not exams
 	cfg.Audit.Path = ""
 	srv, base, stop := runServerWith(t, cfg, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

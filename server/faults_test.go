@@ -195,6 +195,7 @@ func TestDiskFullStopsRecordingCleanly(t *testing.T) {
 	cfg.Sources = []Source{{ID: "phantom", URL: "phantom://?seed=2&width=320&height=240"}}
 	cfg.Stream.BitrateKbps = 800
 	cfg.Record.Dir = dir
+	cfg.Record.BetweenExams = true // recording mechanics, not exams
 	cfg.Audit.Path = filepath.Join(t.TempDir(), "audit.jsonl")
 	srv, base, stop := runServerWith(t, cfg, nil)
 	v := dialViewer(t, base, token(t, srv, auth.Sonographer, time.Hour))

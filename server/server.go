@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -22,6 +23,7 @@ import (
 
 	"sonolive/audit"
 	"sonolive/auth"
+	"sonolive/exam"
 	"sonolive/infer"
 	"sonolive/metrics"
 	"sonolive/replay"
@@ -46,6 +48,7 @@ type Server struct {
 	metrics     *metrics.Metrics
 	hub         *hub
 	lib         *replay.Library // nil when recording is off
+	exams       *exam.Store
 	open        DetectorOpener  // for sources added at run time
 	sessions    *sessionSet
 	base        string // public base URL, set when listening
@@ -93,6 +96,18 @@ func New(cfg Config, log *zap.Logger, open DetectorOpener) (*Server, error) {
 		if s.lib, err = replay.OpenLibrary(cfg.Record.Dir, log.Named("record")); err != nil {
 			log.Error("recording is off: cannot open the library", zap.String("dir", cfg.Record.Dir), zap.Error(err))
 			s.lib = nil
+		}
+	}
+	// Exams keep patient images: they live beside the recordings, or
+	// where exams.dir says; with neither there are no exams.
+	examDir := cfg.Exams.Dir
+	if examDir == "" && s.lib != nil {
+		examDir = filepath.Join(s.lib.Dir(), "exams")
+	}
+	if examDir != "" {
+		if s.exams, err = exam.OpenStore(examDir); err != nil {
+			log.Error("exams are off: cannot open their directory", zap.String("dir", examDir), zap.Error(err))
+			s.exams = nil
 		}
 	}
 	for _, u := range cfg.WebRTC.ICEServers {
@@ -153,7 +168,7 @@ func (s *Server) removeSession(id string) bool {
 		return false
 	}
 	s.hub.closeSource(id)
-	closeDetector(ses.detector)
+	ses.models.close()
 	return true
 }
 
@@ -181,6 +196,17 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/sources", s.listSources)
 	mux.HandleFunc("POST /api/sources", s.addSource)
 	mux.HandleFunc("DELETE /api/sources/{source}", s.removeSource)
+	mux.HandleFunc("POST /api/sources/{source}/exams", s.startExamHandler)
+	mux.HandleFunc("GET /api/sources/{source}/exams", s.listExamsHandler)
+	mux.HandleFunc("GET /api/exams/{id}", s.getExamHandler)
+	mux.HandleFunc("POST /api/exams/{id}/end", s.endExamHandler)
+	mux.HandleFunc("PUT /api/exams/{id}/calibration", s.calibrateExamHandler)
+	mux.HandleFunc("PUT /api/exams/{id}/tags", s.tagExamHandler)
+	mux.HandleFunc("POST /api/exams/{id}/findings", s.captureFindingHandler)
+	mux.HandleFunc("PUT /api/exams/{id}/findings/{n}/location", s.locateFindingHandler)
+	mux.HandleFunc("DELETE /api/exams/{id}/findings/{n}", s.deleteFindingHandler)
+	mux.HandleFunc("GET /api/exams/{id}/findings/{n}/{file}", s.findingPictureHandler)
+	mux.HandleFunc("GET /api/exams/{id}/{file}", s.examFileHandler)
 	mux.HandleFunc("GET /api/recordings", s.listRecordings)
 	mux.HandleFunc("GET /api/recordings/{id}", s.getRecording)
 	mux.HandleFunc("GET /api/recordings/{id}/{file}", s.recordingFile)
@@ -320,7 +346,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 
 func (s *Server) closeDetectors() {
 	for _, ses := range s.sessions.list() {
-		closeDetector(ses.detector)
+		ses.models.close()
 	}
 }
 

@@ -44,6 +44,7 @@ func startServerIn(t *testing.T, dir string) (srv *Server, base string, stop fun
 	cfg.Sources = []Source{{ID: "phantom", URL: "phantom://?seed=2&width=320&height=240"}}
 	cfg.Stream.BitrateKbps = 600
 	cfg.Record.Dir = dir
+	cfg.Record.BetweenExams = true // recording mechanics, not exams
 	cfg.Record.Segment = time.Second
 	cfg.Audit.Path = filepath.Join(dir, "audit.jsonl")
 	srv, base, stop = runServerWith(t, cfg, nil)

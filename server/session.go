@@ -15,6 +15,7 @@ import (
 	"sonolive/audit"
 	"sonolive/auth"
 	"sonolive/capture"
+	"sonolive/exam"
 	"sonolive/frame"
 	"sonolive/infer"
 	"sonolive/ingest"
@@ -37,8 +38,9 @@ type Session struct {
 	relay    *stream.Relay
 	consult  *consultRelay
 	stills   *stills
-	detector infer.Detector
-	model    string
+	models   *sessionModels
+	// picker keeps the open exam's key images; nil when exams are off.
+	picker *exam.Picker
 	// feed is where a whip:// source's publisher connects; nil for
 	// other sources.
 	feed *ingest.Point
@@ -49,6 +51,16 @@ type Session struct {
 
 	pipe   atomic.Pointer[pipeline.Pipeline]
 	rec    atomic.Pointer[replay.Series] // the recording in progress
+	// live: a pipeline runs (what there is to record).
+	live atomic.Bool
+	// recMu orders starting and stopping the recording; recStop ends the
+	// one in progress, made for exam recExam ("" between exams).
+	recMu   sync.Mutex
+	recStop func()
+	recExam string
+
+	examMu sync.Mutex
+	exam   *exam.Exam // the open exam, nil when none
 	burnIn atomic.Bool
 	ended  atomic.Bool
 	errMsg atomic.Value // string
@@ -78,8 +90,18 @@ const window = 300
 
 func newSession(s *Server, src Source, det infer.Detector, model string) (*Session, error) {
 	ses := &Session{id: src.ID, cfg: src, deps: s, log: s.log.With(zap.String("source", src.ID)),
-		detector: det, model: model, win: map[string]*stats.Window{}, g2g: stats.NewWindow(600),
+		win: map[string]*stats.Window{}, g2g: stats.NewWindow(600),
 		viewers: map[string]*auth.Binding{}, maskSize: &capture.SizeLock{}}
+	preset := src.Preset
+	if preset == "" {
+		preset = s.cfg.AI.Preset
+	}
+	ses.models = newSessionModels(src, preset, det, model, s.open, s.cfg.AI.Model != "", ses.log)
+	if s.exams != nil {
+		ses.picker = exam.NewPicker(s.exams, exam.PickerConfig{Logger: ses.log.Named("exam"),
+			OnFinding: func(id string, f exam.Finding) { ses.findingChanged(id, f, "saved") }})
+		ses.resumeExam()
+	}
 	if s.lib != nil && len(src.Masks) == 0 && !strings.HasPrefix(src.URL, "phantom://") {
 		ses.log.Warn("this source is recorded with no PHI mask: patient names and ids the scanner shows on screen go into the recordings; set masks in the source's config",
 			zap.String("url", capture.Redact(src.URL)))
@@ -160,6 +182,17 @@ func (s *Session) run(ctx context.Context) {
 		s.consult.watchSpeaking(ctx)
 	}()
 	defer func() { <-speaking }()
+	if s.picker != nil {
+		picking := make(chan struct{})
+		go func() {
+			defer close(picking)
+			s.picker.Run(ctx)
+		}()
+		defer func() {
+			<-picking
+			s.picker.Close()
+		}()
+	}
 	for ctx.Err() == nil {
 		started := time.Now()
 		err := s.runOnce(ctx)
@@ -205,10 +238,17 @@ func (s *Session) runOnce(ctx context.Context) error {
 		return err
 	}
 	ai := s.deps.cfg.AI
+	var observers []pipeline.Observer
+	if s.picker != nil {
+		// The tracker starts over: its track ids are new lesions.
+		s.picker.Restart()
+		observers = append(observers, s.picker)
+	}
+	_, model := s.models.current()
 	p, err := pipeline.New(pipeline.Config{
-		Source: src, Detector: s.detector, ModelName: s.model, Budget: ai.Budget,
+		Source: src, Detector: s.models.detector(), ModelName: model, Budget: ai.Budget,
 		Tracker: infer.TrackerConfig{MinHits: ai.MinHits},
-		Overlay: s.burnIn.Load(), HUDTiming: true,
+		Overlay: s.burnIn.Load(), HUDTiming: true, Observers: observers,
 		Sinks:         []pipeline.Sink{statsSink{s}, relaySink{s.relay}},
 		StatsInterval: time.Minute, Logger: s.log, LatencySamples: stats.LiveCap,
 	})
@@ -219,23 +259,54 @@ func (s *Session) runOnce(ctx context.Context) error {
 	s.pipe.Store(p)
 	s.errMsg.Store("")
 	s.log.Info("session live", zap.String("url", capture.Redact(s.cfg.URL)), zap.Duration("budget", p.Budget()))
-	if stop := s.startRecording(); stop != nil {
-		defer stop()
-	}
+	s.live.Store(true)
+	s.syncRecording()
+	defer func() {
+		s.live.Store(false)
+		s.syncRecording()
+	}()
 	_, err = p.Run(ctx)
 	return err
 }
 
+// syncRecording starts or stops the recording to match the session: a
+// pipeline runs and an exam is open (or record.between_exams). A new exam
+// gets a new recording.
+func (s *Session) syncRecording() {
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	examID := ""
+	if e := s.currentExam(); e != nil {
+		examID = e.ID
+	}
+	want := s.live.Load() && s.deps.lib != nil && (examID != "" || s.deps.cfg.Record.BetweenExams)
+	if s.recStop != nil && (!want || s.recExam != examID) {
+		s.recStop()
+		s.recStop = nil
+	}
+	if want && s.recStop == nil {
+		s.recStop, s.recExam = s.startRecording(examID), examID
+	}
+}
+
 // startRecording records the session into the library, in parts
-// (record.max_part, and at a frame size change); the returned stop
-// finishes it. Nil when recording is off or cannot start: the live view
+// (record.max_part, and at a frame size change), as part of exam examID;
+// the returned stop finishes it. Nil when it cannot start: the live view
 // matters more than the recording.
-func (s *Session) startRecording() (stop func()) {
+func (s *Session) startRecording(examID string) (stop func()) {
 	lib := s.deps.lib
-	if lib == nil {
-		return nil
+	noteExam := func(rec string) {
+		if examID == "" {
+			return
+		}
+		if err := s.deps.exams.AddRecording(examID, rec); err != nil {
+			s.log.Error("noting the exam's recording", zap.String("exam", examID), zap.String("recording", rec), zap.Error(err))
+		}
 	}
 	finished := func(m replay.Meta, err error) {
+		if m.ID != "" {
+			noteExam(m.ID)
+		}
 		if err != nil && !errors.Is(err, replay.ErrNotFound) {
 			s.log.Error("finishing recording", zap.String("recording", m.ID), zap.Error(err))
 		}
@@ -245,9 +316,10 @@ func (s *Session) startRecording() (stop func()) {
 			s.deps.hub.broadcast(s.id, event{Type: "recording", Recording: m.ID, Status: m.Status})
 		}
 	}
+	_, model := s.models.current()
 	rec, err := lib.NewSeries(replay.SeriesConfig{
 		Recorder: replay.RecorderConfig{
-			Source: s.id, Model: s.model, Segment: s.deps.cfg.Record.Segment,
+			Source: s.id, Model: model, Exam: examID, Segment: s.deps.cfg.Record.Segment,
 			RequestKeyframe: s.relay.RequestKeyframe, Logger: s.log, Voices: s.deps.cfg.Record.Voices,
 		},
 		MaxPart: s.deps.cfg.Record.MaxPart, OnPartEnd: finished,
@@ -256,6 +328,7 @@ func (s *Session) startRecording() (stop func()) {
 		s.log.Error("recording not started", zap.Error(err))
 		return nil
 	}
+	noteExam(rec.ID())
 	s.relay.AddTap(rec)
 	s.rec.Store(rec)
 	s.deps.hub.broadcast(s.id, event{Type: "recording", Recording: rec.ID(), Status: "recording"})
@@ -479,7 +552,8 @@ type Percentiles = stats.Percentiles
 // stats builds the HUD message and updates the bitrate estimate.
 func (s *Session) stats() statsMessage {
 	rs := s.relay.Stats()
-	m := statsMessage{Type: "stats", Source: s.id, State: s.state(rs), Model: s.model,
+	_, model := s.models.current()
+	m := statsMessage{Type: "stats", Source: s.id, State: s.state(rs), Model: model,
 		Width: rs.Width, Height: rs.Height, LatencyMS: map[string]Percentiles{},
 		Viewers: len(rs.Viewers), BurnIn: s.burnIn.Load(), Voice: summariseVoice(rs.Viewers)}
 	if s.feed != nil {
