@@ -49,7 +49,7 @@ type Server struct {
 	hub         *hub
 	lib         *replay.Library // nil when recording is off
 	exams       *exam.Store
-	open        DetectorOpener  // for sources added at run time
+	open        DetectorOpener // for sources added at run time
 	sessions    *sessionSet
 	base        string // public base URL, set when listening
 	addrSet     bool

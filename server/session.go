@@ -31,14 +31,14 @@ import (
 // source is lost) and its relay (which outlives restarts, so viewers stay
 // connected and see the stream come back).
 type Session struct {
-	id       string
-	cfg      Source
-	deps     *Server
-	log      *zap.Logger
-	relay    *stream.Relay
-	consult  *consultRelay
-	stills   *stills
-	models   *sessionModels
+	id      string
+	cfg     Source
+	deps    *Server
+	log     *zap.Logger
+	relay   *stream.Relay
+	consult *consultRelay
+	stills  *stills
+	models  *sessionModels
 	// picker keeps the open exam's key images; nil when exams are off.
 	picker *exam.Picker
 	// feed is where a whip:// source's publisher connects; nil for
@@ -49,8 +49,8 @@ type Session struct {
 	stop context.CancelFunc
 	done chan struct{}
 
-	pipe   atomic.Pointer[pipeline.Pipeline]
-	rec    atomic.Pointer[replay.Series] // the recording in progress
+	pipe atomic.Pointer[pipeline.Pipeline]
+	rec  atomic.Pointer[replay.Series] // the recording in progress
 	// live: a pipeline runs (what there is to record).
 	live atomic.Bool
 	// recMu orders starting and stopping the recording; recStop ends the
