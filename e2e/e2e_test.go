@@ -193,6 +193,26 @@ func (s server) invite(t *testing.T) string {
 	return inv.URL
 }
 
+// startExam opens an exam on the phantom source, as the sonographer's
+// Start exam does; it returns the exam's id.
+func (s server) startExam(t *testing.T, organ string) string {
+	t.Helper()
+	req, _ := http.NewRequest("POST", s.base+"/api/sources/phantom/exams", strings.NewReader(`{"organ":"`+organ+`"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e struct{ ID string }
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusCreated || json.Unmarshal(b, &e) != nil {
+		t.Fatalf("start exam: %d %s", resp.StatusCode, b)
+	}
+	return e.ID
+}
+
 // node runs a browser script and returns its JSON result line.
 func node(t *testing.T, script string, timeout time.Duration, env ...string) map[string]any {
 	t.Helper()
@@ -307,6 +327,7 @@ func TestConsultMarksInChromium(t *testing.T) {
 	chromium := browser(t)
 	out := outDir(t)
 	s := startServe(t)
+	s.startExam(t, "breast") // key frames belong to an exam and its recording
 	res := node(t, "consult.js", 150*time.Second, "CHROMIUM="+chromium, "LIVE_URL="+s.liveURL, "EXPERT_URL="+s.invite(t), "OUT_DIR="+out)
 	p, _ := res["pointer"].(map[string]any)
 	t.Logf("arrow: %v; pointer input → drawn on the other page: %v; sonographer pointing back: %v; verdict: %v; freeze: %v; capture: %v; chat: %v; voice: %v; screenshots in %s",
@@ -336,7 +357,7 @@ func TestVoiceMouthToEarInChromium(t *testing.T) {
 	chromium := browser(t)
 	out := outDir(t)
 	lib := t.TempDir()
-	s, stop := startServeStop(t, "--record-dir", lib, "--record-voices", "--source", "phantom://?seed=1&lesions=2&width=640&height=360&fps=15", "--model", "none")
+	s, stop := startServeStop(t, "--record-dir", lib, "--record-between-exams", "--record-voices", "--source", "phantom://?seed=1&lesions=2&width=640&height=360&fps=15", "--model", "none")
 	res := node(t, "consult.js", 120*time.Second, "VOICE_ONLY=1", "VOICES_RECORDED=1", "CHROMIUM="+chromium, "LIVE_URL="+s.liveURL, "EXPERT_URL="+s.invite(t), "OUT_DIR="+out)
 	voice, _ := res["voice"].(map[string]any)
 	t.Logf("voice: %v", voice)
@@ -403,12 +424,12 @@ func TestReplayInChromium(t *testing.T) {
 	chromium := browser(t)
 	out := outDir(t)
 	lib := t.TempDir()
-	s, stop := startServeStop(t, "--record-dir", lib)
+	s, stop := startServeStop(t, "--record-dir", lib, "--record-between-exams")
 	consultDuring(t, s, 60*time.Second)
 	stopped := time.Now()
 	stop()
 
-	s2, _ := startServeStop(t, "--record-dir", lib)
+	s2, _ := startServeStop(t, "--record-dir", lib, "--record-between-exams")
 	req, _ := http.NewRequest("GET", s2.base+"/api/recordings", nil)
 	req.Header.Set("Authorization", "Bearer "+s2.token)
 	resp, err := http.DefaultClient.Do(req)

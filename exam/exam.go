@@ -54,8 +54,22 @@ type Exam struct {
 	// CalibrationMM is the pixel size set by hand on the page (two marks
 	// of the machine's depth scale), for sources that do not carry one.
 	CalibrationMM float64 `json:"calibration_mm,omitempty"`
+	// StudyUID is the exam's DICOM study, set at its first export.
+	StudyUID string `json:"study_uid,omitempty"`
+	// PACS is where sending the exam to the PACS stands.
+	PACS *PACSState `json:"pacs,omitempty"`
 	// Tags are the teacher's (organ, finding type, difficulty).
 	Tags []string `json:"tags,omitempty"`
+	// GroundTruth is, for a source that knows it (the phantom), how long
+	// each lesion was in view during the exam: what the findings are
+	// judged against.
+	GroundTruth []LesionSeen `json:"ground_truth,omitempty"`
+}
+
+// LesionSeen is one ground-truth lesion's time in view.
+type LesionSeen struct {
+	Lesion int     `json:"lesion"`
+	SeenS  float64 `json:"seen_s"`
 }
 
 // Open reports whether the exam is still going.

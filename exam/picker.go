@@ -5,6 +5,7 @@ import (
 	"errors"
 	"image"
 	"math"
+	"sort"
 	"sync"
 	"time"
 
@@ -45,6 +46,10 @@ type Picker struct {
 	wake     chan struct{}
 	dropped  uint64       // candidates lost to a failed save
 	findings []findingRef // this exam's findings, for gathering tracks
+	// seen is each ground-truth lesion's time in view during the exam
+	// (sources with truth only); lastAt is the previous frame's time.
+	seen   map[int]time.Duration
+	lastAt time.Time
 }
 
 // PickerConfig tunes the picker.
@@ -149,6 +154,7 @@ func (p *Picker) SetExam(id string, calibrationMM float64, existing []Finding) {
 	if id != p.exam {
 		p.releaseTracks()
 		p.findings = nil
+		p.seen, p.lastAt = map[int]time.Duration{}, time.Time{}
 		// A restarted server resumes an exam: its findings stay, and new
 		// tracks may gather into them.
 		for _, f := range existing {
@@ -158,6 +164,19 @@ func (p *Picker) SetExam(id string, calibrationMM float64, existing []Finding) {
 		}
 	}
 	p.exam, p.calib = id, calibrationMM
+}
+
+// GroundTruth is how long each ground-truth lesion was in view during the
+// open exam (nil for sources without truth).
+func (p *Picker) GroundTruth() []LesionSeen {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []LesionSeen
+	for id, d := range p.seen {
+		out = append(out, LesionSeen{Lesion: id, SeenS: round1(d.Seconds())})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Lesion < out[j].Lesion })
+	return out
 }
 
 // Restart tells the picker the tracker starts over (a new pipeline run):
@@ -186,6 +205,15 @@ func (p *Picker) Observe(f *frame.Frame) {
 		return
 	}
 	now := f.Captured
+	if len(f.TruthIDs) > 0 && !p.lastAt.IsZero() {
+		// A frame stands for the time since the one before, capped: a
+		// stall must not count as time in view.
+		dt := min(now.Sub(p.lastAt), 200*time.Millisecond)
+		for _, id := range f.TruthIDs {
+			p.seen[id] += dt
+		}
+	}
+	p.lastAt = now
 	var here []trackKey
 	for _, d := range f.Detections {
 		if d.TrackID == 0 {

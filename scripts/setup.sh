@@ -12,7 +12,9 @@
 #   SETUP_PEERS=1 scripts/setup.sh   the real peers the capture tests feed
 #                                    sonolive from: pydicom and dcmtk/
 #                                    dicom3tools (DICOM cines, checked by
-#                                    dciodvfy), the OpenIGTLink library
+#                                    dciodvfy), the OpenIGTLink library, and
+#                                    Orthanc with DICOMweb (the PACS exams
+#                                    are sent to; tests start their own)
 #
 # ORT_LIB=/path/libonnxruntime.so skips the download when that file exists.
 set -euo pipefail
@@ -37,7 +39,7 @@ if [ "${SETUP_BROWSER:-0}" = 1 ]; then
   pkgs+=(chromium chromium-driver firefox-esr)
 fi
 if [ "${SETUP_PEERS:-0}" = 1 ]; then
-  pkgs+=(python3-pydicom dcmtk dicom3tools libopenigtlink-dev)
+  pkgs+=(python3-pydicom dcmtk dicom3tools libopenigtlink-dev orthanc orthanc-dicomweb)
 fi
 
 missing=()

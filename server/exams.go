@@ -148,7 +148,18 @@ func (s *Session) endExam(ctx context.Context, id string) (exam.Exam, error) {
 		}
 		cancel()
 	}
-	e, err := s.deps.exams.End(id, time.Now())
+	var truth []exam.LesionSeen
+	if open && s.picker != nil {
+		truth = s.picker.GroundTruth()
+	}
+	e, err := s.deps.exams.Update(id, true, func(e *exam.Exam) error {
+		t := time.Now().UTC()
+		e.Ended = &t
+		if truth != nil {
+			e.GroundTruth = truth
+		}
+		return nil
+	})
 	if err != nil {
 		return e, err
 	}

@@ -72,7 +72,7 @@ func TestRunRecord(t *testing.T) {
 func TestServeKill9KeepsRecording(t *testing.T) {
 	dir := t.TempDir()
 	links := filepath.Join(t.TempDir(), "links")
-	cmd := exec.Command(binary, "serve", "--listen", "127.0.0.1:0", "--link-file", links, "--record-dir", dir, "--audit", filepath.Join(dir, "audit.jsonl"),
+	cmd := exec.Command(binary, "serve", "--listen", "127.0.0.1:0", "--link-file", links, "--record-dir", dir, "--record-between-exams", "--audit", filepath.Join(dir, "audit.jsonl"),
 		"--source", "phantom://?seed=1&lesions=2&width=640&height=360&fps=30", "--log-level", "warn")
 	var logs strings.Builder
 	cmd.Stdout, cmd.Stderr = &logs, &logs
@@ -166,7 +166,7 @@ func waitRecording(t *testing.T, dir string, logs fmt.Stringer) string {
 func TestRunRecordBesideLiveServe(t *testing.T) {
 	dir := t.TempDir()
 	links := filepath.Join(t.TempDir(), "links")
-	cmd := exec.Command(binary, "serve", "--listen", "127.0.0.1:0", "--link-file", links, "--record-dir", dir, "--audit", filepath.Join(t.TempDir(), "audit.jsonl"), "--model", "none",
+	cmd := exec.Command(binary, "serve", "--listen", "127.0.0.1:0", "--link-file", links, "--record-dir", dir, "--record-between-exams", "--audit", filepath.Join(t.TempDir(), "audit.jsonl"), "--model", "none",
 		"--source", "phantom://?seed=1&lesions=2&width=320&height=240&fps=30", "--log-level", "warn")
 	var logs strings.Builder
 	cmd.Stdout, cmd.Stderr = &logs, &logs

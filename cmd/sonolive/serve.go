@@ -50,6 +50,7 @@ Flags:
 		recordDir = fs.String("record-dir", "", "teaching library directory (config: record.dir, default ./recordings)")
 		noRecord  = fs.Bool("no-record", false, "do not record the live sessions (config: record.enabled)")
 		voices    = fs.Bool("record-voices", false, "record the people's voices with the video; they must agree (config: record.voices)")
+		always    = fs.Bool("record-between-exams", false, "record the sources also while no exam is open (config: record.between_exams)")
 		insecure  = fs.Bool("insecure-http", false, "allow plain HTTP beyond loopback, e.g. behind a TLS proxy (config: tls.insecure_http)")
 		pprofAddr = fs.String("pprof", "", "serve Go profiles (heap, goroutines, CPU) on this loopback address, e.g. 127.0.0.1:6060")
 		auditPath = fs.String("audit", "", "access log file, hash-chained (config: audit.path, default audit.jsonl)")
@@ -88,6 +89,9 @@ Flags:
 	set(&cfg.Audit.Path, *auditPath)
 	if *voices {
 		cfg.Record.Voices = true
+	}
+	if *always {
+		cfg.Record.BetweenExams = true
 	}
 	if *noRecord {
 		cfg.Record.Enabled = false

@@ -24,6 +24,7 @@
 import { MarkLayer } from './marks.js';
 import { Verdicts, VerdictPanel } from './verdicts.js';
 import { ChatPanel } from './chat.js';
+import { ExamPanel } from './exam.js';
 import { Voice } from './voice.js';
 
 const META_MAX_AGE_MS = 5000;       // older metadata can no longer match a displayed frame
@@ -944,6 +945,9 @@ class Session {
         if (typeof msg.burn_in === 'boolean') stats.burnIn = msg.burn_in;
         if (this.hooks.onOverlay) this.hooks.onOverlay(msg);
         break;
+      case 'exam':
+        if (this.hooks.onExam) this.hooks.onExam(msg);
+        break;
       case 'viewer':
         if (this.server && typeof msg.viewers === 'number') this.server.viewers = msg.viewers;
         if (this.hooks.onViewer) this.hooks.onViewer(msg);
@@ -1258,6 +1262,7 @@ function setupLive(session, ctx, entry) {
   session.overlayMode = () => (client.checked ? 'on' : 'auto');
   client.addEventListener('change', () => session.redraw());
 
+  const exam = setupExam(ctx, session, true);
   setupInvite(ctx, session);
   const links = setupLinks(ctx, session);
   const hud = buildStageTable($('stage-table'));
@@ -1281,12 +1286,50 @@ function setupLive(session, ctx, entry) {
     else if (msg.event === 'left') toast(`${who} left (${msg.viewers} watching)`);
     links.refresh();
   };
+  session.hooks.onExam = (msg) => exam.onEvent(msg);
   session.hooks.onRefresh = () => {
     const g = stats.g2g;
     setText('hud-g2g', g.n ? `${fmtMs(g.p50)} / ${fmtMs(g.p95)}` : '—');
     setText('hud-g2g-n', g.n ? `n=${g.n}` : '');
     renderLinkPill(stats.quality);
   };
+}
+
+// setupExam runs the exam card: the sonographer's (canRun) or the
+// expert's read-only findings.
+function setupExam(ctx, session, canRun) {
+  const ids = { card: 'exam-card', status: 'exam-status', form: 'exam-form', organ: 'exam-organ', side: 'exam-side',
+    label: 'exam-label', accession: 'exam-accession', share: 'exam-share', start: 'exam-start', end: 'exam-end',
+    report: 'exam-report', calibrate: 'exam-calibrate', list: 'exam-findings', error: 'exam-error' };
+  const els = {};
+  for (const [k, id] of Object.entries(ids)) els[k] = $(id);
+  const panel = new ExamPanel({
+    token: ctx.token, source: ctx.source, els, canRun, toast,
+    pickPoints: (n) => pickPoints(session, n),
+  });
+  panel.load();
+  return panel;
+}
+
+// pickPoints resolves to n points (source pixels) clicked on the picture.
+function pickPoints(session, n) {
+  const wrap = $('video-wrap');
+  return new Promise((resolve) => {
+    const pts = [];
+    wrap.classList.add('picking');
+    const onDown = (e) => {
+      const p = session.marks.toSource(e);
+      if (!p) return;
+      e.preventDefault();
+      e.stopPropagation();
+      pts.push(p);
+      if (pts.length < n) return;
+      wrap.removeEventListener('pointerdown', onDown, true);
+      wrap.classList.remove('picking');
+      resolve(pts);
+    };
+    wrap.addEventListener('pointerdown', onDown, true);
+  });
 }
 
 // setupLinks lists the source's live links (who was invited, what is
@@ -1479,6 +1522,8 @@ function setupExpert(session, ctx, entry, payload) {
     setText('link-expiry', `${fmtClock(exp)} (${fmtDuration(exp - Date.now())})`);
   }
 
+  const exam = setupExam(ctx, session, false);
+  session.hooks.onExam = (msg) => exam.onEvent(msg);
   const findingsBody = $('findings').tBodies[0];
   let lastFindingsKey = '';
   const panel = new VerdictPanel($('verdicts').tBodies[0], session.verdicts);
