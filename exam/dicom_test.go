@@ -137,7 +137,9 @@ func dciodvfyErrors(out string) []string { return dciodvfyError.FindAllString(ou
 func TestSendToOrthanc(t *testing.T) {
 	orthanc := testpeer.StartOrthanc(t)
 	store, e, cine := phantomExam(t)
-	export := func(id string) ([]DICOMObject, error) { return store.ExportDICOM(id, ExportOptions{Cines: []string{cine}}) }
+	export := func(id string) ([]DICOMObject, error) {
+		return store.ExportDICOM(id, ExportOptions{Cines: []string{cine}})
+	}
 	changes := make(chan Exam, 16)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
