@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"image"
+	"image/color"
 	"math"
 	"math/big"
 	"os"
@@ -62,6 +63,11 @@ type ExportOptions struct {
 	CineWidth int
 	// Station names the box in the PACS (default "sonolive").
 	Station string
+	// Deidentify makes a teaching copy: no label or accession, a new
+	// study UID, and the top MaskTop of every picture (the scanner's
+	// burned-in header: name, id, date) painted black.
+	Deidentify bool
+	MaskTop    float64
 }
 
 func (o ExportOptions) withDefaults() ExportOptions {
@@ -100,12 +106,20 @@ func (s *Store) studyUID(id string) (Exam, error) {
 }
 
 // ExportDICOM writes the exam as DICOM. The objects are also kept in the
-// exam's dicom/ directory.
+// exam's dicom/ directory (teaching/ for a de-identified copy).
 func (s *Store) ExportDICOM(id string, opts ExportOptions) ([]DICOMObject, error) {
 	opts = opts.withDefaults()
+	if !(opts.MaskTop >= 0 && opts.MaskTop <= 0.5) {
+		return nil, fmt.Errorf("%w: mask %.2f of the height (0 to 0.5)", ErrBad, opts.MaskTop)
+	}
 	e, err := s.studyUID(id)
 	if err != nil {
 		return nil, err
+	}
+	sub := "dicom"
+	if opts.Deidentify {
+		e.Label, e.Accession, e.StudyUID = "", "", newStudyUID()
+		sub = "teaching"
 	}
 	fs, err := s.Findings(id)
 	if err != nil {
@@ -134,7 +148,7 @@ func (s *Store) ExportDICOM(id string, opts ExportOptions) ([]DICOMObject, error
 		return nil, fmt.Errorf("DICOM report: %w", err)
 	}
 	out = append(out, sr)
-	dir := filepath.Join(s.dir, id, "dicom")
+	dir := filepath.Join(s.dir, id, sub)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
 	}
@@ -232,7 +246,12 @@ func (x exporter) header(d *elems, sopClass, sopUID, ts string, series int, moda
 	// accession; the PACS gets them (its own records say the rest).
 	d.str(tag.PatientName, personName(e.Label))
 	pid := e.Accession
-	if pid == "" {
+	switch {
+	case x.opts.Deidentify:
+		pid = "TEACH-" + e.StudyUID[len(e.StudyUID)-8:]
+		d.str(tag.PatientIdentityRemoved, "YES")
+		d.str(tag.DeidentificationMethod, fmt.Sprintf("sonolive: no label or accession; top %.0f%% masked", 100*x.opts.MaskTop))
+	case pid == "":
 		pid = "SL-" + e.ID[:15]
 	}
 	d.str(tag.PatientID, dicomText(pid, 64))
@@ -271,6 +290,7 @@ func (x exporter) keyImage(path string, f Finding, n int) (DICOMObject, error) {
 		return DICOMObject{}, fmt.Errorf("cannot read %s", path)
 	}
 	defer img.Close()
+	x.mask(&img)
 	rgb := gocv.NewMat()
 	defer rgb.Close()
 	gocv.CvtColor(img, &rgb, gocv.ColorBGRToRGB)
@@ -291,6 +311,15 @@ func (x exporter) keyImage(path string, f Finding, n int) (DICOMObject, error) {
 	}
 	b, err := x.write(&d)
 	return DICOMObject{Name: fmt.Sprintf("sc-%03d.dcm", n), SOPClass: sopSecondaryCapture, SOPUID: uid, SeriesUID: x.seriesUID(seriesKeyImages), Data: b}, err
+}
+
+// mask paints the top MaskTop of img black (de-identified copies).
+func (x exporter) mask(img *gocv.Mat) {
+	if !x.opts.Deidentify || x.opts.MaskTop <= 0 {
+		return
+	}
+	h := int(math.Ceil(float64(img.Rows()) * x.opts.MaskTop))
+	gocv.Rectangle(img, image.Rect(0, 0, img.Cols(), h), color.RGBA{}, -1)
 }
 
 func (x exporter) pixelModule(d *elems, rows, cols int, photometric string) {
@@ -359,6 +388,7 @@ func (x exporter) cine(path string, n int, fs []Finding) (DICOMObject, error) {
 			continue
 		}
 		next += step
+		x.mask(&m)
 		img := m
 		if origW == 0 {
 			origW = m.Cols()

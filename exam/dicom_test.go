@@ -196,3 +196,57 @@ func TestSendToOrthanc(t *testing.T) {
 		t.Errorf("series and instances in Orthanc: %v, want %v", counts, want)
 	}
 }
+
+// A teaching copy has no label or accession, another study, and the top
+// of every picture black.
+func TestExportDeidentified(t *testing.T) {
+	testpeer.Need(t, "dciodvfy")
+	store, e, cine := phantomExam(t)
+	clinical, err := store.ExportDICOM(e.ID, ExportOptions{Cines: []string{cine}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := store.ExportDICOM(e.ID, ExportOptions{Cines: []string{cine}, Deidentify: true, MaskTop: 0.1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, o := range objs {
+		if strings.Contains(string(o.Data), "Doe") || strings.Contains(string(o.Data), "ACC-1") {
+			t.Errorf("%s still names the patient", o.Name)
+		}
+		if o.SOPUID == clinical[i].SOPUID {
+			t.Errorf("%s has the clinical copy's UID", o.Name)
+		}
+		path := filepath.Join(store.Dir(), e.ID, "teaching", o.Name)
+		out, _ := exec.Command("dciodvfy", "-new", path).CombinedOutput()
+		if errs := dciodvfyErrors(string(out)); len(errs) > 0 {
+			t.Errorf("%s: dciodvfy:\n%s", o.Name, strings.Join(errs, "\n"))
+		}
+	}
+	ds, err := dicom.Parse(bytes.NewReader(objs[0].Data), int64(len(objs[0].Data)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pd, _ := ds.FindElementByTag(tag.PixelData)
+	px := dicom.MustGetPixelDataInfo(pd.Value)
+	raw := px.UnprocessedValueData
+	if raw == nil && len(px.Frames) > 0 {
+		if f, err := px.Frames[0].GetNativeFrame(); err == nil {
+			for _, v := range f.RawDataSlice().([]uint8) {
+				raw = append(raw, v)
+			}
+		}
+	}
+	rowBytes := 640 * 3
+	if len(raw) < 48*rowBytes {
+		t.Fatalf("pixel data %d bytes", len(raw))
+	}
+	for i, v := range raw[:48*rowBytes] {
+		if v != 0 {
+			t.Fatalf("masked band has a non-black byte at %d (row %d)", i, i/rowBytes)
+		}
+	}
+	if nonzero := bytes.Count(raw[48*rowBytes:], []byte{0}); nonzero == len(raw)-48*rowBytes {
+		t.Error("below the band the picture is black too")
+	}
+}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"archive/zip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -48,10 +50,13 @@ type examSummary struct {
 	Ended   *time.Time `json:"ended,omitempty"`
 	// CalibrationMM is the hand-set pixel size, 0 for none.
 	CalibrationMM float64 `json:"calibration_mm,omitempty"`
+	// PACS is where sending it to the PACS stands.
+	PACS *exam.PACSState `json:"pacs,omitempty"`
 }
 
 func summarise(e exam.Exam) examSummary {
-	return examSummary{ID: e.ID, Organ: e.Organ, Side: e.Side, Model: e.Model, Started: e.Started, Ended: e.Ended, CalibrationMM: e.CalibrationMM}
+	return examSummary{ID: e.ID, Organ: e.Organ, Side: e.Side, Model: e.Model, Started: e.Started, Ended: e.Ended,
+		CalibrationMM: e.CalibrationMM, PACS: e.PACS}
 }
 
 // examOrgans are the organs an exam may be started for: the embedded
@@ -179,6 +184,13 @@ func (s *Session) endExam(ctx context.Context, id string) (exam.Exam, error) {
 	if err := s.deps.writeReport(id); err != nil {
 		s.log.Error("writing the exam report", zap.String("exam", id), zap.Error(err))
 	}
+	if s.deps.sender != nil && s.deps.cfg.Exams.PACS.AutoSend {
+		if queued, err := s.deps.sender.Queue(id); err != nil {
+			s.log.Error("queueing the exam for the PACS", zap.String("exam", id), zap.Error(err))
+		} else {
+			e = queued
+		}
+	}
 	s.deps.hub.broadcast(s.id, examEvent{Type: "exam", Change: "ended", Exam: summarise(e)})
 	s.log.Info("exam ended", zap.String("exam", id), zap.Strings("recordings", e.Recordings))
 	return e, nil
@@ -297,6 +309,28 @@ func (s *Server) writeReport(id string) error {
 		return err
 	}
 	return s.exams.WriteReport(r, append(b, '\n'))
+}
+
+// exportDICOM exports an exam with its recordings as cines.
+func (s *Server) exportDICOM(id string) ([]exam.DICOMObject, error) {
+	return s.exportDICOMWith(id, exam.ExportOptions{})
+}
+
+func (s *Server) exportDICOMWith(id string, opts exam.ExportOptions) ([]exam.DICOMObject, error) {
+	e, err := s.exams.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	var cines []string
+	if s.lib != nil {
+		for _, rec := range e.Recordings {
+			if p, err := s.lib.File(rec, "video.mp4"); err == nil {
+				cines = append(cines, p)
+			}
+		}
+	}
+	opts.Cines, opts.Station = cines, e.Source
+	return s.exams.ExportDICOM(id, opts)
 }
 
 // HTTP surface.
@@ -637,6 +671,10 @@ func (s *Server) examFileHandler(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("file")
+	if name == "dicom.zip" || name == "teaching.zip" {
+		s.dicomZip(w, r, id, c, name == "teaching.zip")
+		return
+	}
 	if name != "report.json" && name != "report.html" {
 		http.Error(w, "no such file", http.StatusNotFound)
 		return
@@ -694,4 +732,72 @@ func (s *Server) tagExamHandler(w http.ResponseWriter, r *http.Request) {
 	}
 	sort.Strings(e.Tags)
 	writeJSON(w, http.StatusOK, map[string][]string{"tags": e.Tags})
+}
+
+// dicomZip: GET /api/exams/{id}/dicom.zip, the exam's DICOM objects for a
+// CD or a PACS without DICOMweb; teaching.zip, the same de-identified for
+// teaching outside the clinic: no label or accession, the top mask
+// percent (default 8) of every picture — the scanner's header — black.
+// Sonographer and teacher only.
+func (s *Server) dicomZip(w http.ResponseWriter, r *http.Request, id string, c auth.Claims, teaching bool) {
+	if !slices.Contains(curatorRoles, c.Role) {
+		auth.Deny(w, fmt.Errorf("%w: role %s may not export DICOM", auth.ErrForbidden, c.Role))
+		return
+	}
+	opts := exam.ExportOptions{Deidentify: teaching}
+	kind := "dicom"
+	if teaching {
+		kind, opts.MaskTop = "teaching", 0.08
+		if v := r.URL.Query().Get("mask"); v != "" {
+			pct, err := strconv.ParseFloat(v, 64)
+			if err != nil || pct < 0 || pct > 50 {
+				http.Error(w, "mask: a percent of the height, 0 to 50", http.StatusBadRequest)
+				return
+			}
+			opts.MaskTop = pct / 100
+		}
+	}
+	objs, err := s.exportDICOMWith(id, opts)
+	if err != nil {
+		s.examError(w, err)
+		return
+	}
+	s.audit.Log(auditEvent(r, c, "exam_exported", kind, id))
+	w.Header().Set("Content-Type", "application/zip")
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s-%s.zip"`, id, kind))
+	w.Header().Set("Cache-Control", "private, no-store")
+	zw := zip.NewWriter(w)
+	for _, o := range objs {
+		// DICOM objects are mostly pixels already compressed or raw:
+		// stored, not deflated, so the download starts at once.
+		f, err := zw.CreateHeader(&zip.FileHeader{Name: "DICOM/" + strings.ToUpper(strings.TrimSuffix(o.Name, ".dcm")), Method: zip.Store})
+		if err == nil {
+			_, err = f.Write(o.Data)
+		}
+		if err != nil {
+			s.log.Warn("DICOM download cut", zap.String("exam", id), zap.Error(err))
+			return
+		}
+	}
+	zw.Close()
+}
+
+// sendExamHandler: POST /api/exams/{id}/send queues the ended exam for
+// the PACS (again); the send state follows on the exam and the pages.
+func (s *Server) sendExamHandler(w http.ResponseWriter, r *http.Request) {
+	id, c, ok := s.examAccess(w, r, curatorRoles...)
+	if !ok {
+		return
+	}
+	if s.sender == nil {
+		http.Error(w, "no PACS is configured (exams.pacs.url)", http.StatusConflict)
+		return
+	}
+	e, err := s.sender.Queue(id)
+	if err != nil {
+		s.examError(w, err)
+		return
+	}
+	s.audit.Log(auditEvent(r, c, "exam_sent", "pacs", id))
+	writeJSON(w, http.StatusAccepted, e.PACS)
 }

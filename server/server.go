@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -49,6 +50,7 @@ type Server struct {
 	hub         *hub
 	lib         *replay.Library // nil when recording is off
 	exams       *exam.Store
+	sender      *exam.Sender // nil without a PACS
 	open        DetectorOpener // for sources added at run time
 	sessions    *sessionSet
 	base        string // public base URL, set when listening
@@ -109,6 +111,21 @@ func New(cfg Config, log *zap.Logger, open DetectorOpener) (*Server, error) {
 			log.Error("exams are off: cannot open their directory", zap.String("dir", examDir), zap.Error(err))
 			s.exams = nil
 		}
+	}
+	if p := cfg.Exams.PACS; p.URL != "" && s.exams != nil {
+		pacs := exam.PACS{URL: p.URL, Username: p.Username}
+		if p.PasswordFile != "" {
+			b, err := os.ReadFile(p.PasswordFile)
+			if err != nil {
+				apiClose()
+				return nil, fmt.Errorf("exams.pacs.password_file: %w", err)
+			}
+			pacs.Password = strings.TrimRight(string(b), "\r\n")
+		}
+		s.sender = exam.NewSender(s.exams, exam.SenderConfig{PACS: pacs, Export: s.exportDICOM, Logger: log.Named("pacs"),
+			OnChange: func(e exam.Exam) {
+				s.hub.broadcast(e.Source, examEvent{Type: "exam", Change: "pacs", Exam: summarise(e)})
+			}})
 	}
 	for _, u := range cfg.WebRTC.ICEServers {
 		s.iceServers = append(s.iceServers, webrtc.ICEServer{URLs: []string{u}})
@@ -206,6 +223,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("PUT /api/exams/{id}/findings/{n}/location", s.locateFindingHandler)
 	mux.HandleFunc("DELETE /api/exams/{id}/findings/{n}", s.deleteFindingHandler)
 	mux.HandleFunc("GET /api/exams/{id}/findings/{n}/{file}", s.findingPictureHandler)
+	mux.HandleFunc("POST /api/exams/{id}/send", s.sendExamHandler)
 	mux.HandleFunc("GET /api/exams/{id}/{file}", s.examFileHandler)
 	mux.HandleFunc("GET /api/recordings", s.listRecordings)
 	mux.HandleFunc("GET /api/recordings/{id}", s.getRecording)
@@ -294,6 +312,13 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		go func() {
 			defer wg.Done()
 			s.retain(ctx)
+		}()
+	}
+	if s.sender != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.sender.Run(ctx)
 		}()
 	}
 

@@ -16,6 +16,7 @@
 import { MarkLayer } from './marks.js';
 import { Verdicts } from './verdicts.js';
 import { renderCaptures } from './captures.js';
+import { loadCases, examKeyImages } from './cases.js';
 import {
   parseLocation, tokenPayload, httpError, BoxPainter, contentRect, fmtPct,
   INVALID_LINK_MSG, FORBIDDEN_LINK_MSG,
@@ -179,6 +180,15 @@ function bootLibrary() {
     if (!Array.isArray(list)) list = [];
     list = list.filter((m) => m && typeof m.id === 'string' && (!ctx.source || !m.source || m.source === ctx.source));
     list.sort((a, b) => (Date.parse(b.start) || 0) - (Date.parse(a.start) || 0));
+    // Recordings of an ended exam are shown in its case.
+    try {
+      const cases = await loadCases({ token: ctx.token, source: ctx.source, role, grid: $('case-grid'), recordings: list, toast });
+      state.cases = cases.count;
+      $('cases-section').hidden = cases.count === 0;
+      list = list.filter((m) => !cases.owned.has(m.id));
+    } catch (err) {
+      if (err.status !== 404) setText('library-error', `Could not load the cases: ${err.message}`);
+    }
     render(list);
     state.loaded = true;
     state.refreshes++;
@@ -644,6 +654,9 @@ function bootReplay() {
   // jumpTo: seek to the frame of timeline time t (t is rounded to ms: aim just
   // after it, well before the next frame).
   const jumpTo = (t) => seekTo(t + Math.min(0.002, (timeline ? timeline.frameDur : 1 / 30) / 4)).catch(() => {});
+  // A link may name a moment: /replay/{id}?token=…#t=12.3 (a case's key image).
+  const linkT = Number(new URLSearchParams(window.location.hash.slice(1)).get('t'));
+  if (Number.isFinite(linkT) && linkT > 0) video.addEventListener('loadedmetadata', () => { video.pause(); jumpTo(linkT); }, { once: true });
 
   // ---- controls
 
@@ -880,6 +893,23 @@ function bootReplay() {
     video.defaultPlaybackRate = video.playbackRate;
     video.src = withToken(`${recPath(id)}/video.mp4`, ctx.token);
 
+    if (meta && meta.exam) {
+      try {
+        const onSeek = (t) => { video.pause(); jumpTo(t); };
+        const times = await examKeyImages({ token: ctx.token, meta, list: $('exam-keys'), onSeek });
+        window.sonolive.examKeys = times;
+        $('exam-keys-card').hidden = times.length === 0;
+        const step = (dir) => {
+          const now = video.currentTime;
+          const t = dir > 0 ? times.find((x) => x > now + 0.05) : [...times].reverse().find((x) => x < now - 0.05);
+          if (t != null) onSeek(t);
+        };
+        $('key-prev').addEventListener('click', () => step(-1));
+        $('key-next').addEventListener('click', () => step(1));
+      } catch (err) {
+        showError(`Key images of the exam: ${err.message}`);
+      }
+    }
     try {
       const captures = await api(ctx.token, `${recPath(id)}/captures.json`);
       window.sonolive.captures = renderCaptures($('captures'), Array.isArray(captures) ? captures : [], {
