@@ -50,7 +50,7 @@ type Server struct {
 	hub         *hub
 	lib         *replay.Library // nil when recording is off
 	exams       *exam.Store
-	sender      *exam.Sender // nil without a PACS
+	sender      *exam.Sender   // nil without a PACS
 	open        DetectorOpener // for sources added at run time
 	sessions    *sessionSet
 	base        string // public base URL, set when listening
