@@ -177,7 +177,13 @@ func startServeStop(t *testing.T, args ...string) (server, func()) {
 
 func (s server) invite(t *testing.T) string {
 	t.Helper()
-	req, _ := http.NewRequest("POST", s.base+"/api/sources/phantom/invites", strings.NewReader(`{"role":"expert","ttl_s":900}`))
+	return s.inviteRole(t, "expert")
+}
+
+// inviteRole is an invite link for role to the phantom source.
+func (s server) inviteRole(t *testing.T, role string) string {
+	t.Helper()
+	req, _ := http.NewRequest("POST", s.base+"/api/sources/phantom/invites", strings.NewReader(`{"role":"`+role+`","ttl_s":900}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+s.token)
 	resp, err := http.DefaultClient.Do(req)

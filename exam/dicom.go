@@ -274,8 +274,15 @@ func (x exporter) header(d *elems, sopClass, sopUID, ts string, series int, moda
 	d.str(tag.SeriesInstanceUID, x.seriesUID(series))
 	d.str(tag.SeriesNumber, strconv.Itoa(series))
 	d.str(tag.SeriesDescription, seriesDesc)
-	if e.Side != "" && modality != "SR" {
-		d.str(tag.Laterality, map[string]string{"left": "L", "right": "R"}[e.Side])
+	if modality != "SR" {
+		// Type 2C: present (empty when unknown) for a paired organ, absent
+		// for others.
+		if e.Organ == "breast" {
+			d.str(tag.Laterality, map[string]string{"left": "L", "right": "R"}[e.Side])
+		}
+		if part := map[string]string{"breast": "BREAST", "thyroid": "THYROID"}[e.Organ]; part != "" {
+			d.str(tag.BodyPartExamined, part)
+		}
 	}
 	// Equipment.
 	d.str(tag.Manufacturer, "sonolive")
@@ -403,7 +410,7 @@ func (x exporter) cine(path string, n int, fs []Finding) (DICOMObject, error) {
 		} else if size != image.Pt(img.Cols(), img.Rows()) {
 			break // one object, one frame size
 		}
-		buf, err := gocv.IMEncodeWithParams(gocv.JPEGFileExt, img, []int{gocv.IMWriteJpegQuality, 88})
+		buf, err := gocv.IMEncodeWithParams(gocv.JPEGFileExt, img, []int{gocv.IMWriteJpegQuality, 85})
 		if err != nil {
 			return DICOMObject{}, err
 		}

@@ -24,11 +24,17 @@ import (
 // are phantom frames, and a 3 s cine of the phantom.
 func phantomExam(t *testing.T) (*Store, Exam, string) {
 	t.Helper()
+	return organExam(t, Start{Organ: "breast", Side: "left", Label: "Doe^Jane \\ test", Accession: "ACC-1"})
+}
+
+// organExam is phantomExam for another start.
+func organExam(t *testing.T, st Start) (*Store, Exam, string) {
+	t.Helper()
 	store, err := OpenStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := store.Create("phantom", Start{Organ: "breast", Side: "left", Label: "Doe^Jane \\ test", Accession: "ACC-1"}, Model{Name: "breast.onnx", Version: "0.2.0"}, time.Now())
+	e, err := store.Create("phantom", st, Model{Name: "breast.onnx", Version: "0.2.0"}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,6 +81,18 @@ func phantomExam(t *testing.T) (*Store, Exam, string) {
 // cine carries the pixel size, and the report holds each finding's size.
 func TestExportDICOM(t *testing.T) {
 	testpeer.Need(t, "dciodvfy", "dcmdump")
+	// An unpaired organ without a label: valid too.
+	ts, te, tc := organExam(t, Start{Organ: "thyroid"})
+	tobjs, err := ts.ExportDICOM(te.ID, ExportOptions{Cines: []string{tc}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range tobjs {
+		out, _ := exec.Command("dciodvfy", "-new", filepath.Join(ts.Dir(), te.ID, "dicom", o.Name)).CombinedOutput()
+		if errs := dciodvfyErrors(string(out)); len(errs) > 0 {
+			t.Errorf("thyroid %s: dciodvfy:\n%s", o.Name, strings.Join(errs, "\n"))
+		}
+	}
 	store, e, cine := phantomExam(t)
 	objs, err := store.ExportDICOM(e.ID, ExportOptions{Cines: []string{cine}})
 	if err != nil {

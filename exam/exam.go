@@ -150,7 +150,12 @@ type Finding struct {
 	Class      string          `json:"class,omitempty"`
 	Score      float64         `json:"score,omitempty"`
 	Malignancy *float64        `json:"malignancy,omitempty"`
-	SizeMM     *[2]float64     `json:"size_mm,omitempty"`
+	// SizeMM is the lesion's width and depth in millimetres: of its own
+	// boundary (Measured "boundary", the extent of MeasuredBox) when one
+	// was found around the box, else of the detector's box ("box").
+	SizeMM      *[2]float64      `json:"size_mm,omitempty"`
+	Measured    string           `json:"measured,omitempty"`
+	MeasuredBox *overlay.BoxMeta `json:"measured_box,omitempty"`
 	// SpacingMM is the pixel size the size was measured with, and where
 	// it came from: the source (DICOM, OpenIGTLink, phantom) or a
 	// calibration on the page.

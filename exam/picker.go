@@ -103,6 +103,9 @@ type candidate struct {
 	at    time.Time
 	q     float64
 	with  []trackKey // tracks seen together with it: other lesions
+	// cut: the box touches the image's edge, so its size and shape are
+	// not the lesion's.
+	cut bool
 }
 
 func (c *candidate) close() { c.img.Close() }
@@ -115,6 +118,7 @@ type findingRef struct {
 	desc     []float32
 	cy, size float64 // box centre depth and size, as fractions of the frame height
 	aspect   float64 // box width over height
+	cut      bool    // its key image's box touches the edge
 	tracks   []trackKey
 	apart    map[trackKey]bool // tracks seen together with its tracks
 }
@@ -205,6 +209,10 @@ func (p *Picker) Observe(f *frame.Frame) {
 		return
 	}
 	now := f.Captured
+	type placed struct {
+		k   trackKey
+		box frame.Box
+	}
 	if len(f.TruthIDs) > 0 && !p.lastAt.IsZero() {
 		// A frame stands for the time since the one before, capped: a
 		// stall must not count as time in view.
@@ -214,7 +222,7 @@ func (p *Picker) Observe(f *frame.Frame) {
 		}
 	}
 	p.lastAt = now
-	var here []trackKey
+	var here []placed
 	for _, d := range f.Detections {
 		if d.TrackID == 0 {
 			continue
@@ -229,37 +237,40 @@ func (p *Picker) Observe(f *frame.Frame) {
 			p.tracks[k] = t
 		}
 		t.last = now
-		here = append(here, k)
+		here = append(here, placed{k, d.Box})
 		if d.StaleAge == 0 {
 			t.fresh++
-			if q := quality(f, d); q > t.bestQ*1.03 && now.Sub(t.cloned) >= p.cfg.MinInterval {
+			if q, cut := quality(f, d); q > t.bestQ*1.03 && now.Sub(t.cloned) >= p.cfg.MinInterval {
 				if t.best != nil {
 					t.best.close()
 				}
 				t.best = &candidate{key: k, exam: p.exam, calib: p.calib, img: f.Image.Clone(), det: d, geom: f.Geometry,
 					truth: append([]frame.Box(nil), f.Truth...), ids: append([]int(nil), f.TruthIDs...),
-					seq: f.Seq, at: f.Captured, q: q}
+					seq: f.Seq, at: f.Captured, q: q, cut: cut}
 				t.bestQ, t.cloned = q, now
 			}
 		}
 		if !t.qualified && t.last.Sub(t.first) >= p.cfg.MinDuration && t.fresh >= p.cfg.MinFresh {
 			t.qualified = true
 		}
-		if t.qualified && t.best != nil && now.Sub(t.sentAt) >= p.cfg.SaveEvery {
+		// A view cut by the edge waits: a whole one may follow (it is
+		// still saved when the track ends).
+		if t.qualified && t.best != nil && !t.best.cut && now.Sub(t.sentAt) >= p.cfg.SaveEvery {
 			p.send(t, now)
 		}
 	}
-	if len(here) > 1 {
-		for _, a := range here {
-			t := p.tracks[a]
+	// Tracks shown apart on one frame are two lesions; two tracks on one
+	// place are the tracker doubling one lesion, not two.
+	for _, a := range here {
+		for _, b := range here {
+			if a.k == b.k || a.box.IoU(b.box) > 0.1 {
+				continue
+			}
+			t := p.tracks[a.k]
 			if t.with == nil {
 				t.with = map[trackKey]bool{}
 			}
-			for _, b := range here {
-				if a != b {
-					t.with[b] = true
-				}
-			}
+			t.with[b.k] = true
 		}
 	}
 	p.endTracks(now, false)
@@ -430,7 +441,7 @@ func (p *Picker) save(c *candidate) {
 		p.findings = append(p.findings, findingRef{n: f.N})
 		ref = &p.findings[len(p.findings)-1]
 	}
-	ref.q, ref.desc, ref.cy, ref.size, ref.aspect = c.q, desc, cy, size, aspect
+	ref.q, ref.desc, ref.cy, ref.size, ref.aspect, ref.cut = c.q, desc, cy, size, aspect, c.cut
 	ref.add(c)
 	if p.cfg.OnFinding != nil {
 		p.cfg.OnFinding(c.exam, f)
@@ -451,13 +462,24 @@ func (p *Picker) match(c *candidate, desc []float32, cy, size, aspect float64) *
 	for i := range p.findings {
 		r := &p.findings[i]
 		if r.desc == nil || r.apart[c.key] || r.seenWith(c.with) {
+			p.log.Debug("not gathered: seen together", zap.Uint64("track", c.key.id), zap.Int("finding", r.n))
 			continue // seen together: two lesions
 		}
-		if math.Abs(cy-r.cy) > 0.08 || size > r.size*1.6 || r.size > size*1.6 || math.Abs(math.Log(aspect/r.aspect)) > 0.25 {
+		// A view cut by the edge has the lesion's depth but not its
+		// size or shape.
+		shapeOff := !c.cut && !r.cut && (size > r.size*3.5 || r.size > size*3.5 || math.Abs(math.Log(aspect/r.aspect)) > 0.25)
+		if math.Abs(cy-r.cy) > 0.08 || shapeOff {
+			p.log.Debug("not gathered: depth, size or shape", zap.Uint64("track", c.key.id), zap.Int("finding", r.n),
+				zap.Float64("depth", cy), zap.Float64("their_depth", r.cy), zap.Float64("size", size), zap.Float64("their_size", r.size),
+				zap.Float64("aspect", aspect), zap.Float64("their_aspect", r.aspect))
 			continue
 		}
-		if s := similarity(desc, r.desc); s >= 0.55 && s > bestSim {
+		s := similarity(desc, r.desc)
+		if s >= 0.55 && s > bestSim {
 			best, bestSim = r, s
+		}
+		if s < 0.55 {
+			p.log.Debug("not gathered: looks different", zap.Uint64("track", c.key.id), zap.Int("finding", r.n), zap.Float32("similarity", s))
 		}
 	}
 	if best != nil {
@@ -507,9 +529,15 @@ func (p *Picker) finding(c *candidate, n int, ref *findingRef) Finding {
 	if !containsID(f.Tracks, c.key.id) {
 		f.Tracks = append(f.Tracks, c.key.id)
 	}
+	mb, measured := c.measure()
+	f.Measured = "box"
+	if measured {
+		f.Measured = "boundary"
+		f.MeasuredBox = &overlay.BoxMeta{round1(float64(mb.X1)), round1(float64(mb.Y1)), round1(float64(mb.W())), round1(float64(mb.H()))}
+	}
 	g, from := c.spacing()
 	if g.Known() {
-		w, h, _ := g.SizeMM(d.Box)
+		w, h, _ := g.SizeMM(mb)
 		f.SizeMM = &[2]float64{round1(w), round1(h)}
 		f.SpacingMM = &[2]float64{g.SpacingMM[0], g.SpacingMM[1]}
 		f.SpacingFrom = from
@@ -525,6 +553,12 @@ func (p *Picker) finding(c *candidate, n int, ref *findingRef) Finding {
 		f.Truth = append(f.Truth, tb)
 	}
 	return f
+}
+
+// measure is the lesion's extent on the key image: its boundary when one
+// is found, else the detector's box.
+func (c *candidate) measure() (frame.Box, bool) {
+	return Boundary(c.img, c.det.Box)
 }
 
 // spacing is the geometry sizes are measured with: the source's, else the
@@ -549,7 +583,11 @@ func (c *candidate) pictures(f Finding) (clean, annotated []byte, err error) {
 	drawn := c.img.Clone()
 	defer drawn.Close()
 	g, _ := c.spacing()
-	overlay.NewDrawer(overlay.DefaultStyle()).DrawFindings(&drawn, []frame.Detection{c.det}, g)
+	// The box drawn is what was measured, so its label's size is the
+	// finding's.
+	d := c.det
+	d.Box, _ = c.measure()
+	overlay.NewDrawer(overlay.DefaultStyle()).DrawFindings(&drawn, []frame.Detection{d}, g)
 	annotated, err = encodeJPEG(drawn)
 	return clean, annotated, err
 }
@@ -566,23 +604,23 @@ func encodeJPEG(img gocv.Mat) ([]byte, error) {
 // quality ranks a track's frames: the detector's score, a larger
 // cross-section (the plane a sonographer measures on), sharpness, and a
 // heavy penalty for a box cut by the image's edge.
-func quality(f *frame.Frame, d frame.Detection) float64 {
+func quality(f *frame.Frame, d frame.Detection) (q float64, cut bool) {
 	bounds := image.Rect(0, 0, f.Image.Cols(), f.Image.Rows())
 	if r := f.Geometry.Region; !r.Empty() {
 		bounds = r.Intersect(bounds)
 	}
 	box := image.Rect(int(d.Box.X1), int(d.Box.Y1), int(math.Ceil(float64(d.Box.X2))), int(math.Ceil(float64(d.Box.Y2))))
 	edge := 1.0
-	const near = 3
-	if box.Min.X <= bounds.Min.X+near || box.Min.Y <= bounds.Min.Y+near || box.Max.X >= bounds.Max.X-near || box.Max.Y >= bounds.Max.Y-near {
-		edge = 0.3
+	const margin = 3
+	if box.Min.X <= bounds.Min.X+margin || box.Min.Y <= bounds.Min.Y+margin || box.Max.X >= bounds.Max.X-margin || box.Max.Y >= bounds.Max.Y-margin {
+		edge, cut = 0.3, true
 	}
 	box = box.Intersect(bounds)
 	if box.Dx() < 4 || box.Dy() < 4 {
-		return 0
+		return 0, cut
 	}
 	size := math.Sqrt(float64(box.Dx()*box.Dy())) / float64(max(bounds.Dy(), 1))
-	return float64(d.Score) * edge * (0.5 + size) * (0.8 + 0.2*sharpness(f.Image, box))
+	return float64(d.Score) * edge * (0.5 + size) * (0.8 + 0.2*sharpness(f.Image, box)), cut
 }
 
 // sharpness is 0..1: the variance of the Laplacian over the box, saturating.

@@ -23,10 +23,24 @@ import (
 // gets one key image, measured in mm within 10% of the phantom's own
 // ground truth on that frame, and a restart of the picker (a new pipeline
 // run) keeps what was saved.
+//
+// Seeds 1, 3, 5 and 7 pass (SONOLIVE_PHANTOM_SEED=n runs one by hand); the
+// test runs 1 and 7: a lesion cut by the field's edge that comes back
+// whole, and an irregular one with a posterior shadow next to a large one.
 func TestPickerPhantomExam(t *testing.T) {
 	if testing.Short() {
-		t.Skip("24 s of real-time scanning")
+		t.Skip("48 s of real-time scanning")
 	}
+	seeds := []string{"1", "7"}
+	if s := os.Getenv("SONOLIVE_PHANTOM_SEED"); s != "" {
+		seeds = []string{s}
+	}
+	for _, seed := range seeds {
+		t.Run("seed"+seed, func(t *testing.T) { pickerPhantomExam(t, seed) })
+	}
+}
+
+func pickerPhantomExam(t *testing.T, seed string) {
 	_, data, err := models.Load("thyroid")
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +67,7 @@ func TestPickerPhantomExam(t *testing.T) {
 	p.SetExam(e.ID, 0, nil)
 
 	const seconds = 24
-	src, err := capture.Open(ctx, "phantom://?seed=3&lesions=2&fps=20", capture.Options{Realtime: true, Frames: seconds * 20})
+	src, err := capture.Open(ctx, "phantom://?seed="+seed+"&lesions=2&fps=20", capture.Options{Realtime: true, Frames: seconds * 20})
 	if err != nil {
 		t.Fatal(err)
 	}

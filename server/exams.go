@@ -271,6 +271,14 @@ func (s *Session) saveManualFinding(e exam.Exam, img gocv.Mat, meta *overlay.Met
 	} else if geom.Known() {
 		f.SpacingFrom = "source"
 	}
+	if len(dets) > 0 {
+		// Measured on the lesion's boundary, as the picker does.
+		f.Measured = "box"
+		if mb, ok := exam.Boundary(img, dets[0].Box); ok {
+			dets[0].Box, f.Measured = mb, "boundary"
+			f.MeasuredBox = &overlay.BoxMeta{float64(mb.X1), float64(mb.Y1), float64(mb.W()), float64(mb.H())}
+		}
+	}
 	if geom.Known() {
 		f.SpacingMM = &[2]float64{geom.SpacingMM[0], geom.SpacingMM[1]}
 		if len(dets) > 0 {

@@ -1,0 +1,67 @@
+package exam
+
+import (
+	"image"
+	"math"
+
+	"gocv.io/x/gocv"
+
+	"sonolive/frame"
+)
+
+// Boundary finds the lesion's own extent around the detector's box, the
+// way a sonographer places calipers on its margin rather than on a box:
+// the region around the box is smoothed (speckle), split into dark and
+// bright by Otsu's threshold (lesions are hypo- or anechoic against the
+// tissue), cleaned up, and the dark region holding the box's centre is
+// taken. The box is kept when that region does not look like the same
+// lesion (IoU with the box under 0.5, or a side more than 15% off the
+// box's: an isoechoic lesion, or one run into its own posterior shadow or
+// a dark neighbour), so the boundary only corrects the box, never
+// replaces it with something else.
+func Boundary(img gocv.Mat, b frame.Box) (frame.Box, bool) {
+	mw, mh := b.W()*0.3, b.H()*0.3
+	r := image.Rect(int(b.X1-mw), int(b.Y1-mh), int(math.Ceil(float64(b.X2+mw))), int(math.Ceil(float64(b.Y2+mh)))).
+		Intersect(image.Rect(0, 0, img.Cols(), img.Rows()))
+	if r.Dx() < 12 || r.Dy() < 12 {
+		return b, false
+	}
+	roi := img.Region(r)
+	defer roi.Close()
+	gray, blur, mask := gocv.NewMat(), gocv.NewMat(), gocv.NewMat()
+	defer gray.Close()
+	defer blur.Close()
+	defer mask.Close()
+	gocv.CvtColor(roi, &gray, gocv.ColorBGRToGray)
+	k := max(3, min(r.Dx(), r.Dy())/12) | 1
+	gocv.GaussianBlur(gray, &blur, image.Pt(k, k), 0, 0, gocv.BorderReflect)
+	gocv.Threshold(blur, &mask, 0, 255, gocv.ThresholdBinaryInv|gocv.ThresholdOtsu)
+	kernel := gocv.GetStructuringElement(gocv.MorphEllipse, image.Pt(k, k))
+	defer kernel.Close()
+	gocv.MorphologyEx(mask, &mask, gocv.MorphOpen, kernel)
+	gocv.MorphologyEx(mask, &mask, gocv.MorphClose, kernel)
+	labels, stats, cents := gocv.NewMat(), gocv.NewMat(), gocv.NewMat()
+	defer labels.Close()
+	defer stats.Close()
+	defer cents.Close()
+	n := gocv.ConnectedComponentsWithStats(mask, &labels, &stats, &cents)
+	cx, cy := int((b.X1+b.X2)/2)-r.Min.X, int((b.Y1+b.Y2)/2)-r.Min.Y
+	if n < 2 || cx < 0 || cy < 0 || cx >= labels.Cols() || cy >= labels.Rows() {
+		return b, false
+	}
+	id := int(labels.GetIntAt(cy, cx))
+	if id == 0 {
+		return b, false // the centre is not dark
+	}
+	x, y := stats.GetIntAt(id, 0), stats.GetIntAt(id, 1)
+	w, h := stats.GetIntAt(id, 2), stats.GetIntAt(id, 3)
+	got := frame.Box{X1: float32(int(x) + r.Min.X), Y1: float32(int(y) + r.Min.Y),
+		X2: float32(int(x+w) + r.Min.X), Y2: float32(int(y+h) + r.Min.Y)}
+	if got.IoU(b) < 0.5 || !near(got.W(), b.W()) || !near(got.H(), b.H()) {
+		return b, false
+	}
+	return got, true
+}
+
+// near: a boundary side within 0.87..1.15 of the box's.
+func near(got, box float32) bool { return got >= 0.87*box && got <= 1.15*box }
