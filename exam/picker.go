@@ -69,6 +69,10 @@ type PickerConfig struct {
 	EndAfter time.Duration
 	// OnFinding hears about each finding saved or replaced.
 	OnFinding func(exam string, f Finding)
+	// Clock is a frame's time for the durations above (default: its
+	// capture time). An offline run faster than real time gives media
+	// time instead.
+	Clock func(*frame.Frame) time.Time
 	Logger    *zap.Logger
 }
 
@@ -143,6 +147,9 @@ func NewPicker(store *Store, cfg PickerConfig) *Picker {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = func(f *frame.Frame) time.Time { return f.Captured }
+	}
 	p := &Picker{cfg: cfg, store: store, log: cfg.Logger, tracks: map[trackKey]*track{},
 		pending: map[trackKey]*candidate{}, deleted: map[trackKey]bool{}, wake: make(chan struct{}, 1)}
 	p.idle = sync.NewCond(&p.mu)
@@ -208,7 +215,7 @@ func (p *Picker) Observe(f *frame.Frame) {
 	if p.exam == "" {
 		return
 	}
-	now := f.Captured
+	now := p.cfg.Clock(f)
 	type placed struct {
 		k   trackKey
 		box frame.Box
@@ -246,7 +253,7 @@ func (p *Picker) Observe(f *frame.Frame) {
 				}
 				t.best = &candidate{key: k, exam: p.exam, calib: p.calib, img: f.Image.Clone(), det: d, geom: f.Geometry,
 					truth: append([]frame.Box(nil), f.Truth...), ids: append([]int(nil), f.TruthIDs...),
-					seq: f.Seq, at: f.Captured, q: q, cut: cut}
+					seq: f.Seq, at: now, q: q, cut: cut}
 				t.bestQ, t.cloned = q, now
 			}
 		}

@@ -2,6 +2,7 @@ package exam
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"html/template"
 	"io"
@@ -59,11 +60,42 @@ func (r Report) Shared() Report {
 	return r
 }
 
+// Finish ends an open exam, notes the ground truth seen during it (nil
+// for sources without truth), and writes its report files.
+func (s *Store) Finish(id string, truth []LesionSeen, at time.Time) (Exam, error) {
+	e, err := s.Update(id, true, func(e *Exam) error {
+		t := at.UTC()
+		e.Ended = &t
+		if truth != nil {
+			e.GroundTruth = truth
+		}
+		return nil
+	})
+	if err != nil {
+		return e, err
+	}
+	return e, s.WriteReportFiles(id)
+}
+
+// WriteReportFiles writes an exam's report.json and report.html as it
+// stands.
+func (s *Store) WriteReportFiles(id string) error {
+	r, err := s.BuildReport(id, time.Now())
+	if err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return s.WriteReport(r, append(b, '\n'))
+}
+
 // WriteReport writes report.json and report.html into the exam's
 // directory (End exam does, so the ended exam's report is a file).
-func (s *Store) WriteReport(r Report, json []byte) error {
+func (s *Store) WriteReport(r Report, js []byte) error {
 	dir := filepath.Join(s.dir, r.Exam.ID)
-	if err := durable.WriteFile(filepath.Join(dir, "report.json"), json, fileMode); err != nil {
+	if err := durable.WriteFile(filepath.Join(dir, "report.json"), js, fileMode); err != nil {
 		return fmt.Errorf("exams: %w", err)
 	}
 	return durable.Write(filepath.Join(dir, "report.html"), fileMode, func(w io.Writer) error {

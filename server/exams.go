@@ -3,7 +3,6 @@ package server
 import (
 	"archive/zip"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -157,16 +156,13 @@ func (s *Session) endExam(ctx context.Context, id string) (exam.Exam, error) {
 	if open && s.picker != nil {
 		truth = s.picker.GroundTruth()
 	}
-	e, err := s.deps.exams.Update(id, true, func(e *exam.Exam) error {
-		t := time.Now().UTC()
-		e.Ended = &t
-		if truth != nil {
-			e.GroundTruth = truth
-		}
-		return nil
-	})
-	if err != nil {
+	e, err := s.deps.exams.Finish(id, truth, time.Now())
+	if errors.Is(err, exam.ErrEnded) || errors.Is(err, exam.ErrNotFound) {
 		return e, err
+	}
+	if err != nil {
+		// Ended, but the report did not write: say so, keep going.
+		s.log.Error("writing the exam report", zap.String("exam", id), zap.Error(err))
 	}
 	if open {
 		s.recordEvent("exam_ended", map[string]string{"exam": id})
@@ -181,8 +177,11 @@ func (s *Session) endExam(ctx context.Context, id string) (exam.Exam, error) {
 			e = e2 // with its last recording noted
 		}
 	}
-	if err := s.deps.writeReport(id); err != nil {
-		s.log.Error("writing the exam report", zap.String("exam", id), zap.Error(err))
+	if open {
+		// The report again, with the recording that just finished.
+		if err := s.deps.exams.WriteReportFiles(id); err != nil {
+			s.log.Error("writing the exam report", zap.String("exam", id), zap.Error(err))
+		}
 	}
 	if s.deps.sender != nil && s.deps.cfg.Exams.PACS.AutoSend {
 		if queued, err := s.deps.sender.Queue(id); err != nil {
@@ -304,19 +303,6 @@ func (s *Session) saveManualFinding(e exam.Exam, img gocv.Mat, meta *overlay.Met
 		s.findingChanged(e.ID, f, "saved")
 	}
 	return f, err
-}
-
-// writeReport writes an exam's report files.
-func (s *Server) writeReport(id string) error {
-	r, err := s.exams.BuildReport(id, time.Now())
-	if err != nil {
-		return err
-	}
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	return s.exams.WriteReport(r, append(b, '\n'))
 }
 
 // exportDICOM exports an exam with its recordings as cines.
@@ -498,8 +484,8 @@ func (s *Server) endExamHandler(w http.ResponseWriter, r *http.Request) {
 	)
 	if ses, live := s.sessions.get(exam.SourceOf(id)); live {
 		e, err = ses.endExam(r.Context(), id)
-	} else if e, err = s.exams.End(id, time.Now()); err == nil {
-		err = s.writeReport(id)
+	} else {
+		e, err = s.exams.Finish(id, nil, time.Now())
 	}
 	if err != nil {
 		s.examError(w, err)

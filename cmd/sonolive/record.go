@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"sync"
 
 	"go.uber.org/zap"
 
@@ -20,9 +21,23 @@ type recordSink struct {
 	relay *stream.Relay
 	rec   *replay.Series
 	log   *zap.Logger
+
+	mu    sync.Mutex    // parts end on the series' goroutines
+	parts []replay.Meta // the recording's finished parts
+	cines []string      // their videos, once closed
 }
 
-func newRecordSink(dir, as, model string, info capture.Info, log *zap.Logger) (*recordSink, error) {
+// recorded is the finished parts' ids and videos (after Close).
+func (s *recordSink) recorded() (ids, videos []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range s.parts {
+		ids = append(ids, m.ID)
+	}
+	return ids, s.cines
+}
+
+func newRecordSink(dir, as, model, examID string, info capture.Info, log *zap.Logger) (*recordSink, error) {
 	lib, err := replay.OpenLibrary(dir, log)
 	if err != nil {
 		return nil, err
@@ -40,10 +55,14 @@ func newRecordSink(dir, as, model string, info capture.Info, log *zap.Logger) (*
 		lib.Close()
 		return nil, err
 	}
+	rs := &recordSink{lib: lib, relay: relay, log: log}
 	rec, err := lib.NewSeries(replay.SeriesConfig{
-		Recorder: replay.RecorderConfig{Source: source, Model: model, Block: !info.Live, RequestKeyframe: relay.RequestKeyframe, Logger: log},
+		Recorder: replay.RecorderConfig{Source: source, Model: model, Exam: examID, Block: !info.Live, RequestKeyframe: relay.RequestKeyframe, Logger: log},
 		OnPartEnd: func(m replay.Meta, err error) {
 			if err == nil {
+				rs.mu.Lock()
+				rs.parts = append(rs.parts, m)
+				rs.mu.Unlock()
 				log.Info("recorded part", zap.String("recording", m.ID), zap.Int("part", m.Part), zap.Float64("duration_s", m.DurationS))
 			}
 		},
@@ -54,7 +73,8 @@ func newRecordSink(dir, as, model string, info capture.Info, log *zap.Logger) (*
 		return nil, err
 	}
 	relay.AddTap(rec)
-	return &recordSink{lib: lib, relay: relay, rec: rec, log: log}, nil
+	rs.rec = rec
+	return rs, nil
 }
 
 func (s *recordSink) Write(f *frame.Frame, m *overlay.Metadata) error { return s.relay.Write(f, m) }
@@ -63,6 +83,16 @@ func (s *recordSink) Close() error {
 	s.relay.RemoveTap(s.rec)
 	m, err := s.rec.Close()
 	s.relay.Close()
+	s.mu.Lock()
+	if err == nil {
+		s.parts = append(s.parts, m)
+	}
+	for _, p := range s.parts {
+		if v, err := s.lib.File(p.ID, "video.mp4"); err == nil {
+			s.cines = append(s.cines, v)
+		}
+	}
+	s.mu.Unlock()
 	s.lib.Close()
 	if errors.Is(err, replay.ErrNotFound) {
 		s.log.Warn("nothing recorded")

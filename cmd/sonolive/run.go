@@ -18,6 +18,7 @@ import (
 	"sonolive/infer"
 	"sonolive/models"
 	"sonolive/pipeline"
+	"sonolive/replay"
 )
 
 // maskList collects repeated x,y,w,h (pixels or percent) flags.
@@ -104,6 +105,9 @@ Sources (--source):
 		minHits     = fs.Int("min-hits", 2, "inferences that must see a lesion before it is shown")
 		recordDir   = fs.String("record", "", "record the annotated run into this teaching library directory (docs/recording.md)")
 		recordAs    = fs.String("record-source", "", "file the recording under this source id (so `serve`'s library for that source lists it); default: from --source")
+		examDir     = fs.String("exam", "", "make the run an exam in this directory (serve's: <record dir>/exams): key images of the lesions, findings, report.html/json")
+		organ       = fs.String("organ", "", "the exam's organ (default: --preset)")
+		examDICOM   = fs.Bool("exam-dicom", false, "also export the exam as DICOM (key images, the recording as cine, TID 1500 report) into its dicom/ directory")
 		masks       maskList
 		mf          modelFlags
 	)
@@ -170,9 +174,30 @@ Sources (--source):
 		}
 		cfg.Sinks = append(cfg.Sinks, ms)
 	}
+	var ex *runExam
+	if *examDir != "" {
+		o := *organ
+		if o == "" {
+			o = mf.preset
+		}
+		as := *recordAs
+		if as == "" {
+			as = replay.SourceID(src.Info().ID)
+		}
+		if ex, err = startRunExam(*examDir, as, o, modelName, model, src.Info(), log); err != nil {
+			src.Close()
+			return err
+		}
+		defer ex.close()
+		cfg.Observers = append(cfg.Observers, ex.picker)
+	}
+	var rs *recordSink
 	if *recordDir != "" {
-		rs, err := newRecordSink(*recordDir, *recordAs, modelName, src.Info(), log)
-		if err != nil {
+		examID := ""
+		if ex != nil {
+			examID = ex.exam.ID
+		}
+		if rs, err = newRecordSink(*recordDir, *recordAs, modelName, examID, src.Info(), log); err != nil {
 			src.Close()
 			return err
 		}
@@ -190,6 +215,15 @@ Sources (--source):
 		zap.Float64("total_p99_ms", rep.LatencyMS["total"].P99), zap.Uint64("deadline_misses", rep.DeadlineMisses))
 	if *report != "" {
 		if err := writeJSON(*report, rep); err != nil {
+			return err
+		}
+	}
+	if ex != nil {
+		var ids, cines []string
+		if rs != nil {
+			ids, cines = rs.recorded()
+		}
+		if err := ex.finish(ids, cines, *examDICOM); err != nil {
 			return err
 		}
 	}

@@ -194,6 +194,7 @@ export class ExamPanel {
   row(e, f) {
     const li = el('li', { class: 'finding', dataset: { n: String(f.n) } });
     const img = el('img', { alt: `Finding ${f.n}`, src: this.pictureURL(f, true), loading: 'lazy', decoding: 'async' });
+    zoomOn(img, f);
     const link = el('a', { href: this.pictureURL(f, true), target: '_blank', rel: 'noopener' }, img);
     const risk = e.model_calibrated && typeof f.malignancy === 'number' ? `AI risk ${Math.round(f.malignancy * 100)}%` : 'AI risk: not available';
     const facts = el('div', { class: 'finding-facts' },
@@ -263,4 +264,15 @@ export function locationText(l) {
   return [l.clock ? `${l.clock} o'clock` : '', l.nipple_cm ? `${l.nipple_cm} cm from nipple` : '',
     l.lobe ? (l.lobe === 'isthmus' ? 'isthmus' : `${l.lobe} lobe`) : '', l.third ? `${l.third} third` : '', l.note || '']
     .filter(Boolean).join(', ');
+}
+
+// zoomOn shows a small lesion at its own scale in the thumbnail, centred
+// (the whole frame would make it a dot); a large one fits whole.
+export function zoomOn(img, f, w = 112, h = 84) {
+  const b = f.measured_box || f.box;
+  if (!Array.isArray(b) || b[2] > w * 0.8 || b[3] > h * 0.8) return;
+  const cx = b[0] + b[2] / 2;
+  const cy = b[1] + b[3] / 2;
+  img.style.objectFit = 'none';
+  img.style.objectPosition = `${Math.round(w / 2 - cx)}px ${Math.round(h / 2 - cy)}px`;
 }

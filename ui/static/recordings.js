@@ -223,9 +223,11 @@ function bootLibrary() {
     const n = cards.size;
     state.count = n;
     state.ids = [...grid.children].map((li) => li.dataset.id);
-    $('library-empty').hidden = n > 0;
+    const cases = state.cases || 0;
+    $('library-empty').hidden = n > 0 || cases > 0;
     const recording = [...grid.children].filter((li) => li.dataset.status === 'recording').length;
-    setPill('list-pill', recording ? 'live' : 'ok', `${plural(n, 'recording')}${recording ? ` · ${recording} in progress` : ''}`);
+    setPill('list-pill', recording ? 'live' : 'ok',
+      `${cases ? `${plural(cases, 'case')} · ` : ''}${plural(n, cases ? 'other recording' : 'recording')}${recording ? ` · ${recording} in progress` : ''}`);
   };
 
   const buildCard = (meta) => {
