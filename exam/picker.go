@@ -72,8 +72,8 @@ type PickerConfig struct {
 	// Clock is a frame's time for the durations above (default: its
 	// capture time). An offline run faster than real time gives media
 	// time instead.
-	Clock func(*frame.Frame) time.Time
-	Logger    *zap.Logger
+	Clock  func(*frame.Frame) time.Time
+	Logger *zap.Logger
 }
 
 type trackKey struct {
