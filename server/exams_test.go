@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -147,6 +149,27 @@ func TestExamLifecycle(t *testing.T) {
 		if code, body := do(t, "GET", base+"/api/exams/"+id+"/findings/1/"+file, "", expert, ""); code != http.StatusOK || !strings.HasPrefix(body, "\xff\xd8") {
 			t.Errorf("%s: %d", file, code)
 		}
+	}
+	// The expert's read of a finding's track lands on the finding.
+	vctx, vcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer vcancel()
+	ev := consultViewer(t, vctx, base, expert)
+	track := v.Findings[0].Tracks[0]
+	if err := ev.SendConsult(vctx, []byte(fmt.Sprintf(`{"type":"verdict","track_id":%d,"verdict":"agree","category":"TI-RADS TR3"}`, track))); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f := examGet(t, base, id, sono).Findings[0]
+		if f.Verdict != nil {
+			if f.Verdict.Verdict != "agree" || f.Verdict.Category != "TI-RADS TR3" {
+				t.Errorf("verdict %+v", f.Verdict)
+			}
+			break
+		}
+		if vctx.Err() != nil {
+			t.Fatal("the verdict never reached the finding")
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	before := examGet(t, base, id, sono)
 
