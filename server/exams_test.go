@@ -1,6 +1,7 @@
 package server
 
 import (
+	"archive/zip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -226,5 +227,75 @@ func TestExamLifecycle(t *testing.T) {
 		if m.Exam != id {
 			t.Errorf("recording %s outside the exam", m.ID)
 		}
+	}
+}
+
+// A machine that does not send its pixel size: findings have no mm until
+// the sonographer calibrates on the depth scale (the phantom's ticks are
+// 50 px apart, 5 mm at 0.1 mm/px); after that they do. A teacher tags the
+// ended exam and downloads it de-identified; without a PACS, sending says
+// so.
+func TestExamCalibrationAndTeaching(t *testing.T) {
+	cfg := Default()
+	cfg.Record.Dir = t.TempDir()
+	cfg.Audit.Path = ""
+	cfg.Sources = []Source{{ID: "phantom", URL: "phantom://?seed=1&lesions=2&fps=20&spacing=0"}}
+	srv, base, _ := runServerWith(t, cfg, presetOpener(t))
+	sono, teacher := token(t, srv, auth.Sonographer, time.Hour), token(t, srv, auth.Teacher, time.Hour)
+	code, body := do(t, "POST", base+"/api/sources/phantom/exams", "application/json", sono, `{"organ":"breast","side":"right","label":"Mrs X"}`)
+	if code != http.StatusCreated {
+		t.Fatalf("start: %d %s", code, body)
+	}
+	var e examView
+	json.Unmarshal([]byte(body), &e)
+	for _, bad := range []string{`{"a":[0,0],"b":[2,0],"distance_mm":5}`, `{"a":[0,0],"b":[50,0],"distance_mm":-1}`, `{"a":[0,0]}`} {
+		if code, _ := do(t, "PUT", base+"/api/exams/"+e.ID+"/calibration", "application/json", sono, bad); code != http.StatusBadRequest {
+			t.Errorf("calibration %s: %d", bad, code)
+		}
+	}
+	code, body = do(t, "PUT", base+"/api/exams/"+e.ID+"/calibration", "application/json", sono, `{"a":[630,86],"b":[630,136],"distance_mm":5}`)
+	if code != http.StatusOK || !strings.Contains(body, `"calibration_mm":0.1`) {
+		t.Fatalf("calibration: %d %s", code, body)
+	}
+	var v examView
+	for deadline := time.Now().Add(25 * time.Second); time.Now().Before(deadline) && len(v.Findings) == 0; time.Sleep(time.Second) {
+		v = examGet(t, base, e.ID, sono)
+	}
+	if len(v.Findings) == 0 {
+		t.Fatal("no findings")
+	}
+	for _, f := range v.Findings {
+		if f.SizeMM == nil || f.SpacingFrom != "calibration" || (*f.SpacingMM)[0] != 0.1 {
+			t.Errorf("finding %d: size %v from %q", f.N, f.SizeMM, f.SpacingFrom)
+		}
+	}
+	if code, _ := do(t, "PUT", base+"/api/exams/"+e.ID+"/tags", "application/json", teacher, `{"tags":["Breast","finding:cyst","breast"]}`); code != http.StatusOK {
+		t.Errorf("tags: %d", code)
+	}
+	if code, _ := do(t, "PUT", base+"/api/exams/"+e.ID+"/tags", "application/json", teacher, `{"tags":["<script>"]}`); code != http.StatusBadRequest {
+		t.Errorf("bad tag: %d", code)
+	}
+	if code, _ := do(t, "POST", base+"/api/exams/"+e.ID+"/end", "", sono, ""); code != http.StatusOK {
+		t.Fatalf("end: %d", code)
+	}
+	if got := examGet(t, base, e.ID, teacher); strings.Join(got.Tags, ",") != "breast,finding:cyst" || got.Label != "" {
+		t.Errorf("the teacher sees tags %v, label %q", got.Tags, got.Label)
+	}
+	if code, _ := do(t, "POST", base+"/api/exams/"+e.ID+"/send", "", sono, ""); code != http.StatusConflict {
+		t.Errorf("send without a PACS: %d", code)
+	}
+	if code, _ := do(t, "GET", base+"/api/exams/"+e.ID+"/teaching.zip", "", token(t, srv, auth.Student, time.Hour), ""); code != http.StatusForbidden {
+		t.Errorf("a student downloaded the case: %d", code)
+	}
+	code, body = do(t, "GET", base+"/api/exams/"+e.ID+"/teaching.zip?mask=10", "", teacher, "")
+	zr, err := zip.NewReader(strings.NewReader(body), int64(len(body)))
+	if code != http.StatusOK || err != nil {
+		t.Fatalf("teaching.zip: %d %v", code, err)
+	}
+	if len(zr.File) != len(v.Findings)+len(examGet(t, base, e.ID, sono).Recordings)+1 {
+		t.Errorf("teaching.zip holds %d files", len(zr.File))
+	}
+	if strings.Contains(body, "Mrs X") {
+		t.Error("the teaching copy names the patient")
 	}
 }
