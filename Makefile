@@ -57,6 +57,10 @@ test: setup-train setup-browser setup-peers vet test-train
 RACE_PKGS := ./server/... ./stream/... ./replay/... ./capture/... ./ingest/... ./pipeline/... ./infer/... ./auth/... ./audit/...
 test-race: setup
 	go test -race -tags $(TAGS),matprofile -count=1 -timeout 30m $(RACE_PKGS)
+	# The exam store, picker and PACS sender under the race detector; -short
+	# skips the real-time phantom scans (the race detector slows the
+	# phantom's Go rendering below its frame rate).
+	go test -race -short -tags $(TAGS),matprofile -count=1 -timeout 10m ./exam/... ./ice/...
 
 # Every fuzz target for FUZZTIME (CI: 10 s each); `make fuzz` runs them for
 # 5 minutes each and writes the executions to $(OUT)/fuzz.txt.

@@ -22,7 +22,8 @@ async function main() {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
   watchConsole(page, 'live');
-  page.on('dialog', (d) => d.accept()); // End exam asks to confirm
+  // End exam asks to confirm; calibration asks the distance (5 mm).
+  page.on('dialog', (d) => (d.type() === 'prompt' ? d.accept('5') : d.accept()));
   await page.goto(env.LIVE_URL, { waitUntil: 'domcontentloaded', timeout: 15000 });
   await page.waitForFunction(() => !!window.sonolive && window.sonolive.stats.framesDecoded > 10, null, { timeout: 25000, polling: 100 });
   await page.waitForFunction(() => document.querySelectorAll('#exam-organ option').length > 1, null, { timeout: 10000 });
@@ -31,6 +32,20 @@ async function main() {
   await page.selectOption('#exam-organ', 'thyroid');
   await page.click('#exam-start');
   await page.waitForSelector('#exam-end', { state: 'visible', timeout: 15000 });
+  // Calibrate on the phantom's depth scale: ticks at x = width − 10, every
+  // 50 px from row 36 (5 mm apart at its 0.1 mm/px). The phantom also says
+  // its pixel size, which its sizes keep using; this checks the clicks.
+  await page.click('#exam-calibrate');
+  const g = await page.evaluate(() => {
+    const b = document.getElementById('marks').getBoundingClientRect();
+    const m = window.sonolive.stats.server;
+    const s = Math.min(b.width / m.width, b.height / m.height);
+    return { x: b.left + (b.width - m.width * s) / 2, y: b.top + (b.height - m.height * s) / 2, s, w: m.width };
+  });
+  for (const row of [86, 136]) await page.mouse.click(g.x + (g.w - 10) * g.s, g.y + row * g.s);
+  await page.waitForFunction(() => /Calibrated/.test(document.getElementById('exam-calibrate').textContent), null, { timeout: 10000 });
+  result.calibration = await page.textContent('#exam-calibrate');
+  log(`calibration: ${result.calibration}`);
   const t0 = Date.now();
   // Scan: note what the panel shows, once a second.
   while (Date.now() - t0 < SECONDS * 1000) {

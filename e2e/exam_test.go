@@ -48,7 +48,13 @@ sources:
 	teacher := s.inviteRole(t, "teacher")
 	res := node(t, "exam.js", 180*time.Second, "CHROMIUM="+chromium, "LIVE_URL="+s.liveURL, "OUT_DIR="+out,
 		"LIBRARY_URL="+teacher, "SECONDS=30")
-	t.Logf("panel at the end: %v; report page: %v; library: %v; screenshots and the PDF in %s", lastPanel(res), res["report"], res["library"], out)
+	t.Logf("calibration: %v; panel at the end: %v; report page: %v; library: %v; screenshots and the PDF in %s", res["calibration"], lastPanel(res), res["report"], res["library"], out)
+	// Two clicks 50 px apart on the depth scale, 5 mm: 0.1 mm/px, within
+	// a pixel's error of where the clicks land.
+	var mmpx float64
+	if _, err := fmt.Sscanf(fmt.Sprint(res["calibration"]), "Calibrated %f mm/px", &mmpx); err != nil || math.Abs(mmpx-0.1) > 0.005 {
+		t.Errorf("calibration by clicks: %v", res["calibration"])
+	}
 
 	// The exam, as the API has it.
 	var exams struct {

@@ -13,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"sonolive/capture"
+	"sonolive/ice"
 )
 
 // Config is `sonolive serve`'s configuration. sonolive.example.yaml shows
@@ -95,10 +96,17 @@ type Auth struct {
 type WebRTC struct {
 	// UDPPort multiplexes all peers on one UDP port; 0: ephemeral ports.
 	UDPPort int `yaml:"udp_port"`
+	// TCPPort takes ICE over TCP on this port (passive candidates), for
+	// viewers whose network passes TCP only; 0: none.
+	TCPPort int `yaml:"tcp_port"`
 	// NAT1To1IPs: public IPs to advertise behind a static NAT.
 	NAT1To1IPs []string `yaml:"nat_1to1_ips"`
-	// ICEServers: STUN/TURN URLs handed to the server's peers.
-	ICEServers []string `yaml:"ice_servers"`
+	// ICEServers: STUN/TURN servers handed to the server's peers, the
+	// pages and WHEP clients (Link headers); a TURN server with a
+	// secret_file gets credentials minted per link (TURN REST).
+	ICEServers []ice.Server `yaml:"ice_servers"`
+	// TURN runs a TURN server inside serve, for a site without one.
+	TURN ice.TURNConfig `yaml:"turn"`
 	// IncludeLoopback offers 127.0.0.1 candidates (same-host viewers).
 	IncludeLoopback bool `yaml:"include_loopback"`
 }
@@ -356,6 +364,17 @@ func (c *Config) Validate() error {
 	}
 	if c.Auth.MaxPerToken < 1 || c.Auth.Audience == "" {
 		return errors.New("config: auth.max_per_token must be at least 1 and auth.audience set")
+	}
+	for _, srv := range c.WebRTC.ICEServers {
+		if err := srv.Check(); err != nil {
+			return fmt.Errorf("config: webrtc.ice_servers: %w", err)
+		}
+	}
+	if t := c.WebRTC.TURN; t.Enabled() && t.PublicIP == "" {
+		return errors.New("config: webrtc.turn needs public_ip: the address experts reach this box at")
+	}
+	if c.WebRTC.TCPPort < 0 || c.WebRTC.TCPPort > 65535 || c.WebRTC.UDPPort < 0 || c.WebRTC.UDPPort > 65535 {
+		return errors.New("config: webrtc ports must be 0..65535")
 	}
 	if c.HTTP.ReadTimeout <= 0 || c.HTTP.WriteTimeout <= 0 || c.HTTP.IdleTimeout <= 0 {
 		return errors.New("config: http timeouts must be positive")

@@ -19,12 +19,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pion/webrtc/v4"
 	"go.uber.org/zap"
 
 	"sonolive/audit"
 	"sonolive/auth"
 	"sonolive/exam"
+	"sonolive/ice"
 	"sonolive/infer"
 	"sonolive/metrics"
 	"sonolive/replay"
@@ -38,14 +38,16 @@ type DetectorOpener func(src Source) (det infer.Detector, name string, err error
 
 // Server holds the sessions and serves them.
 type Server struct {
-	cfg         Config
-	log         *zap.Logger
-	signer      *auth.Signer
-	access      *auth.Registry
-	audit       *audit.Log // nil when off
-	api         *stream.API
-	apiClose    func() error
-	iceServers  []webrtc.ICEServer
+	cfg      Config
+	log      *zap.Logger
+	signer   *auth.Signer
+	access   *auth.Registry
+	audit    *audit.Log // nil when off
+	api      *stream.API
+	apiClose func() error
+	// ice hands out the STUN/TURN servers, credentials minted per peer
+	// (the embedded TURN server joins it when Run starts it).
+	ice         *ice.Provider
 	metrics     *metrics.Metrics
 	hub         *hub
 	lib         *replay.Library // nil when recording is off
@@ -74,7 +76,7 @@ func New(cfg Config, log *zap.Logger, open DetectorOpener) (*Server, error) {
 	}
 	signer.SetAudience(cfg.Auth.Audience)
 	api, apiClose, err := stream.NewAPI(stream.APIConfig{
-		UDPPort: cfg.WebRTC.UDPPort, NAT1To1IPs: cfg.WebRTC.NAT1To1IPs, IncludeLoopback: cfg.WebRTC.IncludeLoopback,
+		UDPPort: cfg.WebRTC.UDPPort, TCPPort: cfg.WebRTC.TCPPort, NAT1To1IPs: cfg.WebRTC.NAT1To1IPs, IncludeLoopback: cfg.WebRTC.IncludeLoopback,
 	})
 	if err != nil {
 		return nil, err
@@ -127,8 +129,9 @@ func New(cfg Config, log *zap.Logger, open DetectorOpener) (*Server, error) {
 				s.hub.broadcast(e.Source, examEvent{Type: "exam", Change: "pacs", Exam: summarise(e)})
 			}})
 	}
-	for _, u := range cfg.WebRTC.ICEServers {
-		s.iceServers = append(s.iceServers, webrtc.ICEServer{URLs: []string{u}})
+	if s.ice, err = ice.NewProvider(cfg.WebRTC.ICEServers); err != nil {
+		apiClose()
+		return nil, fmt.Errorf("config: webrtc.ice_servers: %w", err)
 	}
 	for _, src := range cfg.Sources {
 		if _, err := s.addSession(src); err != nil {
@@ -213,6 +216,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/sources", s.listSources)
 	mux.HandleFunc("POST /api/sources", s.addSource)
 	mux.HandleFunc("DELETE /api/sources/{source}", s.removeSource)
+	mux.HandleFunc("GET /api/sources/{source}/ice", s.iceServers)
 	mux.HandleFunc("POST /api/sources/{source}/exams", s.startExamHandler)
 	mux.HandleFunc("GET /api/sources/{source}/exams", s.listExamsHandler)
 	mux.HandleFunc("GET /api/exams/{id}", s.getExamHandler)
@@ -300,6 +304,17 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	s.baseMu.RUnlock()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if t := s.cfg.WebRTC.TURN; t.Enabled() {
+		// Before the sessions: their first peers get its relays.
+		srv, err := ice.StartTURN(t, tc)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer srv.Close()
+		s.ice.Add(srv.Server, srv.Secret())
+		s.log.Info("TURN server running", zap.Strings("urls", srv.Server.URLs))
+	}
 	var wg sync.WaitGroup
 	s.sessions.run(ctx)
 	wg.Add(1)

@@ -27,6 +27,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"sonolive/auth"
+	"sonolive/ice"
 	"sonolive/internal/whepclient"
 )
 
@@ -307,7 +308,7 @@ func TestExampleConfigIsTheDefault(t *testing.T) {
 	}
 	want := Default()
 	want.Sources[0].Masks = []string{}
-	want.WebRTC.NAT1To1IPs, want.WebRTC.ICEServers = []string{}, []string{}
+	want.WebRTC.NAT1To1IPs, want.WebRTC.ICEServers = []string{}, []ice.Server{}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("sonolive.example.yaml differs from Default():\n got %+v\nwant %+v", c, want)
 	}

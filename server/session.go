@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
 	"go.uber.org/zap"
 
 	"sonolive/audit"
@@ -17,6 +18,7 @@ import (
 	"sonolive/capture"
 	"sonolive/exam"
 	"sonolive/frame"
+	"sonolive/ice"
 	"sonolive/infer"
 	"sonolive/ingest"
 	"sonolive/internal/stats"
@@ -117,7 +119,7 @@ func newSession(s *Server, src Source, det infer.Detector, model string) (*Sessi
 		},
 		VP8:   stream.VP8Config{Disabled: !s.cfg.Stream.VP8Fallback, MaxHeight: s.cfg.Stream.VP8MaxHeight},
 		Adapt: stream.AdaptConfig{Disabled: !s.cfg.Stream.Adaptive, MaxHeight: s.cfg.Stream.SmallHeight, Bitrate: s.cfg.Stream.SmallKbps * 1000},
-		API:   s.api, ICEServers: s.iceServers,
+		API:   s.api, ICEServers: func() []webrtc.ICEServer { return ice.WebRTC(s.ice.For("sonolive-" + src.ID)) },
 		ViewerQueue: s.cfg.Stream.ViewerQueue, MaxViewers: s.cfg.Stream.MaxViewers,
 		OnViewer: func(ev stream.ViewerEvent) {
 			if ev.Event == "left" {

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"sonolive/auth"
+	"sonolive/ice"
 	"sonolive/stream"
 )
 
@@ -84,6 +85,11 @@ func (s *Server) whepOffer(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/sdp")
 	w.Header().Set("Location", "/whep/"+url.PathEscape(ses.id)+"/"+v.ID())
 	w.Header().Set("ETag", `"`+v.ID()+`"`)
+	// WHEP (RFC 9725 §4.6): the ICE servers a client may use for an ICE
+	// restart, with credentials minted for this link.
+	for _, l := range ice.LinkHeaders(s.ice.For(claims.ID)) {
+		w.Header().Add("Link", l)
+	}
 	w.WriteHeader(http.StatusCreated)
 	io.WriteString(w, answer)
 }
@@ -139,4 +145,20 @@ func (s *Server) whepDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusOK)
+}
+
+// iceServers: GET /api/sources/{source}/ice, the STUN/TURN servers a page
+// gives its peer connection before it makes its offer, TURN credentials
+// minted for its link (named by the link's id in the TURN server's logs).
+func (s *Server) iceServers(w http.ResponseWriter, r *http.Request) {
+	_, c, ok := s.authorize(w, r, auth.Sonographer, auth.Expert, auth.Publisher)
+	if !ok {
+		return
+	}
+	servers := s.ice.For(c.ID)
+	if servers == nil {
+		servers = []ice.Server{}
+	}
+	w.Header().Set("Cache-Control", "private, no-store")
+	writeJSON(w, http.StatusOK, map[string]any{"ice_servers": servers})
 }

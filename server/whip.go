@@ -16,6 +16,7 @@ import (
 
 	"sonolive/audit"
 	"sonolive/auth"
+	"sonolive/ice"
 	"sonolive/ingest"
 )
 
@@ -71,7 +72,7 @@ func (s *Server) whipPublish(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	pid := "p-" + randomHex(4)
-	pub, answer, err := ingest.NewPublisher(ctx, s.api.Receiver(), webrtc.Configuration{ICEServers: s.iceServers}, pid, string(offer), ses.log)
+	pub, answer, err := ingest.NewPublisher(ctx, s.api.Receiver(), webrtc.Configuration{ICEServers: ice.WebRTC(s.ice.For("sonolive-" + ses.id))}, pid, string(offer), ses.log)
 	if err != nil {
 		code := http.StatusInternalServerError
 		if errors.Is(err, ingest.ErrNoVideo) || ctx.Err() == nil {

@@ -45,6 +45,10 @@ type APIConfig struct {
 	// IncludeLoopback offers 127.0.0.1 candidates: needed when viewer and
 	// server share a host without another interface (tests, kiosks).
 	IncludeLoopback bool
+	// TCPPort, when non-zero, also takes ICE over TCP on this port
+	// (RFC 6544 passive candidates): a viewer whose network passes
+	// nothing but TCP reaches the box without a TURN server.
+	TCPPort int
 }
 
 // API builds the viewers' peer connections, each with its own bandwidth
@@ -138,16 +142,37 @@ func NewAPI(cfg APIConfig) (*API, func() error, error) {
 	if len(cfg.NAT1To1IPs) > 0 {
 		se.SetNAT1To1IPs(cfg.NAT1To1IPs, webrtc.ICECandidateTypeHost)
 	}
-	closer := func() error { return nil }
+	var closers []func() error
+	closer := func() error {
+		var first error
+		for _, c := range closers {
+			if err := c(); err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	}
+	networks := []webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6}
 	if cfg.UDPPort > 0 {
 		conn, err := net.ListenUDP("udp", &net.UDPAddr{Port: cfg.UDPPort})
 		if err != nil {
 			return nil, nil, fmt.Errorf("stream: WebRTC UDP port %d: %w", cfg.UDPPort, err)
 		}
 		se.SetICEUDPMux(webrtc.NewICEUDPMux(nil, conn))
-		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-		closer = conn.Close
+		networks = []webrtc.NetworkType{webrtc.NetworkTypeUDP4}
+		closers = append(closers, conn.Close)
 	}
+	if cfg.TCPPort > 0 {
+		ln, err := net.ListenTCP("tcp", &net.TCPAddr{Port: cfg.TCPPort})
+		if err != nil {
+			closer()
+			return nil, nil, fmt.Errorf("stream: WebRTC TCP port %d: %w", cfg.TCPPort, err)
+		}
+		se.SetICETCPMux(webrtc.NewICETCPMux(nil, ln, 16))
+		networks = append(networks, webrtc.NetworkTypeTCP4)
+		closers = append(closers, ln.Close)
+	}
+	se.SetNetworkTypes(networks)
 	a.api = webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
 	if a.receiver, err = newReceiverAPI(se); err != nil {
 		closer()

@@ -49,7 +49,11 @@ func (r *Relay) AddViewer(ctx context.Context, offer, role string) (*Viewer, str
 		}
 	}()
 
-	pc, est, err := r.cfg.API.newPeerConnection(webrtc.Configuration{ICEServers: r.cfg.ICEServers})
+	var servers []webrtc.ICEServer
+	if r.cfg.ICEServers != nil {
+		servers = r.cfg.ICEServers()
+	}
+	pc, est, err := r.cfg.API.newPeerConnection(webrtc.Configuration{ICEServers: servers})
 	if err != nil {
 		return nil, "", fmt.Errorf("stream: peer connection: %w", err)
 	}

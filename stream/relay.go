@@ -51,8 +51,10 @@ type Config struct {
 	// API builds the peer connections (NewAPI); shared by all relays so
 	// they can share one UDP port. Nil: no viewers, taps only (offline
 	// recording).
-	API        *API
-	ICEServers []webrtc.ICEServer
+	API *API
+	// ICEServers gives the STUN/TURN servers for a new peer (TURN
+	// credentials are minted per peer); nil: host candidates only.
+	ICEServers func() []webrtc.ICEServer
 	// Adapt sets the small H.264 layer that viewers on a poor link are
 	// moved to (adapt.go).
 	Adapt AdaptConfig

@@ -38,6 +38,11 @@ type Options struct {
 	VoiceSlots int
 	// HTTP is the client for signalling (default: 10 s timeout).
 	HTTP *http.Client
+	// ICEServers are the STUN/TURN servers to gather with; RelayOnly
+	// uses nothing but TURN relays (a network that lets nothing else
+	// through).
+	ICEServers []webrtc.ICEServer
+	RelayOnly  bool
 }
 
 // Session is one connected viewer.
@@ -147,7 +152,11 @@ func Dial(ctx context.Context, endpoint string, opt Options) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	conf := webrtc.Configuration{ICEServers: opt.ICEServers}
+	if opt.RelayOnly {
+		conf.ICETransportPolicy = webrtc.ICETransportPolicyRelay
+	}
+	pc, err := api.NewPeerConnection(conf)
 	if err != nil {
 		return nil, err
 	}
@@ -541,4 +550,29 @@ func (s *Session) Close(ctx context.Context) error {
 	}
 	errs = append(errs, s.pc.Close())
 	return errors.Join(errs...)
+}
+
+// Path is the selected candidate pair's local and remote candidate types
+// (host, srflx, prflx, relay) and the local candidate's protocol: how the
+// media reaches this viewer.
+func (s *Session) Path() (local, remote, protocol string) {
+	for _, st := range s.pc.GetStats() {
+		pair, ok := st.(webrtc.ICECandidatePairStats)
+		if !ok || !pair.Nominated || pair.State != webrtc.StatsICECandidatePairStateSucceeded {
+			continue
+		}
+		for _, st2 := range s.pc.GetStats() {
+			switch c := st2.(type) {
+			case webrtc.ICECandidateStats:
+				if c.ID == pair.LocalCandidateID {
+					local, protocol = c.CandidateType.String(), c.Protocol
+				}
+				if c.ID == pair.RemoteCandidateID {
+					remote = c.CandidateType.String()
+				}
+			}
+		}
+		return local, remote, protocol
+	}
+	return "", "", ""
 }

@@ -25,6 +25,7 @@ import { MarkLayer } from './marks.js';
 import { Verdicts, VerdictPanel } from './verdicts.js';
 import { ChatPanel } from './chat.js';
 import { ExamPanel } from './exam.js';
+import { iceSource } from './ice.js';
 import { Voice } from './voice.js';
 
 const META_MAX_AGE_MS = 5000;       // older metadata can no longer match a displayed frame
@@ -154,8 +155,8 @@ function waitIceGathering(pc, timeoutMs) {
 // WhepClient plays /whep/{source}: one RTCPeerConnection at a time, rebuilt
 // with backoff when it fails; 401/403/404 stop it for good (onFatal).
 class WhepClient {
-  constructor({ url, token, onPeer, onTrack, onMessage, onConsult, onState, onFatal, onResource }) {
-    Object.assign(this, { url, token, onPeer, onTrack, onMessage, onConsult, onState, onFatal, onResource });
+  constructor({ url, token, iceServers, onPeer, onTrack, onMessage, onConsult, onState, onFatal, onResource }) {
+    Object.assign(this, { url, token, iceServers, onPeer, onTrack, onMessage, onConsult, onState, onFatal, onResource });
     this.pc = null;
     this.consult = null;
     this.resource = null;
@@ -179,7 +180,14 @@ class WhepClient {
   async connect() {
     this.teardown();
     const gen = ++this.gen;
-    const pc = new RTCPeerConnection();
+    let iceServers = [];
+    try {
+      if (this.iceServers) iceServers = await this.iceServers();
+    } catch (err) {
+      stats.lastError = `ICE servers: ${err.message}`; // direct paths still work
+    }
+    if (gen !== this.gen || this.stopped) return;
+    const pc = new RTCPeerConnection({ iceServers });
     this.pc = pc;
     this.onState('connecting');
 
@@ -702,6 +710,7 @@ class Session {
     this.whep = new WhepClient({
       url: `/whep/${src}`,
       token: ctx.token,
+      iceServers: iceSource(ctx),
       onPeer: (pc) => { if (this.voice) this.voice.prepare(pc); },
       onTrack: (ev) => {
         if (this.voice && this.voice.onTrack(ev)) return;
@@ -1064,6 +1073,18 @@ class Session {
 
 const round1 = (v) => (v == null || !Number.isFinite(v) ? undefined : Math.round(v * 10) / 10);
 
+// pathOf names the way the media takes, from the selected pair's
+// candidates: direct (host, STUN), or relayed by TURN over UDP, TCP or
+// TLS (either side's relay).
+export function pathOf(local, remote) {
+  if (!local) return null;
+  const relay = [local, remote].find((c) => c && c.candidateType === 'relay');
+  if (!relay) return local.protocol === 'tcp' ? 'direct (TCP)' : 'direct';
+  const proto = String(relay.relayProtocol || (relay === local ? '' : 'udp')).toLowerCase();
+  return proto === 'tls' ? 'TURN TLS' : proto === 'tcp' ? 'TURN TCP' : 'TURN UDP';
+}
+
+
 // sampleQuality summarises pc.getStats(): the inbound video stream and the
 // selected ICE candidate pair. prev (the last sample) gives the rates.
 async function sampleQuality(pc, prev) {
@@ -1082,6 +1103,7 @@ async function sampleQuality(pc, prev) {
   const at = performance.now();
   const q = {
     at,
+    path: pathOf(pair && report.get(pair.localCandidateId), pair && report.get(pair.remoteCandidateId)),
     hasInbound: !!inbound,
     connectionState: pc.connectionState,
     iceState: pc.iceConnectionState,
@@ -1572,6 +1594,7 @@ function renderQuality(q) {
   setText('q-lost', q ? fmtNum(q.packetsLost) : '—');
   setText('q-jitter', q && q.jitterMs != null ? `${fmtMs(q.jitterMs)} ms` : '—');
   setText('q-rtt', q && q.rttMs != null ? `${fmtMs(q.rttMs)} ms` : '—');
+  setText('q-path', q && q.path ? q.path : '—');
   setText('q-kbps', q && q.kbps != null ? `${fmtNum(q.kbps)} kbit/s` : '—');
   setText('q-frames', q ? `${q.framesDecoded} decoded, ${q.framesDropped} dropped` : '—');
   const g = stats.g2g;
@@ -1586,6 +1609,13 @@ function renderQuality(q) {
 // layer: the link cannot carry the full stream (docs/streaming.md, "Poor
 // links").
 function renderLinkPill(q) {
+  const path = $('path-pill');
+  if (path && q && q.path) {
+    path.hidden = false;
+    path.textContent = q.path;
+    path.dataset.kind = q.path.startsWith('TURN') ? 'stale' : 'ok';
+  }
+  stats.path = q ? q.path : null;
   const pill = $('link-pill');
   if (pill) {
     const srv = stats.server;

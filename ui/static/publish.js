@@ -5,6 +5,8 @@
 // patient details beside the image never leave the device. The page
 // reconnects by itself when the network drops.
 
+import { iceSource } from './ice.js';
+
 const $ = (id) => document.getElementById(id);
 
 function setText(id, text) {
@@ -99,6 +101,7 @@ class Cropper {
 class Sender {
   constructor(ctx) {
     this.ctx = ctx;
+    this.ice = iceSource(ctx);
     this.pc = null;
     this.resource = null;
     this.wanted = false;
@@ -128,7 +131,10 @@ class Sender {
     if (!this.wanted) return;
     const { ctx } = this;
     setPill('state-pill', 'connecting', 'connecting…');
-    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+    let iceServers = [];
+    try { iceServers = await this.ice(); } catch { /* direct paths still work */ }
+    if (!this.wanted || this.pc) return;
+    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', iceServers });
     this.pc = pc;
     preferCodecs(pc.addTransceiver(this.track, { direction: 'sendonly' }));
     pc.onconnectionstatechange = () => {
