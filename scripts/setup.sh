@@ -14,7 +14,8 @@
 #                                    dicom3tools (DICOM cines, checked by
 #                                    dciodvfy), the OpenIGTLink library, and
 #                                    Orthanc with DICOMweb (the PACS exams
-#                                    are sent to; tests start their own)
+#                                    are sent to) and coturn (a real TURN
+#                                    server); tests start their own
 #
 # ORT_LIB=/path/libonnxruntime.so skips the download when that file exists.
 set -euo pipefail
@@ -39,7 +40,7 @@ if [ "${SETUP_BROWSER:-0}" = 1 ]; then
   pkgs+=(chromium chromium-driver firefox-esr)
 fi
 if [ "${SETUP_PEERS:-0}" = 1 ]; then
-  pkgs+=(python3-pydicom dcmtk dicom3tools libopenigtlink-dev orthanc orthanc-dicomweb)
+  pkgs+=(python3-pydicom dcmtk dicom3tools libopenigtlink-dev orthanc orthanc-dicomweb coturn)
 fi
 
 missing=()

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"sonolive/auth"
 	"sonolive/ice"
+	"sonolive/internal/testpeer"
 	"sonolive/internal/whepclient"
 )
 
@@ -76,5 +78,44 @@ func TestEmbeddedTURNRelayOnly(t *testing.T) {
 				t.Errorf("a forged credential got %d frames", st.Frames)
 			}
 		})
+	}
+}
+
+// A real TURN server: Debian's coturn with use-auth-secret. sonolive mints
+// each link's credentials from the shared secret; a viewer that may use
+// only relays, reaching coturn over TCP, gets the stream and metadata, and
+// so does the box's own side (its peer is given the same server).
+func TestCoturnRelayOnly(t *testing.T) {
+	turn := testpeer.StartCoturn(t)
+	cfg := Default()
+	cfg.Record.Enabled = false
+	cfg.Audit.Path = ""
+	cfg.Sources = []Source{{ID: "phantom", URL: "phantom://?width=320&height=240&fps=15"}}
+	cfg.WebRTC.ICEServers = []ice.Server{{URLs: []string{fmt.Sprintf("turn:127.0.0.1:%d?transport=tcp", turn.Port)}, SecretFile: turn.SecretFile}}
+	srv, base := runServer(t, cfg)
+	tok := token(t, srv, auth.Expert, time.Hour)
+	var got struct {
+		ICEServers []ice.Server `json:"ice_servers"`
+	}
+	code, body := do(t, "GET", base+"/api/sources/phantom/ice", "", tok, "")
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &got) != nil || len(got.ICEServers) != 1 || got.ICEServers[0].Credential == "" {
+		t.Fatalf("ice: %d %s", code, body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	v, err := whepclient.Dial(ctx, base+"/whep/phantom", whepclient.Options{Token: tok, RelayOnly: true, ICEServers: ice.WebRTC(got.ICEServers)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close(context.Background())
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && (v.Stats().Frames < 30 || v.Stats().Metadata < 30) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	st := v.Stats()
+	local, remote, _ := v.Path()
+	t.Logf("through coturn: %d frames, %d metadata, candidates %s/%s", st.Frames, st.Metadata, local, remote)
+	if st.Frames < 30 || st.Metadata < 30 || local != "relay" {
+		t.Errorf("through coturn over TCP: %d frames, %d metadata, local candidate %q", st.Frames, st.Metadata, local)
 	}
 }
