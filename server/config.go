@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"image"
 	"io"
+	"net/url"
 	"os"
 	"regexp"
 	"time"
@@ -230,6 +231,17 @@ type Source struct {
 	MaskSize string `yaml:"mask_size" json:"mask_size,omitempty"`
 	// Preset overrides ai.preset for this source (e.g. thyroid).
 	Preset string `yaml:"preset" json:"preset,omitempty"`
+	// Egress publishes the session's stream to other servers too.
+	Egress []Egress `yaml:"egress" json:"egress,omitempty"`
+}
+
+// Egress is a server the session's annotated stream is published to.
+type Egress struct {
+	// WHIP is a WHIP endpoint (LiveKit ingress, MediaMTX, another
+	// sonolive's /whip/{source}).
+	WHIP string `yaml:"whip" json:"whip"`
+	// TokenFile holds its bearer token (kept out of the config).
+	TokenFile string `yaml:"token_file" json:"token_file,omitempty"`
 }
 
 // check validates a source on its own: its id, and that its spec, crop
@@ -246,6 +258,11 @@ func (s Source) check() error {
 	}
 	if _, err := s.region(); err != nil {
 		return fmt.Errorf("source %q: %w", s.ID, err)
+	}
+	for _, e := range s.Egress {
+		if u, err := url.Parse(e.WHIP); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("source %q: egress whip %q: want an http(s) URL", s.ID, e.WHIP)
+		}
 	}
 	return nil
 }

@@ -307,7 +307,7 @@ func TestExampleConfigIsTheDefault(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Default()
-	want.Sources[0].Masks = []string{}
+	want.Sources[0].Masks, want.Sources[0].Egress = []string{}, []Egress{}
 	want.WebRTC.NAT1To1IPs, want.WebRTC.ICEServers = []string{}, []ice.Server{}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("sonolive.example.yaml differs from Default():\n got %+v\nwant %+v", c, want)

@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"sonolive/audit"
 	"sonolive/auth"
 	"sonolive/capture"
+	"sonolive/egress"
 	"sonolive/exam"
 	"sonolive/frame"
 	"sonolive/ice"
@@ -43,6 +46,8 @@ type Session struct {
 	models  *sessionModels
 	// picker keeps the open exam's key images; nil when exams are off.
 	picker *exam.Picker
+	// egress publishes the stream to other servers (source.egress).
+	egress []*egress.WHIP
 	// feed is where a whip:// source's publisher connects; nil for
 	// other sources.
 	feed *ingest.Point
@@ -155,6 +160,20 @@ func newSession(s *Server, src Source, det infer.Detector, model string) (*Sessi
 	if strings.HasPrefix(src.URL, "whip:") {
 		ses.feed = ingest.NewPoint(ses.log)
 	}
+	for _, e := range src.Egress {
+		tok := ""
+		if e.TokenFile != "" {
+			b, err := os.ReadFile(e.TokenFile)
+			if err != nil {
+				relay.Close()
+				return nil, fmt.Errorf("source %s: egress token_file: %w", src.ID, err)
+			}
+			tok = strings.TrimSpace(string(b))
+		}
+		ses.egress = append(ses.egress, egress.NewWHIP(egress.WHIPConfig{URL: e.WHIP, Token: tok, Logger: ses.log,
+			RequestKeyframe: relay.RequestKeyframe,
+			ICEServers:      func() []webrtc.ICEServer { return ice.WebRTC(s.ice.For("sonolive-" + src.ID)) }}))
+	}
 	ses.consult = &consultRelay{ses: ses}
 	ses.stills = &stills{}
 	relay.AddTap(ses.stills)
@@ -184,6 +203,18 @@ func (s *Session) run(ctx context.Context) {
 		s.consult.watchSpeaking(ctx)
 	}()
 	defer func() { <-speaking }()
+	for _, eg := range s.egress {
+		s.relay.AddTap(eg)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			eg.Run(ctx)
+		}()
+		defer func() {
+			<-done
+			s.relay.RemoveTap(eg)
+		}()
+	}
 	if s.picker != nil {
 		picking := make(chan struct{})
 		go func() {
@@ -516,6 +547,8 @@ type statsMessage struct {
 	// Publisher is a whip:// source's publisher (codec, frames, loss),
 	// absent while none is connected.
 	Publisher *ingest.Stats `json:"publisher,omitempty"`
+	// Egress is each WHIP server the stream is published to.
+	Egress []egress.WHIPStats `json:"egress,omitempty"`
 }
 
 // voiceSummary is the session's voices: microphones sending, packets
@@ -563,6 +596,9 @@ func (s *Session) stats() statsMessage {
 			st := p.Stats()
 			m.Publisher = &st
 		}
+	}
+	for _, eg := range s.egress {
+		m.Egress = append(m.Egress, eg.Stats())
 	}
 	if msg, _ := s.errMsg.Load().(string); msg != "" && m.State != "live" {
 		m.Error = msg
