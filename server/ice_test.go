@@ -71,6 +71,7 @@ func TestEmbeddedTURNRelayOnly(t *testing.T) {
 			}
 			st := v.Stats()
 			local, _, _ := v.Path()
+			t.Logf("TURN %s: %d frames, %d metadata, first keyframe after %v", tc.transport, st.Frames, st.Metadata, st.FirstKeyframe.Round(time.Millisecond))
 			if tc.ok && (st.Frames < 30 || st.Metadata < 30 || local != "relay") {
 				t.Errorf("through TURN %s: %d frames, %d metadata, local candidate %q", tc.transport, st.Frames, st.Metadata, local)
 			}
@@ -114,7 +115,17 @@ func TestCoturnRelayOnly(t *testing.T) {
 	}
 	st := v.Stats()
 	local, remote, _ := v.Path()
-	t.Logf("through coturn: %d frames, %d metadata, candidates %s/%s", st.Frames, st.Metadata, local, remote)
+	// The same viewer direct, for the time to the first keyframe.
+	d, err := whepclient.Dial(ctx, base+"/whep/phantom", whepclient.Options{Token: tok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close(context.Background())
+	for ctx.Err() == nil && d.Stats().Frames < 30 {
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("through coturn: %d frames, %d metadata, candidates %s/%s, first keyframe after %v (direct: %v)",
+		st.Frames, st.Metadata, local, remote, st.FirstKeyframe.Round(time.Millisecond), d.Stats().FirstKeyframe.Round(time.Millisecond))
 	if st.Frames < 30 || st.Metadata < 30 || local != "relay" {
 		t.Errorf("through coturn over TCP: %d frames, %d metadata, local candidate %q", st.Frames, st.Metadata, local)
 	}
