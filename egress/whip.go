@@ -181,15 +181,30 @@ func (w *WHIP) session(ctx context.Context) error {
 		return err
 	}
 	failed := make(chan error, 1)
+	fail := func(err error) {
+		select {
+		case failed <- err:
+		default:
+		}
+	}
+	var disconnected *time.Timer
+	defer func() {
+		if disconnected != nil {
+			disconnected.Stop()
+		}
+	}()
 	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
 		switch s {
 		case webrtc.PeerConnectionStateConnected:
 			w.setState("live", nil)
-		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateDisconnected, webrtc.PeerConnectionStateClosed:
-			select {
-			case failed <- fmt.Errorf("connection %s", s):
-			default:
+			if disconnected != nil {
+				disconnected.Stop()
 			}
+		case webrtc.PeerConnectionStateDisconnected:
+			// Often a moment's loss that ICE rides out; give up after 5 s.
+			disconnected = time.AfterFunc(5*time.Second, func() { fail(errors.New("connection disconnected for 5 s")) })
+		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
+			fail(fmt.Errorf("connection %s", s))
 		}
 	})
 	offer, err := pc.CreateOffer(nil)
@@ -296,7 +311,9 @@ func (w *WHIP) delete(resource string) {
 	if err != nil {
 		return
 	}
-	if w.cfg.Token != "" {
+	// The token goes only back to the server it was made for, not to
+	// wherever a Location header points.
+	if base, err := url.Parse(w.cfg.URL); err == nil && w.cfg.Token != "" && base.Scheme == req.URL.Scheme && base.Host == req.URL.Host {
 		req.Header.Set("Authorization", "Bearer "+w.cfg.Token)
 	}
 	if resp, err := w.cfg.HTTP.Do(req); err == nil {

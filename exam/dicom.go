@@ -3,6 +3,7 @@ package exam
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"image"
 	"image/color"
@@ -68,6 +69,8 @@ type ExportOptions struct {
 	// burned-in header: name, id, date) painted black.
 	Deidentify bool
 	MaskTop    float64
+	// OnSkip hears about recordings left out (unreadable).
+	OnSkip func(error)
 }
 
 func (o ExportOptions) withDefaults() ExportOptions {
@@ -127,21 +130,30 @@ func (s *Store) ExportDICOM(id string, opts ExportOptions) ([]DICOMObject, error
 	}
 	x := exporter{e: e, opts: opts, now: time.Now()}
 	var out []DICOMObject
-	for i, f := range fs {
-		o, err := x.keyImage(filepath.Join(s.dir, id, findingFile(f.N, "-annotated.jpg")), f, i+1)
+	for _, f := range fs {
+		// Numbered by the finding, so a UID names one image even after
+		// another finding was deleted.
+		o, err := x.keyImage(filepath.Join(s.dir, id, findingFile(f.N, "-annotated.jpg")), f, f.N)
 		if err != nil {
 			return nil, fmt.Errorf("DICOM key image %d: %w", f.N, err)
 		}
 		out = append(out, o)
 	}
+	var cineErr error
 	for i, path := range opts.Cines {
 		o, err := x.cine(path, i+1, fs)
 		if err != nil {
-			return nil, fmt.Errorf("DICOM cine %s: %w", filepath.Base(filepath.Dir(path)), err)
+			// One unreadable recording must not keep the exam from the
+			// PACS for ever: the rest goes, the caller hears why.
+			cineErr = errors.Join(cineErr, fmt.Errorf("DICOM cine %s: %w", filepath.Base(filepath.Dir(path)), err))
+			continue
 		}
 		if o.Data != nil {
 			out = append(out, o)
 		}
+	}
+	if cineErr != nil && opts.OnSkip != nil {
+		opts.OnSkip(cineErr)
 	}
 	sr, err := x.report(fs, out)
 	if err != nil {
@@ -293,10 +305,10 @@ func (x exporter) header(d *elems, sopClass, sopUID, ts string, series int, moda
 // keyImage is a finding's annotated key image as Secondary Capture.
 func (x exporter) keyImage(path string, f Finding, n int) (DICOMObject, error) {
 	img := gocv.IMRead(path, gocv.IMReadColor)
+	defer img.Close()
 	if img.Empty() {
 		return DICOMObject{}, fmt.Errorf("cannot read %s", path)
 	}
-	defer img.Close()
 	x.mask(&img)
 	rgb := gocv.NewMat()
 	defer rgb.Close()
@@ -313,7 +325,11 @@ func (x exporter) keyImage(path string, f Finding, n int) (DICOMObject, error) {
 	d.str(tag.BurnedInAnnotation, "YES")
 	d.str(tag.ImageComments, dicomText(x.findingText(f), 10240))
 	x.pixelModule(&d, rgb.Rows(), rgb.Cols(), "RGB")
-	if pd := d.add(tag.PixelData, dicom.PixelDataInfo{IntentionallyUnprocessed: true, UnprocessedValueData: rgb.ToBytes()}); pd != nil {
+	px := rgb.ToBytes()
+	if len(px)%2 == 1 {
+		px = append(px, 0) // values have even length
+	}
+	if pd := d.add(tag.PixelData, dicom.PixelDataInfo{IntentionallyUnprocessed: true, UnprocessedValueData: px}); pd != nil {
 		pd.RawValueRepresentation = "OB"
 	}
 	b, err := x.write(&d)
@@ -412,6 +428,9 @@ func (x exporter) cine(path string, n int, fs []Finding) (DICOMObject, error) {
 		}
 		buf, err := gocv.IMEncodeWithParams(gocv.JPEGFileExt, img, []int{gocv.IMWriteJpegQuality, 85})
 		if err != nil {
+			if buf != nil {
+				buf.Close()
+			}
 			return DICOMObject{}, err
 		}
 		jpegs = append(jpegs, append([]byte(nil), buf.GetBytes()...))
@@ -431,7 +450,9 @@ func (x exporter) cine(path string, n int, fs []Finding) (DICOMObject, error) {
 	d.str(tag.ImageType, "DERIVED", "PRIMARY")
 	d.str(tag.LossyImageCompression, "01")
 	d.str(tag.LossyImageCompressionMethod, "ISO_10918_1")
-	d.str(tag.BurnedInAnnotation, "NO")
+	// The scanner's screen, its header included (and the boxes when
+	// burn-in was on): de-identification tools must look.
+	d.str(tag.BurnedInAnnotation, "YES")
 	d.str(tag.NumberOfFrames, strconv.Itoa(len(jpegs)))
 	d.add(tag.FrameIncrementPointer, []int{int(tag.FrameTime.Group), int(tag.FrameTime.Element)})
 	d.str(tag.FrameTime, strconv.FormatFloat(frameMS, 'f', 3, 64))

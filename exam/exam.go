@@ -117,6 +117,11 @@ func (s Start) Check(organs []string) error {
 			return err
 		}
 	}
+	// The accession goes to the PACS as it is: DICOM's AccessionNumber
+	// (SH) holds 16 characters, and a cut one could name another order.
+	if utf8.RuneCountInString(s.Accession) > 16 || strings.Contains(s.Accession, "\\") {
+		return fmt.Errorf("%w: accession: at most 16 characters, no backslash", ErrBad)
+	}
 	return nil
 }
 

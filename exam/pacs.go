@@ -78,10 +78,11 @@ func (p PACS) Store(ctx context.Context, objs []DICOMObject) error {
 	}
 	defer resp.Body.Close()
 	reply, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK {
+	// 202: stored with warnings (attributes coerced); the Failed SOP
+	// Sequence says whether any instance was refused.
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusAccepted {
 		return fmt.Errorf("%w: STOW-RS answered %s: %s", ErrPACS, resp.Status, firstLine(reply))
 	}
-	// 200 may still list instances that failed (Failed SOP Sequence).
 	var ds map[string]struct {
 		Value []any `json:"Value"`
 	}
@@ -218,6 +219,10 @@ func (s *Sender) sendDue(ctx context.Context) time.Duration {
 // send tries one exam once; it returns the wait before the next try (0
 // when sent).
 func (s *Sender) send(ctx context.Context, id string) time.Duration {
+	var queued time.Time
+	if e, err := s.store.Get(id); err == nil && e.PACS != nil {
+		queued = e.PACS.Queued
+	}
 	objs, err := s.cfg.Export(id)
 	if err == nil {
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
@@ -233,6 +238,9 @@ func (s *Sender) send(ctx context.Context, id string) time.Duration {
 		if st == nil {
 			st = &PACSState{}
 			e.PACS = st
+		}
+		if !st.Queued.Equal(queued) {
+			return nil // queued again meanwhile: that send goes next
 		}
 		st.Attempts++
 		if err == nil {

@@ -348,6 +348,25 @@ func (p *Picker) Flush(ctx context.Context) error {
 	}
 }
 
+// Drain saves, on the caller's goroutine, the best frames of the tracks
+// that qualified and what waits for the writer: a session stopped in the
+// middle of an exam (a server shutdown) keeps the key images it had. Call
+// it after Run has returned, before Close.
+func (p *Picker) Drain() {
+	p.mu.Lock()
+	p.endTracks(time.Now(), true)
+	var cs []*candidate
+	for k, c := range p.pending {
+		cs = append(cs, c)
+		delete(p.pending, k)
+	}
+	p.mu.Unlock()
+	for _, c := range cs {
+		p.save(c)
+		c.close()
+	}
+}
+
 // Close lets go of every frame copy; call it after Run has returned.
 func (p *Picker) Close() {
 	p.mu.Lock()
@@ -429,7 +448,18 @@ func (p *Picker) save(c *candidate) {
 		f, err = p.store.SaveFinding(c.exam, f, picture, annotated)
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	notify := false
+	defer func() {
+		p.mu.Unlock()
+		// Outside the lock: the callback may read the disk, and Observe
+		// on the video path takes this lock.
+		if notify && p.cfg.OnFinding != nil {
+			p.cfg.OnFinding(c.exam, f)
+		}
+	}()
+	if c.exam != p.exam {
+		return // the exam ended while this one was saved
+	}
 	switch {
 	case errors.Is(err, ErrDeleted):
 		p.deleted[c.key] = true
@@ -450,9 +480,7 @@ func (p *Picker) save(c *candidate) {
 	}
 	ref.q, ref.desc, ref.cy, ref.size, ref.aspect, ref.cut = c.q, desc, cy, size, aspect, c.cut
 	ref.add(c)
-	if p.cfg.OnFinding != nil {
-		p.cfg.OnFinding(c.exam, f)
-	}
+	notify = true
 }
 
 // match is the finding c's lesion already has: the one holding its track,
@@ -602,6 +630,9 @@ func (c *candidate) pictures(f Finding) (clean, annotated []byte, err error) {
 func encodeJPEG(img gocv.Mat) ([]byte, error) {
 	buf, err := gocv.IMEncodeWithParams(gocv.JPEGFileExt, img, []int{gocv.IMWriteJpegQuality, 92})
 	if err != nil {
+		if buf != nil {
+			buf.Close()
+		}
 		return nil, err
 	}
 	defer buf.Close()

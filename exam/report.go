@@ -3,6 +3,7 @@ package exam
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html/template"
 	"io"
@@ -60,8 +61,12 @@ func (r Report) Shared() Report {
 	return r
 }
 
+// ErrReport: the exam ended, but its report files were not written.
+var ErrReport = errors.New("the exam ended but its report was not written")
+
 // Finish ends an open exam, notes the ground truth seen during it (nil
-// for sources without truth), and writes its report files.
+// for sources without truth), and writes its report files. An error
+// wrapping ErrReport means the exam did end.
 func (s *Store) Finish(id string, truth []LesionSeen, at time.Time) (Exam, error) {
 	e, err := s.Update(id, true, func(e *Exam) error {
 		t := at.UTC()
@@ -74,7 +79,10 @@ func (s *Store) Finish(id string, truth []LesionSeen, at time.Time) (Exam, error
 	if err != nil {
 		return e, err
 	}
-	return e, s.WriteReportFiles(id)
+	if err := s.WriteReportFiles(id); err != nil {
+		return e, fmt.Errorf("%w: %w", ErrReport, err)
+	}
+	return e, nil
 }
 
 // WriteReportFiles writes an exam's report.json and report.html as it
@@ -159,6 +167,9 @@ func (s *Store) RenderHTML(w io.Writer, r Report) error {
 		rows = append(rows, rw)
 	}
 	organ := r.Exam.Organ
+	if organ == "" {
+		organ = "ultrasound"
+	}
 	if r.Exam.Side != "" {
 		organ += " (" + r.Exam.Side + ")"
 	}

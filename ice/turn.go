@@ -67,6 +67,13 @@ func StartTURN(cfg TURNConfig, cert *tls.Config) (*TURN, error) {
 	relay := func() turn.RelayAddressGenerator {
 		return &turn.RelayAddressGeneratorStatic{RelayAddress: ip, Address: "0.0.0.0"}
 	}
+	// It relays to this box only: a TURN server open to any peer would let
+	// whoever holds a page's credentials reach the hospital's network.
+	own, err := ownAddresses(ip)
+	if err != nil {
+		return nil, err
+	}
+	permit := func(_ net.Addr, peer net.IP) bool { return own[peer.String()] }
 	sc := turn.ServerConfig{Realm: realm, LoggerFactory: logging.NewDefaultLoggerFactory()}
 	sc.AuthHandler = turn.LongTermTURNRESTAuthHandler(secret, sc.LoggerFactory.NewLogger("turn"))
 	t := &TURN{secret: secret}
@@ -88,8 +95,8 @@ func StartTURN(cfg TURNConfig, cert *tls.Config) (*TURN, error) {
 			return fail(fmt.Errorf("TURN TCP %s: %w", cfg.Listen, err))
 		}
 		closers = append(closers, ln.Close)
-		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{PacketConn: pc, RelayAddressGenerator: relay()})
-		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{Listener: ln, RelayAddressGenerator: relay()})
+		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{PacketConn: pc, RelayAddressGenerator: relay(), PermissionHandler: permit})
+		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{Listener: ln, RelayAddressGenerator: relay(), PermissionHandler: permit})
 		port := pc.LocalAddr().(*net.UDPAddr).Port
 		tport := ln.Addr().(*net.TCPAddr).Port
 		t.Server.URLs = append(t.Server.URLs,
@@ -105,7 +112,7 @@ func StartTURN(cfg TURNConfig, cert *tls.Config) (*TURN, error) {
 			return fail(fmt.Errorf("TURN TLS %s: %w", cfg.TLSListen, err))
 		}
 		closers = append(closers, ln.Close)
-		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{Listener: ln, RelayAddressGenerator: relay()})
+		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{Listener: ln, RelayAddressGenerator: relay(), PermissionHandler: permit})
 		t.Server.URLs = append(t.Server.URLs, fmt.Sprintf("turns:%s:%d?transport=tcp", host, ln.Addr().(*net.TCPAddr).Port))
 	}
 	if t.srv, err = turn.NewServer(sc); err != nil {
@@ -119,6 +126,23 @@ func (t *TURN) Secret() string { return t.secret }
 
 // Close stops it.
 func (t *TURN) Close() error { return t.srv.Close() }
+
+// ownAddresses are the IPs of this box's interfaces and its public IP:
+// the only peers the embedded server relays to (where sonolive's own ICE
+// candidates are).
+func ownAddresses(public net.IP) (map[string]bool, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("TURN: interface addresses: %w", err)
+	}
+	own := map[string]bool{public.String(): true}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			own[n.IP.String()] = true
+		}
+	}
+	return own, nil
+}
 
 func turnSecret(file string) (string, error) {
 	if file == "" {

@@ -24,6 +24,10 @@ type TrackerConfig struct {
 	// Alpha and Beta are the alpha-beta filter gains for position and
 	// velocity (defaults 0.7, 0.3): a light constant-velocity Kalman filter.
 	Alpha, Beta float32
+	// FirstID is the first track id (default 1). A session numbers its
+	// tracks on across pipeline runs, so an id (which verdicts and exam
+	// findings refer to) names one lesion for the session's whole life.
+	FirstID uint64
 }
 
 func (c TrackerConfig) withDefaults() TrackerConfig {
@@ -84,7 +88,7 @@ type Tracker struct {
 
 // NewTracker returns an empty tracker.
 func NewTracker(cfg TrackerConfig) *Tracker {
-	return &Tracker{cfg: cfg.withDefaults(), nextID: 1}
+	return &Tracker{cfg: cfg.withDefaults(), nextID: max(1, cfg.FirstID)}
 }
 
 // Update feeds the detections the model found on frame seq.

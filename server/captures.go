@@ -72,26 +72,33 @@ func (c *consultRelay) capture(v *stream.Viewer, m consultMsg) {
 			c.capturing = false
 			c.mu.Unlock()
 		}()
+		// Kept in the recording and in the exam: one failing does not
+		// cost the other.
 		reply := captureReply{Type: "captured", From: m.From}
+		var errs []error
 		if rec != nil {
 			saved, err := c.saveCapture(rec, m, frozen)
 			if err != nil {
 				c.ses.log.Warn("capture failed", zap.Uint32("rtp_ts", m.RTPTS), zap.Error(err))
-				fail(err)
-				return
+				errs = append(errs, err)
+			} else {
+				reply.Recording, reply.N, reply.T, reply.RTPTS = saved.Recording, saved.N, saved.T, saved.RTPTime
+				reply.Marks, reply.Findings = len(saved.Marks), len(saved.Detections)
+				c.ses.recordEvent("capture", map[string]string{"n": strconv.Itoa(saved.N), "rtp_ts": strconv.FormatUint(uint64(saved.RTPTime), 10)})
 			}
-			reply.Recording, reply.N, reply.T, reply.RTPTS = saved.Recording, saved.N, saved.T, saved.RTPTime
-			reply.Marks, reply.Findings = len(saved.Marks), len(saved.Detections)
-			c.ses.recordEvent("capture", map[string]string{"n": strconv.Itoa(saved.N), "rtp_ts": strconv.FormatUint(uint64(saved.RTPTime), 10)})
 		}
 		if ex != nil {
 			f, err := c.saveExamCapture(*ex, m, frozen)
 			if err != nil {
 				c.ses.log.Warn("capture not kept with the exam", zap.String("exam", ex.ID), zap.Error(err))
-				fail(err)
-				return
+				errs = append(errs, err)
+			} else {
+				reply.Exam, reply.Finding = ex.ID, f.N
 			}
-			reply.Exam, reply.Finding = ex.ID, f.N
+		}
+		if reply.N == 0 && reply.Finding == 0 {
+			fail(errors.Join(errs...))
+			return
 		}
 		reply.At = time.Now().UnixMilli()
 		out, err := json.Marshal(reply)
@@ -114,9 +121,11 @@ func (c *consultRelay) saveExamCapture(e exam.Exam, m consultMsg, frozen *freeze
 	if frozen != nil {
 		meta = frozen.meta
 		img, err = gocv.IMDecode(frozen.jpeg, gocv.IMReadColor)
-		if err == nil && img.Empty() {
+		if err != nil || img.Empty() {
 			img.Close()
-			err = errors.New("the frozen picture does not decode")
+			if err == nil {
+				err = errors.New("the frozen picture does not decode")
+			}
 		}
 	} else {
 		var ts uint32
@@ -152,9 +161,11 @@ func (c *consultRelay) saveCapture(rec keyFrameSaver, m consultMsg, frozen *free
 	if frozen != nil {
 		ts, meta, picture = frozen.ts, frozen.meta, frozen.jpeg
 		img, err = gocv.IMDecode(picture, gocv.IMReadColor)
-		if err == nil && img.Empty() {
+		if err != nil || img.Empty() {
 			img.Close()
-			err = errors.New("the frozen picture does not decode")
+			if err == nil {
+				err = errors.New("the frozen picture does not decode")
+			}
 		}
 	} else {
 		img, ts, err = c.ses.stills.at(m.RTPTS)

@@ -92,6 +92,15 @@ func (s *Session) resumeExam() {
 		s.log.Error("resuming the exam with the running model", zap.String("exam", e.ID), zap.Error(err))
 	}
 	fs, _ := s.deps.exams.Findings(e.ID)
+	// Track ids go on from the exam's findings: a verdict on a new track
+	// must not land on an old finding.
+	for _, f := range fs {
+		for _, id := range f.Tracks {
+			if id+1 > s.nextTrack.Load() {
+				s.nextTrack.Store(id + 1)
+			}
+		}
+	}
 	s.examMu.Lock()
 	s.exam = &e
 	s.examMu.Unlock()
@@ -113,6 +122,7 @@ func (s *Session) startExam(st exam.Start) (exam.Exam, error) {
 		s.examMu.Unlock()
 		return e, exam.ErrOpen
 	}
+	before, _ := s.models.current()
 	name, err := s.models.use(st.Organ)
 	if err != nil {
 		s.examMu.Unlock()
@@ -124,6 +134,7 @@ func (s *Session) startExam(st exam.Start) (exam.Exam, error) {
 	}
 	e, err := s.deps.exams.Create(s.id, st, m, time.Now())
 	if err != nil {
+		s.models.use(before) // no exam: the model it ran before
 		s.examMu.Unlock()
 		return e, err
 	}
@@ -157,8 +168,8 @@ func (s *Session) endExam(ctx context.Context, id string) (exam.Exam, error) {
 		truth = s.picker.GroundTruth()
 	}
 	e, err := s.deps.exams.Finish(id, truth, time.Now())
-	if errors.Is(err, exam.ErrEnded) || errors.Is(err, exam.ErrNotFound) {
-		return e, err
+	if err != nil && !errors.Is(err, exam.ErrReport) {
+		return e, err // not ended: the page still shows it open
 	}
 	if err != nil {
 		// Ended, but the report did not write: say so, keep going.
@@ -183,16 +194,23 @@ func (s *Session) endExam(ctx context.Context, id string) (exam.Exam, error) {
 			s.log.Error("writing the exam report", zap.String("exam", id), zap.Error(err))
 		}
 	}
-	if s.deps.sender != nil && s.deps.cfg.Exams.PACS.AutoSend {
-		if queued, err := s.deps.sender.Queue(id); err != nil {
-			s.log.Error("queueing the exam for the PACS", zap.String("exam", id), zap.Error(err))
+	e = s.deps.examEnded(e)
+	s.log.Info("exam ended", zap.String("exam", id), zap.Strings("recordings", e.Recordings))
+	return e, nil
+}
+
+// examEnded does what follows an exam's end, with or without its
+// session: the PACS send (exams.pacs.auto_send) and the pages' event.
+func (s *Server) examEnded(e exam.Exam) exam.Exam {
+	if s.sender != nil && s.cfg.Exams.PACS.AutoSend {
+		if queued, err := s.sender.Queue(e.ID); err != nil {
+			s.log.Error("queueing the exam for the PACS", zap.String("exam", e.ID), zap.Error(err))
 		} else {
 			e = queued
 		}
 	}
-	s.deps.hub.broadcast(s.id, examEvent{Type: "exam", Change: "ended", Exam: summarise(e)})
-	s.log.Info("exam ended", zap.String("exam", id), zap.Strings("recordings", e.Recordings))
-	return e, nil
+	s.hub.broadcast(e.Source, examEvent{Type: "exam", Change: "ended", Exam: summarise(e)})
+	return e
 }
 
 // findingChanged tells the pages about a finding.
@@ -324,6 +342,9 @@ func (s *Server) exportDICOMWith(id string, opts exam.ExportOptions) ([]exam.DIC
 		}
 	}
 	opts.Cines, opts.Station = cines, e.Source
+	opts.OnSkip = func(err error) {
+		s.log.Error("exam exported without a recording it could not read", zap.String("exam", id), zap.Error(err))
+	}
 	return s.exams.ExportDICOM(id, opts)
 }
 
@@ -484,8 +505,11 @@ func (s *Server) endExamHandler(w http.ResponseWriter, r *http.Request) {
 	)
 	if ses, live := s.sessions.get(exam.SourceOf(id)); live {
 		e, err = ses.endExam(r.Context(), id)
-	} else {
-		e, err = s.exams.Finish(id, nil, time.Now())
+	} else if e, err = s.exams.Finish(id, nil, time.Now()); err == nil || errors.Is(err, exam.ErrReport) {
+		if err != nil {
+			s.log.Error("writing the exam report", zap.String("exam", id), zap.Error(err))
+		}
+		e, err = s.examEnded(e), nil
 	}
 	if err != nil {
 		s.examError(w, err)
@@ -533,11 +557,12 @@ func (s *Server) calibrateExamHandler(w http.ResponseWriter, r *http.Request) {
 	}
 	if ses, live := s.sessions.get(e.Source); live {
 		ses.examMu.Lock()
-		if ses.exam != nil && ses.exam.ID == id {
+		own := ses.exam != nil && ses.exam.ID == id
+		if own {
 			ses.exam.CalibrationMM = mm
 		}
 		ses.examMu.Unlock()
-		if ses.picker != nil {
+		if own && ses.picker != nil {
 			fs, _ := s.exams.Findings(id)
 			ses.picker.SetExam(id, mm, fs)
 		}
@@ -729,13 +754,15 @@ func (s *Server) tagExamHandler(w http.ResponseWriter, r *http.Request) {
 }
 
 // dicomZip: GET /api/exams/{id}/dicom.zip, the exam's DICOM objects for a
-// CD or a PACS without DICOMweb; teaching.zip, the same de-identified for
-// teaching outside the clinic: no label or accession, the top mask
-// percent (default 8) of every picture — the scanner's header — black.
-// Sonographer and teacher only.
+// CD or a PACS without DICOMweb (sonographer only: it names the patient);
+// teaching.zip, the same de-identified for teaching outside the clinic
+// (sonographer and teacher): no label or accession, the top mask percent
+// (default 8) of every picture — the scanner's header — black.
 func (s *Server) dicomZip(w http.ResponseWriter, r *http.Request, id string, c auth.Claims, teaching bool) {
-	if !slices.Contains(curatorRoles, c.Role) {
-		auth.Deny(w, fmt.Errorf("%w: role %s may not export DICOM", auth.ErrForbidden, c.Role))
+	// The clinical export names the patient: the sonographer's. The
+	// teaching copy does not: the library's curators too.
+	if !teaching && c.Role != auth.Sonographer || teaching && !slices.Contains(curatorRoles, c.Role) {
+		auth.Deny(w, fmt.Errorf("%w: role %s may not export this", auth.ErrForbidden, c.Role))
 		return
 	}
 	opts := exam.ExportOptions{Deidentify: teaching}

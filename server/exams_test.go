@@ -78,6 +78,7 @@ func TestExamLifecycle(t *testing.T) {
 		{`{"organ":"liver"}`, http.StatusBadRequest},
 		{`{"organ":"thyroid","side":"left"}`, http.StatusBadRequest},
 		{`{"organ":"thyroid","label":"line\nbreak"}`, http.StatusBadRequest},
+		{`{"organ":"thyroid","accession":"12345678901234567"}`, http.StatusBadRequest},
 	} {
 		if code, body := do(t, "POST", base+"/api/sources/phantom/exams", "application/json", sono, tc.body); code != tc.code {
 			t.Errorf("start %s: %d %s, want %d", tc.body, code, body, tc.code)
@@ -286,6 +287,9 @@ func TestExamCalibrationAndTeaching(t *testing.T) {
 	}
 	if code, _ := do(t, "GET", base+"/api/exams/"+e.ID+"/teaching.zip", "", token(t, srv, auth.Student, time.Hour), ""); code != http.StatusForbidden {
 		t.Errorf("a student downloaded the case: %d", code)
+	}
+	if code, _ := do(t, "GET", base+"/api/exams/"+e.ID+"/dicom.zip", "", teacher, ""); code != http.StatusForbidden {
+		t.Errorf("a teacher downloaded the clinical export (it names the patient): %d", code)
 	}
 	code, body = do(t, "GET", base+"/api/exams/"+e.ID+"/teaching.zip?mask=10", "", teacher, "")
 	zr, err := zip.NewReader(strings.NewReader(body), int64(len(body)))

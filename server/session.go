@@ -80,6 +80,10 @@ type Session struct {
 	vmu     sync.Mutex
 	viewers map[string]*auth.Binding // viewer id -> the token it came with
 
+	// nextTrack is the first track id of the next pipeline run: ids go on
+	// across runs (and restarts, from the open exam's findings).
+	nextTrack atomic.Uint64
+
 	mu       sync.Mutex // guards the windows and bitrate
 	win      map[string]*stats.Window
 	g2g      *stats.Window
@@ -223,6 +227,7 @@ func (s *Session) run(ctx context.Context) {
 		}()
 		defer func() {
 			<-picking
+			s.picker.Drain()
 			s.picker.Close()
 		}()
 	}
@@ -280,7 +285,7 @@ func (s *Session) runOnce(ctx context.Context) error {
 	_, model := s.models.current()
 	p, err := pipeline.New(pipeline.Config{
 		Source: src, Detector: s.models.detector(), ModelName: model, Budget: ai.Budget,
-		Tracker: infer.TrackerConfig{MinHits: ai.MinHits},
+		Tracker: infer.TrackerConfig{MinHits: ai.MinHits, FirstID: s.nextTrack.Load()},
 		Overlay: s.burnIn.Load(), HUDTiming: true, Observers: observers,
 		Sinks:         []pipeline.Sink{statsSink{s}, relaySink{s.relay}},
 		StatsInterval: time.Minute, Logger: s.log, LatencySamples: stats.LiveCap,
@@ -298,7 +303,10 @@ func (s *Session) runOnce(ctx context.Context) error {
 		s.live.Store(false)
 		s.syncRecording()
 	}()
-	_, err = p.Run(ctx)
+	rep, err := p.Run(ctx)
+	if next := rep.Detections.Tracks + 1; next > s.nextTrack.Load() {
+		s.nextTrack.Store(next)
+	}
 	return err
 }
 
