@@ -183,19 +183,8 @@ func (s server) invite(t *testing.T) string {
 // inviteRole is an invite link for role to the phantom source.
 func (s server) inviteRole(t *testing.T, role string) string {
 	t.Helper()
-	req, _ := http.NewRequest("POST", s.base+"/api/sources/phantom/invites", strings.NewReader(`{"role":"`+role+`","ttl_s":900}`))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+s.token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
 	var inv struct{ URL string }
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusCreated || json.Unmarshal(b, &inv) != nil {
-		t.Fatalf("invite: %d %s", resp.StatusCode, b)
-	}
+	s.post(t, "/api/sources/phantom/invites", `{"role":"`+role+`","ttl_s":900}`, &inv)
 	return inv.URL
 }
 
@@ -203,7 +192,16 @@ func (s server) inviteRole(t *testing.T, role string) string {
 // Start exam does; it returns the exam's id.
 func (s server) startExam(t *testing.T, organ string) string {
 	t.Helper()
-	req, _ := http.NewRequest("POST", s.base+"/api/sources/phantom/exams", strings.NewReader(`{"organ":"`+organ+`"}`))
+	var e struct{ ID string }
+	s.post(t, "/api/sources/phantom/exams", `{"organ":"`+organ+`"}`, &e)
+	return e.ID
+}
+
+// post sends JSON with the sonographer's token and wants 201 with JSON
+// into out.
+func (s server) post(t *testing.T, path, body string, out any) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", s.base+path, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+s.token)
 	resp, err := http.DefaultClient.Do(req)
@@ -211,12 +209,10 @@ func (s server) startExam(t *testing.T, organ string) string {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var e struct{ ID string }
 	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusCreated || json.Unmarshal(b, &e) != nil {
-		t.Fatalf("start exam: %d %s", resp.StatusCode, b)
+	if resp.StatusCode != http.StatusCreated || json.Unmarshal(b, out) != nil {
+		t.Fatalf("POST %s: %d %s", path, resp.StatusCode, b)
 	}
-	return e.ID
 }
 
 // node runs a browser script and returns its JSON result line.

@@ -5,33 +5,7 @@
 // are listed at their time in the recording, with previous/next. No module
 // state.
 
-const headers = (token, json) => {
-  const h = { Authorization: `Bearer ${token}` };
-  if (json) h['Content-Type'] = 'application/json';
-  return h;
-};
-
-async function call(token, method, path, body) {
-  const res = await fetch(path, { method, cache: 'no-store', headers: headers(token, body !== undefined), body: body === undefined ? undefined : JSON.stringify(body) });
-  if (!res.ok) {
-    const err = new Error(((await res.text().catch(() => '')) || `HTTP ${res.status}`).trim().split('\n')[0]);
-    err.status = res.status;
-    throw err;
-  }
-  return res.json();
-}
-
-const el = (tag, props = {}, ...kids) => {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === 'class') e.className = v;
-    else if (k === 'dataset') Object.assign(e.dataset, v);
-    else if (k in e) e[k] = v;
-    else e.setAttribute(k, v);
-  }
-  e.append(...kids.filter((k) => k !== null && k !== undefined));
-  return e;
-};
+import { call, el } from './api.js';
 
 const q = (token) => `token=${encodeURIComponent(token)}`;
 const cap = (s) => (s ? s[0].toUpperCase() + s.slice(1) : '');

@@ -5,38 +5,7 @@
 // read-only. API: /api/sources/{source}/exams, /api/exams/{id}/…; the
 // WebSocket's "exam" events say when to reload. No module state.
 
-const headers = (token, json) => {
-  const h = { Authorization: `Bearer ${token}` };
-  if (json) h['Content-Type'] = 'application/json';
-  return h;
-};
-
-async function call(token, method, path, body) {
-  const res = await fetch(path, {
-    method, cache: 'no-store', headers: headers(token, body !== undefined),
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  if (!res.ok) {
-    let text = '';
-    try { text = (await res.text()).trim().split('\n')[0].slice(0, 200); } catch { /* none */ }
-    const err = new Error(text || `HTTP ${res.status}`);
-    err.status = res.status;
-    throw err;
-  }
-  return res.status === 204 ? null : res.json();
-}
-
-const el = (tag, props = {}, ...kids) => {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === 'class') e.className = v;
-    else if (k === 'dataset') Object.assign(e.dataset, v);
-    else if (k in e) e[k] = v;
-    else e.setAttribute(k, v);
-  }
-  e.append(...kids.filter((k) => k !== null && k !== undefined));
-  return e;
-};
+import { call, el } from './api.js';
 
 const cap = (s) => (s ? s[0].toUpperCase() + s.slice(1) : s);
 
