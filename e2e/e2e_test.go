@@ -330,7 +330,7 @@ func TestConsultMarksInChromium(t *testing.T) {
 	out := outDir(t)
 	s := startServe(t)
 	s.startExam(t, "breast") // key frames belong to an exam and its recording
-	res := node(t, "consult.js", 150*time.Second, "CHROMIUM="+chromium, "LIVE_URL="+s.liveURL, "EXPERT_URL="+s.invite(t), "OUT_DIR="+out)
+	res := node(t, "consult.js", 170*time.Second, "CHROMIUM="+chromium, "LIVE_URL="+s.liveURL, "EXPERT_URL="+s.invite(t), "OUT_DIR="+out)
 	p, _ := res["pointer"].(map[string]any)
 	t.Logf("arrow: %v; pointer input → drawn on the other page: %v; sonographer pointing back: %v; verdict: %v; freeze: %v; capture: %v; chat: %v; voice: %v; screenshots in %s",
 		res["arrow"], p, res["pointBack"], res["verdict"], res["freeze"], res["capture"], res["chat"], res["voice"], out)
