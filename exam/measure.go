@@ -7,6 +7,7 @@ import (
 	"gocv.io/x/gocv"
 
 	"sonolive/frame"
+	"sonolive/overlay"
 )
 
 // Boundary finds the lesion's own extent around the detector's box, the
@@ -61,6 +62,26 @@ func Boundary(img gocv.Mat, b frame.Box) (frame.Box, bool) {
 		return b, false
 	}
 	return got, true
+}
+
+// Measure sizes f on img: its extent is the lesion's boundary around box
+// when one is found, else box (Measured says which), in millimetres when g
+// knows the pixel size (from says where that came from). It returns the
+// extent, the box to draw so that its label's size is the finding's.
+func (f *Finding) Measure(img gocv.Mat, box frame.Box, g frame.Geometry, from string) frame.Box {
+	mb, ok := Boundary(img, box)
+	f.Measured = "box"
+	if ok {
+		f.Measured = "boundary"
+		f.MeasuredBox = &overlay.BoxMeta{round1(float64(mb.X1)), round1(float64(mb.Y1)), round1(float64(mb.W())), round1(float64(mb.H()))}
+	}
+	if g.Known() {
+		w, h, _ := g.SizeMM(mb)
+		f.SizeMM = &[2]float64{round1(w), round1(h)}
+		f.SpacingMM = &[2]float64{g.SpacingMM[0], g.SpacingMM[1]}
+		f.SpacingFrom = from
+	}
+	return mb
 }
 
 // near: a boundary side within 0.87..1.15 of the box's.

@@ -44,7 +44,6 @@ type Picker struct {
 	writing  int                     // candidates being saved
 	idle     *sync.Cond              // signalled when pending empties and writing is 0
 	wake     chan struct{}
-	dropped  uint64       // candidates lost to a failed save
 	findings []findingRef // this exam's findings, for gathering tracks
 	// seen is each ground-truth lesion's time in view during the exam
 	// (sources with truth only); lastAt is the previous frame's time.
@@ -442,8 +441,8 @@ func (p *Picker) save(c *candidate) {
 	}
 	p.mu.Unlock()
 
-	f := p.finding(c, n, ref)
-	picture, annotated, err := c.pictures(f)
+	f, extent := p.finding(c, n, ref)
+	picture, annotated, err := c.pictures(extent)
 	if err == nil {
 		f, err = p.store.SaveFinding(c.exam, f, picture, annotated)
 	}
@@ -470,7 +469,6 @@ func (p *Picker) save(c *candidate) {
 		}
 		return
 	case err != nil:
-		p.dropped++
 		p.log.Warn("key image not saved", zap.String("exam", c.exam), zap.Uint64("track", c.key.id), zap.Error(err))
 		return
 	}
@@ -547,7 +545,7 @@ func (r *findingRef) seenWith(keys []trackKey) bool {
 }
 
 // finding describes c as finding n (0: new).
-func (p *Picker) finding(c *candidate, n int, ref *findingRef) Finding {
+func (p *Picker) finding(c *candidate, n int, ref *findingRef) (Finding, frame.Box) {
 	d := c.det
 	f := Finding{N: n, Auto: true, At: c.at.UTC(), Seq: c.seq, Width: c.img.Cols(), Height: c.img.Rows(),
 		Box:   overlay.BoxMeta{round1(float64(d.Box.X1)), round1(float64(d.Box.Y1)), round1(float64(d.Box.W())), round1(float64(d.Box.H()))},
@@ -564,19 +562,8 @@ func (p *Picker) finding(c *candidate, n int, ref *findingRef) Finding {
 	if !containsID(f.Tracks, c.key.id) {
 		f.Tracks = append(f.Tracks, c.key.id)
 	}
-	mb, measured := c.measure()
-	f.Measured = "box"
-	if measured {
-		f.Measured = "boundary"
-		f.MeasuredBox = &overlay.BoxMeta{round1(float64(mb.X1)), round1(float64(mb.Y1)), round1(float64(mb.W())), round1(float64(mb.H()))}
-	}
 	g, from := c.spacing()
-	if g.Known() {
-		w, h, _ := g.SizeMM(mb)
-		f.SizeMM = &[2]float64{round1(w), round1(h)}
-		f.SpacingMM = &[2]float64{g.SpacingMM[0], g.SpacingMM[1]}
-		f.SpacingFrom = from
-	}
+	extent := f.Measure(c.img, d.Box, g, from)
 	for i, b := range c.truth {
 		tb := TruthBox{Box: overlay.BoxMeta{float64(b.X1), float64(b.Y1), float64(b.W()), float64(b.H())}}
 		if i < len(c.ids) {
@@ -587,15 +574,11 @@ func (p *Picker) finding(c *candidate, n int, ref *findingRef) Finding {
 		}
 		f.Truth = append(f.Truth, tb)
 	}
-	return f
+	return f, extent
 }
 
 // measure is the lesion's extent on the key image: its boundary when one
 // is found, else the detector's box.
-func (c *candidate) measure() (frame.Box, bool) {
-	return Boundary(c.img, c.det.Box)
-}
-
 // spacing is the geometry sizes are measured with: the source's, else the
 // exam's calibration.
 func (c *candidate) spacing() (frame.Geometry, string) {
@@ -610,18 +593,17 @@ func (c *candidate) spacing() (frame.Geometry, string) {
 	return c.geom, ""
 }
 
-// pictures encodes the key image clean and annotated.
-func (c *candidate) pictures(f Finding) (clean, annotated []byte, err error) {
+// pictures encodes the key image clean and annotated, the lesion drawn
+// with the extent it was measured on.
+func (c *candidate) pictures(extent frame.Box) (clean, annotated []byte, err error) {
 	if clean, err = encodeJPEG(c.img); err != nil {
 		return nil, nil, err
 	}
 	drawn := c.img.Clone()
 	defer drawn.Close()
 	g, _ := c.spacing()
-	// The box drawn is what was measured, so its label's size is the
-	// finding's.
 	d := c.det
-	d.Box, _ = c.measure()
+	d.Box = extent
 	overlay.NewDrawer(overlay.DefaultStyle()).DrawFindings(&drawn, []frame.Detection{d}, g)
 	annotated, err = encodeJPEG(drawn)
 	return clean, annotated, err

@@ -141,16 +141,6 @@ func (p *Provider) Add(s Server, secret string) {
 	p.secrets = append(p.secrets, secret)
 }
 
-// Empty reports whether there is nothing to hand out.
-func (p *Provider) Empty() bool {
-	if p == nil {
-		return true
-	}
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	return len(p.servers) == 0
-}
-
 // For is the servers for one peer (user names it in the TURN server's
 // logs), credentials minted now.
 func (p *Provider) For(user string) []Server {

@@ -282,26 +282,17 @@ func (s *Session) saveManualFinding(e exam.Exam, img gocv.Mat, meta *overlay.Met
 			}
 		}
 	}
+	from := "source"
 	if !geom.Known() && e.CalibrationMM > 0 {
 		geom.SpacingMM = [2]float64{e.CalibrationMM, e.CalibrationMM}
-		f.SpacingFrom = "calibration"
-	} else if geom.Known() {
-		f.SpacingFrom = "source"
+		from = "calibration"
 	}
-	if len(dets) > 0 {
-		// Measured on the lesion's boundary, as the picker does.
-		f.Measured = "box"
-		if mb, ok := exam.Boundary(img, dets[0].Box); ok {
-			dets[0].Box, f.Measured = mb, "boundary"
-			f.MeasuredBox = &overlay.BoxMeta{float64(mb.X1), float64(mb.Y1), float64(mb.W()), float64(mb.H())}
-		}
-	}
-	if geom.Known() {
-		f.SpacingMM = &[2]float64{geom.SpacingMM[0], geom.SpacingMM[1]}
-		if len(dets) > 0 {
-			w, h, _ := geom.SizeMM(dets[0].Box)
-			f.SizeMM = &[2]float64{math.Round(w*10) / 10, math.Round(h*10) / 10}
-		}
+	switch {
+	case len(dets) > 0:
+		// Measured as the picker measures, and drawn with that extent.
+		dets[0].Box = f.Measure(img, dets[0].Box, geom, from)
+	case geom.Known():
+		f.SpacingMM, f.SpacingFrom = &[2]float64{geom.SpacingMM[0], geom.SpacingMM[1]}, from
 	}
 	picture, err := encodeJPEG(img)
 	if err != nil {
@@ -356,18 +347,7 @@ func (s *Server) examAccess(w http.ResponseWriter, r *http.Request, roles ...aut
 	if !s.examsOn(w) {
 		return "", auth.Claims{}, false
 	}
-	id := r.PathValue("id")
-	src := exam.SourceOf(id)
-	if src == "" {
-		http.Error(w, exam.ErrNotFound.Error(), http.StatusNotFound)
-		return "", auth.Claims{}, false
-	}
-	c, err := s.signer.Check(r, src, roles...)
-	if err != nil {
-		auth.Deny(w, err)
-		return "", c, false
-	}
-	return id, c, true
+	return s.idAccess(w, r, exam.SourceOf, exam.ErrNotFound, roles...)
 }
 
 // errExamsOff: no place to keep exams (recording off and no exams.dir).

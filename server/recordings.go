@@ -23,10 +23,17 @@ func (s *Server) recordingAccess(w http.ResponseWriter, r *http.Request, roles .
 		http.Error(w, "recording is off on this server", http.StatusNotFound)
 		return "", auth.Claims{}, false
 	}
+	return s.idAccess(w, r, replay.Source, replay.ErrNotFound, roles...)
+}
+
+// idAccess checks the token against the source a path's {id} names
+// (sourceOf gives "" for an id that is not one: notFound, 404), and the
+// role; it writes the 4xx itself.
+func (s *Server) idAccess(w http.ResponseWriter, r *http.Request, sourceOf func(string) string, notFound error, roles ...auth.Role) (string, auth.Claims, bool) {
 	id := r.PathValue("id")
-	src := replay.Source(id)
+	src := sourceOf(id)
 	if src == "" {
-		http.Error(w, replay.ErrNotFound.Error(), http.StatusNotFound)
+		http.Error(w, notFound.Error(), http.StatusNotFound)
 		return "", auth.Claims{}, false
 	}
 	c, err := s.signer.Check(r, src, roles...)
