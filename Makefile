@@ -60,7 +60,7 @@ test-race: setup
 	# The exam store, picker and PACS sender under the race detector; -short
 	# skips the real-time phantom scans (the race detector slows the
 	# phantom's Go rendering below its frame rate).
-	go test -race -short -tags $(TAGS),matprofile -count=1 -timeout 10m ./exam/... ./ice/...
+	go test -race -short -tags $(TAGS),matprofile -count=1 -timeout 10m ./exam/... ./ice/... ./link/...
 
 # Every fuzz target for FUZZTIME (CI: 10 s each); `make fuzz` runs them for
 # 5 minutes each and writes the executions to $(OUT)/fuzz.txt.

@@ -14,8 +14,11 @@
 #                                    dicom3tools (DICOM cines, checked by
 #                                    dciodvfy), the OpenIGTLink library, and
 #                                    Orthanc with DICOMweb (the PACS exams
-#                                    are sent to) and coturn (a real TURN
-#                                    server); tests start their own
+#                                    are sent to), coturn (a real TURN
+#                                    server), nftables and curl (the
+#                                    firewalled-clinic namespace test) and
+#                                    Redis (multi-node LiveKit); tests
+#                                    start their own
 #
 # ORT_LIB=/path/libonnxruntime.so skips the download when that file exists.
 set -euo pipefail
@@ -40,7 +43,7 @@ if [ "${SETUP_BROWSER:-0}" = 1 ]; then
   pkgs+=(chromium chromium-driver firefox-esr)
 fi
 if [ "${SETUP_PEERS:-0}" = 1 ]; then
-  pkgs+=(python3-pydicom dcmtk dicom3tools libopenigtlink-dev orthanc orthanc-dicomweb coturn)
+  pkgs+=(python3-pydicom dcmtk dicom3tools libopenigtlink-dev orthanc orthanc-dicomweb coturn nftables curl redis-server)
 fi
 
 missing=()

@@ -35,6 +35,7 @@ type Config struct {
 	AI        AI        `yaml:"ai"`
 	Record    Record    `yaml:"record"`
 	Exams     Exams     `yaml:"exams"`
+	Link      Link      `yaml:"link"`
 	Sources   []Source  `yaml:"sources"`
 	LogLevel  string    `yaml:"log_level"`
 }
@@ -111,6 +112,23 @@ type WebRTC struct {
 	// IncludeLoopback offers 127.0.0.1 candidates (same-host viewers).
 	IncludeLoopback bool `yaml:"include_loopback"`
 }
+
+// Link opens this box's API to experts through a hub outside the
+// clinic's network (`sonolive hub`), over one outbound TLS connection: for
+// a firewall that lets nothing in. Set public_url to the hub's address, so
+// the links handed out point there; media goes through TURN (ice_servers).
+type Link struct {
+	// Hub is the hub's URL, e.g. https://hub.example (port 443).
+	Hub string `yaml:"hub"`
+	// Name is this box's name at the hub; TokenFile holds its token.
+	Name      string `yaml:"name"`
+	TokenFile string `yaml:"token_file"`
+	// CAFile verifies the hub's certificate (default: the system's roots).
+	CAFile string `yaml:"ca_file"`
+}
+
+// Enabled says whether a hub is configured.
+func (l Link) Enabled() bool { return l.Hub != "" }
 
 // Stream sets the encoder and the fan-out.
 type Stream struct {
@@ -392,6 +410,9 @@ func (c *Config) Validate() error {
 	}
 	if c.WebRTC.TCPPort < 0 || c.WebRTC.TCPPort > 65535 || c.WebRTC.UDPPort < 0 || c.WebRTC.UDPPort > 65535 {
 		return errors.New("config: webrtc ports must be 0..65535")
+	}
+	if l := c.Link; l.Enabled() && (l.Name == "" || l.TokenFile == "") {
+		return errors.New("config: link needs a name and a token_file")
 	}
 	if c.HTTP.ReadTimeout <= 0 || c.HTTP.WriteTimeout <= 0 || c.HTTP.IdleTimeout <= 0 {
 		return errors.New("config: http timeouts must be positive")

@@ -341,9 +341,24 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	// a connection. The long-lived routes set their own deadlines: the
 	// WebSocket (hijacked) its per-message ones, downloads theirs up to
 	// the token's expiry (recordings.go).
-	hs := &http.Server{Handler: s.Handler(), ErrorLog: zap.NewStdLog(s.log.Named("http")),
-		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: s.cfg.HTTP.ReadTimeout,
-		WriteTimeout: s.cfg.HTTP.WriteTimeout, IdleTimeout: s.cfg.HTTP.IdleTimeout, MaxHeaderBytes: 16 << 10}
+	newHTTP := func() *http.Server {
+		return &http.Server{Handler: s.Handler(), ErrorLog: zap.NewStdLog(s.log.Named("http")),
+			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: s.cfg.HTTP.ReadTimeout,
+			WriteTimeout: s.cfg.HTTP.WriteTimeout, IdleTimeout: s.cfg.HTTP.IdleTimeout, MaxHeaderBytes: 16 << 10}
+	}
+	hs := newHTTP()
+	if s.cfg.Link.Enabled() {
+		box, err := s.newLink(newHTTP)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			box.Run(ctx)
+		}()
+	}
 	errc := make(chan error, 1)
 	go func() {
 		var err error

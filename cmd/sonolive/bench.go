@@ -3,6 +3,9 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +18,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pion/webrtc/v4"
+
+	"sonolive/ice"
 	"sonolive/internal/stats"
 	"sonolive/internal/whepclient"
 )
@@ -49,6 +55,10 @@ Flags:
 		slow     = fs.Int("slow", 0, "of the viewers, this many read every packet late (a throttled client)")
 		slowBy   = fs.Duration("slow-delay", 5*time.Millisecond, "how late a throttled viewer reads each packet")
 		out      = fs.String("report", "-", "write the JSON report here ('-': stdout)")
+		useICE   = fs.Bool("ice", false, "gather with the server's STUN/TURN servers (GET /api/sources/{source}/ice), as the pages do")
+		relay    = fs.Bool("relay-only", false, "use TURN relays only (with --ice): checks the TURN path from this network")
+		caFile   = fs.String("ca", "", "trust this CA (PEM) for an https:// server")
+		metrics  = fs.String("metrics", "", "the server's /metrics (default: beside --url; 'none': not reachable from here, e.g. through a hub)")
 	)
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -58,15 +68,68 @@ Flags:
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	metricsURL, err := metricsURLFor(*endpoint)
-	if err != nil {
-		return err
+	o := benchOptions{endpoint: *endpoint, metricsURL: *metrics, token: *token, n: *n, slow: *slow, slowBy: *slowBy, window: *window,
+		relayOnly: *relay, client: &http.Client{Timeout: 10 * time.Second}}
+	if *caFile != "" {
+		pem, err := os.ReadFile(*caFile)
+		if err != nil {
+			return err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("--ca %s: no PEM certificate", *caFile)
+		}
+		o.client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
 	}
-	rep, err := benchViewers(ctx, *endpoint, metricsURL, *token, *n, *slow, *slowBy, *window)
+	if o.metricsURL == "" {
+		u, err := metricsURLFor(*endpoint)
+		if err != nil {
+			return err
+		}
+		o.metricsURL = u
+	} else if o.metricsURL == "none" {
+		o.metricsURL = ""
+	}
+	if *useICE {
+		servers, err := fetchICE(ctx, o.client, *endpoint, *token)
+		if err != nil {
+			return err
+		}
+		o.iceServers = servers
+	} else if *relay {
+		return errors.New("--relay-only needs --ice")
+	}
+	rep, err := benchViewers(ctx, o)
 	if err != nil {
 		return err
 	}
 	return writeJSON(*out, rep)
+}
+
+// fetchICE gets the STUN/TURN servers the server hands its pages for the
+// source of a /whep/{source} endpoint.
+func fetchICE(ctx context.Context, client *http.Client, endpoint, token string) ([]webrtc.ICEServer, error) {
+	i := strings.Index(endpoint, "/whep/")
+	if i < 0 {
+		return nil, fmt.Errorf("--url %q is not a /whep/{source} endpoint", endpoint)
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, endpoint[:i]+"/api/sources/"+endpoint[i+len("/whep/"):]+"/ice", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetching ICE servers: %w", err)
+	}
+	defer resp.Body.Close()
+	var got struct {
+		ICEServers []ice.Server `json:"ice_servers"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("fetching ICE servers: %s", resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+		return nil, fmt.Errorf("fetching ICE servers: %w", err)
+	}
+	return ice.WebRTC(got.ICEServers), nil
 }
 
 // metricsURLFor finds /metrics on the same server as the WHEP endpoint.
@@ -93,11 +156,15 @@ type serverSample struct {
 	totalLE map[float64]float64
 }
 
-// scrape reads the few metrics the bench needs from the server.
-func scrape(ctx context.Context, u string) (serverSample, error) {
+// scrape reads the few metrics the bench needs from the server; with no
+// URL (not reachable from here) it reads nothing.
+func scrape(ctx context.Context, client *http.Client, u string) (serverSample, error) {
 	s := serverSample{at: time.Now(), mats: -1, totalLE: map[float64]float64{}}
+	if u == "" {
+		return s, nil
+	}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return s, fmt.Errorf("scraping %s: %w", u, err)
 	}
@@ -172,23 +239,47 @@ type benchReport struct {
 	RSSPerViewerMB    float64 `json:"server_rss_mb_per_viewer"`
 	ViewerDrops       float64 `json:"server_viewer_dropped_frames"`
 	BenchCPU          float64 `json:"bench_cpu_cores"`
+	// Path is how the first viewer's media arrives: local/remote
+	// candidate types and protocol, e.g. "relay/host/tcp".
+	Path string `json:"path"`
+	// ArrivalP50/P95: capture to a frame's last packet at the viewer
+	// (median over viewers of each one's percentile).
+	ArrivalP50 float64 `json:"capture_to_arrival_ms_p50"`
+	ArrivalP95 float64 `json:"capture_to_arrival_ms_p95"`
 }
 
-func benchViewers(ctx context.Context, endpoint, metricsURL, token string, n, slow int, slowBy, window time.Duration) (benchReport, error) {
+// benchOptions are a bench run's settings.
+type benchOptions struct {
+	endpoint, metricsURL, token string
+	n, slow                     int
+	slowBy, window              time.Duration
+	iceServers                  []webrtc.ICEServer
+	relayOnly                   bool
+	client                      *http.Client
+}
+
+func benchViewers(ctx context.Context, o benchOptions) (benchReport, error) {
+	endpoint, metricsURL, token, n, slow, slowBy, window := o.endpoint, o.metricsURL, o.token, o.n, o.slow, o.slowBy, o.window
+	if o.client == nil {
+		o.client = &http.Client{Timeout: 10 * time.Second}
+	}
 	rep := benchReport{Viewers: n, Throttled: slow, WindowS: window.Seconds()}
-	// Baseline: the server with no viewers of ours.
-	a, err := scrape(ctx, metricsURL)
+	// Baseline: the server with no viewers of ours (none to take when its
+	// metrics are out of reach).
+	a, err := scrape(ctx, o.client, metricsURL)
 	if err != nil {
 		return rep, err
 	}
-	if err := sleepCtx(ctx, window); err != nil {
-		return rep, err
+	if metricsURL != "" {
+		if err := sleepCtx(ctx, window); err != nil {
+			return rep, err
+		}
 	}
-	b, err := scrape(ctx, metricsURL)
+	b, err := scrape(ctx, o.client, metricsURL)
 	if err != nil {
 		return rep, err
 	}
-	rep.ServerCPUIdle = (b.cpuSeconds - a.cpuSeconds) / b.at.Sub(a.at).Seconds()
+	rep.ServerCPUIdle = (b.cpuSeconds - a.cpuSeconds) / max(1e-9, b.at.Sub(a.at).Seconds())
 	rep.RSSIdleMB = b.rssBytes / 1e6
 
 	sessions := make([]*whepclient.Session, n)
@@ -201,7 +292,8 @@ func benchViewers(ctx context.Context, endpoint, metricsURL, token string, n, sl
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			sessions[i], errs[i] = whepclient.Dial(ctx, endpoint, whepclient.Options{Token: token})
+			sessions[i], errs[i] = whepclient.Dial(ctx, endpoint, whepclient.Options{Token: token, HTTP: o.client,
+				ICEServers: o.iceServers, RelayOnly: o.relayOnly})
 		}()
 	}
 	wg.Wait()
@@ -237,14 +329,14 @@ func benchViewers(ctx context.Context, endpoint, metricsURL, token string, n, sl
 		s.Reset()
 	}
 	cpu0 := selfCPU()
-	c, err := scrape(ctx, metricsURL)
+	c, err := scrape(ctx, o.client, metricsURL)
 	if err != nil {
 		return rep, err
 	}
 	if err := sleepCtx(ctx, window); err != nil {
 		return rep, err
 	}
-	d, err := scrape(ctx, metricsURL)
+	d, err := scrape(ctx, o.client, metricsURL)
 	if err != nil {
 		return rep, err
 	}
@@ -274,6 +366,19 @@ func benchViewers(ctx context.Context, endpoint, metricsURL, token string, n, sl
 		if r >= 0.99 {
 			rep.ViewersAt99++
 		}
+	}
+	var p50s, p95s []float64
+	for _, s := range sessions[min(slow, n):] {
+		if st := s.Stats(); st.ArrivalP50 > 0 {
+			p50s = append(p50s, float64(st.ArrivalP50.Microseconds())/1000)
+			p95s = append(p95s, float64(st.ArrivalP95.Microseconds())/1000)
+		}
+	}
+	_, rep.ArrivalP50 = minMedian(p50s)
+	_, rep.ArrivalP95 = minMedian(p95s)
+	if n > 0 {
+		local, remote, proto := sessions[0].Path()
+		rep.Path = local + "/" + remote + "/" + proto
 	}
 	rep.ReceivedMin, rep.ReceivedMedian = minMedian(ratios)
 	rep.FPSMin, rep.FPSMedian = minMedian(fps)

@@ -1,6 +1,7 @@
 // Command sonolive is the real-time ultrasound AI streaming service.
 //
 //	sonolive serve    serve the live annotated stream to the web pages and WHEP players
+//	sonolive hub      let experts reach boxes behind firewalls that let nothing in
 //	sonolive bench    connect many WebRTC viewers to a running server and measure it
 //	sonolive run      run the live pipeline on one source (offline or paced)
 //	sonolive eval     measure a detector on a COCO data set through the live path
@@ -31,6 +32,8 @@ func main() {
 		err = phantomCmd(os.Args[2:])
 	case "serve":
 		err = serveCmd(os.Args[2:])
+	case "hub":
+		err = hubCmd(os.Args[2:])
 	case "bench":
 		err = benchCmd(os.Args[2:])
 	case "eval":
@@ -57,6 +60,7 @@ func usage() {
 
 commands:
   serve     serve the live annotated stream: web pages for the sonographer and experts, WebRTC/WHEP
+  hub       a hub outside the clinics' networks: boxes link out to it, experts reach them through it
   bench     'bench viewers': connect N WebRTC viewers to a running server; frames per viewer, CPU and memory
   run       run the live pipeline on one source: capture -> AI within a latency budget -> overlay
   eval      measure a detector on a COCO data set through the live pipeline's preprocessing and decoding

@@ -173,7 +173,7 @@ func soak(ctx context.Context, endpoint, metricsURL, token string, n int, durati
 		if ctx.Err() != nil {
 			break
 		}
-		s, err := scrape(ctx, metricsURL)
+		s, err := scrape(ctx, http.DefaultClient, metricsURL)
 		if err != nil {
 			continue
 		}

@@ -13,6 +13,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -76,6 +77,12 @@ type Session struct {
 	lastMeta  []byte
 	readDelay time.Duration
 	done      chan struct{}
+	// For the delay from capture to arrival here: the capture time the
+	// metadata names and the arrival of frames, by RTP timestamp, until
+	// the other half arrives.
+	captured map[uint32]float64
+	arrived  map[uint32]time.Time
+	delays   []time.Duration
 
 	mic      *webrtc.TrackLocalStaticRTP
 	micLevel uint8 // header extension id of the audio level, 0 until negotiated
@@ -97,8 +104,12 @@ type Stats struct {
 	// received, whatever the measurement window's edges.
 	Expected int
 	// FPS over the received frames.
-	FPS   float64
-	State string
+	FPS float64
+	// ArrivalP50 and ArrivalP95 are the delay from a frame's capture
+	// (metadata capture_unix_ms) to its last packet here: glass-to-glass
+	// less decode and display, on a clock shared with the server.
+	ArrivalP50, ArrivalP95 time.Duration
+	State                  string
 	// Voice is the audio packets received per audio section (mid).
 	Voice map[string]int
 }
@@ -165,7 +176,7 @@ func Dial(ctx context.Context, endpoint string, opt Options) (*Session, error) {
 		return nil, err
 	}
 	s := &Session{pc: pc, vp8: opt.VP8, http: opt.HTTP, token: opt.Token, started: time.Now(), metaTS: map[uint32]bool{}, done: make(chan struct{}),
-		received: make(chan []byte, 256), voiceIn: map[string]int{}}
+		received: make(chan []byte, 256), voiceIn: map[string]int{}, captured: map[uint32]float64{}, arrived: map[uint32]time.Time{}}
 	if s.http == nil {
 		s.http = &http.Client{Timeout: 10 * time.Second}
 	}
@@ -351,7 +362,8 @@ func (s *Session) SetReadDelay(d time.Duration) {
 
 func (s *Session) onMeta(m webrtc.DataChannelMessage) {
 	var msg struct {
-		RTPTimestamp uint32 `json:"rtp_ts"`
+		RTPTimestamp  uint32  `json:"rtp_ts"`
+		CaptureUnixMS float64 `json:"capture_unix_ms"`
 	}
 	// The protocol sends text; a binary message is a server bug to see.
 	if !m.IsString || json.Unmarshal(m.Data, &msg) != nil {
@@ -361,6 +373,15 @@ func (s *Session) onMeta(m webrtc.DataChannelMessage) {
 	s.metas++
 	s.metaTS[msg.RTPTimestamp] = true
 	s.lastMeta = m.Data
+	if msg.CaptureUnixMS > 0 {
+		if at, ok := s.arrived[msg.RTPTimestamp]; ok {
+			s.addDelay(at, msg.CaptureUnixMS)
+			delete(s.arrived, msg.RTPTimestamp)
+		} else {
+			s.captured[msg.RTPTimestamp] = msg.CaptureUnixMS
+			prune(s.captured)
+		}
+	}
 	s.mu.Unlock()
 }
 
@@ -415,6 +436,25 @@ func (s *Session) onPacket(p *rtp.Packet, n int) {
 	}
 	s.inKey = false
 	s.frameTS = append(s.frameTS, p.Timestamp)
+	if ms, ok := s.captured[p.Timestamp]; ok {
+		s.addDelay(now, ms)
+		delete(s.captured, p.Timestamp)
+	} else {
+		s.arrived[p.Timestamp] = now
+		prune(s.arrived)
+	}
+}
+
+func (s *Session) addDelay(arrived time.Time, captureUnixMS float64) {
+	s.delays = append(s.delays, arrived.Sub(time.UnixMicro(int64(captureUnixMS*1000))))
+}
+
+// prune forgets halves whose other half never came (a lost frame or
+// message), keeping the map small.
+func prune[V any](m map[uint32]V) {
+	if len(m) > 300 {
+		clear(m)
+	}
 }
 
 // expectedFrames counts the frames between the first and last timestamp
@@ -508,6 +548,11 @@ func (s *Session) Stats() Stats {
 		st.FPS = float64(s.frames-1) / s.last.Sub(s.first).Seconds()
 	}
 	st.Expected = expectedFrames(s.frameTS)
+	if len(s.delays) > 0 {
+		d := slices.Clone(s.delays)
+		slices.Sort(d)
+		st.ArrivalP50, st.ArrivalP95 = d[len(d)/2], d[len(d)*95/100]
+	}
 	st.Voice = map[string]int{}
 	for mid, n := range s.voiceIn {
 		st.Voice[mid] = n
@@ -530,6 +575,7 @@ func (s *Session) Reset() {
 	s.first, s.last = time.Time{}, time.Time{}
 	s.frameTS = s.frameTS[:0]
 	s.metaTS = map[uint32]bool{}
+	s.delays = s.delays[:0]
 }
 
 // Close leaves with DELETE and closes the peer connection.
