@@ -24,9 +24,12 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"sonolive/internal/testnet"
 	"sonolive/internal/testpeer"
 	"sonolive/internal/whepclient"
+	"sonolive/sfu"
 )
 
 var binary string
@@ -41,6 +44,8 @@ func TestMain(m *testing.M) {
 		os.Stderr.Write(out)
 		panic(err)
 	}
+	// The LiveKit viewers' SDK logs every pion state change otherwise.
+	sfu.UseLogger(zap.NewNop())
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

@@ -87,3 +87,15 @@ if [ "${SETUP_BROWSER:-0}" = 1 ]; then
     (cd "$root/e2e" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
   fi
 fi
+
+# LiveKit, the real SFU the scale-out tests publish into: built from source
+# at a pinned release (newer ones need forks the module proxy does not
+# serve), outside this module so its dependencies never mix with ours.
+if [ "${SETUP_PEERS:-0}" = 1 ]; then
+  lk_dir="$root/.cache/livekit-1.9.11"
+  if [ ! -x "$lk_dir/server" ]; then
+    log "building livekit-server v1.9.11"
+    mkdir -p "$lk_dir"
+    (cd "$lk_dir" && GOFLAGS= GOBIN="$lk_dir" go install github.com/livekit/livekit-server/cmd/server@v1.9.11)
+  fi
+fi

@@ -36,6 +36,7 @@ type Config struct {
 	Record    Record    `yaml:"record"`
 	Exams     Exams     `yaml:"exams"`
 	Link      Link      `yaml:"link"`
+	LiveKit   LiveKit   `yaml:"livekit"`
 	Sources   []Source  `yaml:"sources"`
 	LogLevel  string    `yaml:"log_level"`
 }
@@ -129,6 +130,25 @@ type Link struct {
 
 // Enabled says whether a hub is configured.
 func (l Link) Enabled() bool { return l.Hub != "" }
+
+// LiveKit scales the audience out on a LiveKit server (one node, or many
+// sharing Redis): every source publishes its annotated video and metadata
+// into room "sonolive-<source>" once, and viewers beyond what one box's
+// uplink and CPU carry join there with tokens sonolive mints for its own
+// invites (GET /api/sources/{source}/livekit).
+type LiveKit struct {
+	// URL is where the box publishes (ws:// or wss://).
+	URL string `yaml:"url"`
+	// ViewerURL is what viewers connect to (default: URL), e.g. another
+	// node of the same cluster, or its public name.
+	ViewerURL string `yaml:"viewer_url"`
+	// APIKey and the file holding its secret: a key pair of the server.
+	APIKey        string `yaml:"api_key"`
+	APISecretFile string `yaml:"api_secret_file"`
+}
+
+// Enabled says whether a LiveKit server is configured.
+func (l LiveKit) Enabled() bool { return l.URL != "" }
 
 // Stream sets the encoder and the fan-out.
 type Stream struct {
@@ -410,6 +430,14 @@ func (c *Config) Validate() error {
 	}
 	if c.WebRTC.TCPPort < 0 || c.WebRTC.TCPPort > 65535 || c.WebRTC.UDPPort < 0 || c.WebRTC.UDPPort > 65535 {
 		return errors.New("config: webrtc ports must be 0..65535")
+	}
+	if l := c.LiveKit; l.Enabled() {
+		if u, err := url.Parse(l.URL); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+			return fmt.Errorf("config: livekit.url %q: want ws:// or wss://", l.URL)
+		}
+		if l.APIKey == "" || l.APISecretFile == "" {
+			return errors.New("config: livekit needs api_key and api_secret_file")
+		}
 	}
 	if l := c.Link; l.Enabled() && (l.Name == "" || l.TokenFile == "") {
 		return errors.New("config: link needs a name and a token_file")

@@ -28,6 +28,7 @@ import (
 	"sonolive/infer"
 	"sonolive/metrics"
 	"sonolive/replay"
+	"sonolive/sfu"
 	"sonolive/stream"
 	"sonolive/ui"
 )
@@ -47,7 +48,9 @@ type Server struct {
 	apiClose func() error
 	// ice hands out the STUN/TURN servers, credentials minted per peer
 	// (the embedded TURN server joins it when Run starts it).
-	ice         *ice.Provider
+	ice *ice.Provider
+	// livekit mints LiveKit tokens (nil: no LiveKit server configured).
+	livekit     *sfu.Tokens
 	metrics     *metrics.Metrics
 	hub         *hub
 	lib         *replay.Library // nil when recording is off
@@ -133,6 +136,14 @@ func New(cfg Config, log *zap.Logger, open DetectorOpener) (*Server, error) {
 		apiClose()
 		return nil, fmt.Errorf("config: webrtc.ice_servers: %w", err)
 	}
+	if lk := cfg.LiveKit; lk.Enabled() {
+		b, err := os.ReadFile(lk.APISecretFile)
+		if err != nil {
+			apiClose()
+			return nil, fmt.Errorf("config: livekit.api_secret_file: %w", err)
+		}
+		s.livekit = &sfu.Tokens{Key: lk.APIKey, Secret: strings.TrimSpace(string(b))}
+	}
 	for _, src := range cfg.Sources {
 		if _, err := s.addSession(src); err != nil {
 			s.closeDetectors()
@@ -217,6 +228,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /api/sources", s.addSource)
 	mux.HandleFunc("DELETE /api/sources/{source}", s.removeSource)
 	mux.HandleFunc("GET /api/sources/{source}/ice", s.iceServers)
+	mux.HandleFunc("GET /api/sources/{source}/livekit", s.liveKitJoin)
 	mux.HandleFunc("POST /api/sources/{source}/exams", s.startExamHandler)
 	mux.HandleFunc("GET /api/sources/{source}/exams", s.listExamsHandler)
 	mux.HandleFunc("GET /api/exams/{id}", s.getExamHandler)

@@ -29,6 +29,7 @@ import (
 	"sonolive/overlay"
 	"sonolive/pipeline"
 	"sonolive/replay"
+	"sonolive/sfu"
 	"sonolive/stream"
 )
 
@@ -48,6 +49,8 @@ type Session struct {
 	picker *exam.Picker
 	// egress publishes the stream to other servers (source.egress).
 	egress []*egress.WHIP
+	// livekit publishes the stream into its LiveKit room (nil: none).
+	livekit *sfu.Publisher
 	// feed is where a whip:// source's publisher connects; nil for
 	// other sources.
 	feed *ingest.Point
@@ -178,6 +181,10 @@ func newSession(s *Server, src Source, det infer.Detector, model string) (*Sessi
 			RequestKeyframe: relay.RequestKeyframe,
 			ICEServers:      func() []webrtc.ICEServer { return ice.WebRTC(s.ice.For("sonolive-" + src.ID)) }}))
 	}
+	if lk := s.livekit; lk != nil {
+		ses.livekit = sfu.NewPublisher(sfu.PublisherConfig{URL: s.cfg.LiveKit.URL, Key: lk.Key, Secret: lk.Secret,
+			Room: sfu.RoomFor(src.ID), Identity: "sonolive-" + src.ID, RequestKeyframe: relay.RequestKeyframe, Logger: ses.log})
+	}
 	ses.consult = &consultRelay{ses: ses}
 	ses.stills = &stills{}
 	relay.AddTap(ses.stills)
@@ -207,6 +214,18 @@ func (s *Session) run(ctx context.Context) {
 		s.consult.watchSpeaking(ctx)
 	}()
 	defer func() { <-speaking }()
+	if lk := s.livekit; lk != nil {
+		s.relay.AddTap(lk)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			lk.Run(ctx)
+		}()
+		defer func() {
+			<-done
+			s.relay.RemoveTap(lk)
+		}()
+	}
 	for _, eg := range s.egress {
 		s.relay.AddTap(eg)
 		done := make(chan struct{})
@@ -557,6 +576,8 @@ type statsMessage struct {
 	Publisher *ingest.Stats `json:"publisher,omitempty"`
 	// Egress is each WHIP server the stream is published to.
 	Egress []egress.WHIPStats `json:"egress,omitempty"`
+	// LiveKit is the publisher into the source's LiveKit room.
+	LiveKit *sfu.PublisherStats `json:"livekit,omitempty"`
 }
 
 // voiceSummary is the session's voices: microphones sending, packets
@@ -607,6 +628,10 @@ func (s *Session) stats() statsMessage {
 	}
 	for _, eg := range s.egress {
 		m.Egress = append(m.Egress, eg.Stats())
+	}
+	if s.livekit != nil {
+		st := s.livekit.Stats()
+		m.LiveKit = &st
 	}
 	if msg, _ := s.errMsg.Load().(string); msg != "" && m.State != "live" {
 		m.Error = msg

@@ -40,3 +40,7 @@ func packetize(p rtp.Payloader, au []byte, ts uint32) []*rtp.Packet {
 	}
 	return pkts
 }
+
+// Packetize is packetize for the relay's taps that send RTP on (a LiveKit
+// publisher): the viewers' packets, at the viewers' timestamp.
+func Packetize(p rtp.Payloader, au []byte, ts uint32) []*rtp.Packet { return packetize(p, au, ts) }

@@ -187,6 +187,17 @@ type sample struct {
 type wireMeta struct {
 	*overlay.Metadata
 	RTPTimestamp uint32 `json:"rtp_ts"`
+	// Keyframe marks a keyframe's metadata: a viewer behind an SFU that
+	// shifts the timestamps (LiveKit, for viewers who join late) learns
+	// the shift from the first keyframe it gets.
+	Keyframe bool `json:"keyframe,omitempty"`
+}
+
+// MetadataMessage is a frame's metadata as viewers get it, keyed to the
+// frame by its RTP timestamp: the DataChannel's text message, and a
+// LiveKit data packet's payload.
+func MetadataMessage(meta *overlay.Metadata, ts uint32, key bool) ([]byte, error) {
+	return json.Marshal(wireMeta{Metadata: meta, RTPTimestamp: ts, Keyframe: key})
 }
 
 // Write encodes one annotated frame and queues it to every viewer. Encode
@@ -232,7 +243,7 @@ func (r *Relay) Write(f *frame.Frame, meta *overlay.Metadata) error {
 	r.lastTS = ts
 
 	s := &sample{seq: f.Seq, ts: ts, key: key, pkts: packetize(&r.payloader, au, ts)}
-	mb, err := json.Marshal(wireMeta{Metadata: meta, RTPTimestamp: ts})
+	mb, err := MetadataMessage(meta, ts, key)
 	if err != nil {
 		return fmt.Errorf("stream: metadata: %w", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"sonolive/auth"
 	"sonolive/infer"
 	"sonolive/server"
+	"sonolive/sfu"
 )
 
 func serveCmd(args []string) error {
@@ -114,6 +115,11 @@ Flags:
 		return err
 	}
 	defer log.Sync()
+	if cfg.LiveKit.Enabled() {
+		if err := sfu.UseLogger(log); err != nil {
+			return err
+		}
+	}
 
 	srv, err := server.New(cfg, log, func(src server.Source) (infer.Detector, string, error) {
 		mf := modelFlags{model: cfg.AI.Model, preset: cfg.AI.Preset, ortLib: cfg.AI.ORTLib, threads: cfg.AI.Threads, threshold: cfg.AI.Threshold}

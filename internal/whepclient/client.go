@@ -416,7 +416,7 @@ func (s *Session) onPacket(p *rtp.Packet, n int) {
 		}
 	}
 	s.lastSeq, s.haveSeq = p.SequenceNumber, true
-	if (s.vp8 && isVP8Key(p.Payload)) || (!s.vp8 && isIDR(p.Payload)) {
+	if (s.vp8 && isVP8Key(p.Payload)) || (!s.vp8 && IsIDR(p.Payload)) {
 		s.inKey = true
 	}
 	if !p.Marker {
@@ -457,9 +457,9 @@ func prune[V any](m map[uint32]V) {
 	}
 }
 
-// expectedFrames counts the frames between the first and last timestamp
+// ExpectedFrames counts the frames between the first and last timestamp
 // at the median interval.
-func expectedFrames(ts []uint32) int {
+func ExpectedFrames(ts []uint32) int {
 	if len(ts) < 3 {
 		return len(ts)
 	}
@@ -475,9 +475,9 @@ func expectedFrames(ts []uint32) int {
 	return int(math.Round(float64(int32(ts[len(ts)-1]-ts[0]))/float64(step))) + 1
 }
 
-// isIDR looks for an IDR slice in an H.264 RTP payload (single NAL, STAP-A
+// IsIDR looks for an IDR slice in an H.264 RTP payload (single NAL, STAP-A
 // or the start of an FU-A).
-func isIDR(pl []byte) bool {
+func IsIDR(pl []byte) bool {
 	if len(pl) < 2 {
 		return false
 	}
@@ -547,7 +547,7 @@ func (s *Session) Stats() Stats {
 	if s.frames > 1 {
 		st.FPS = float64(s.frames-1) / s.last.Sub(s.first).Seconds()
 	}
-	st.Expected = expectedFrames(s.frameTS)
+	st.Expected = ExpectedFrames(s.frameTS)
 	if len(s.delays) > 0 {
 		d := slices.Clone(s.delays)
 		slices.Sort(d)

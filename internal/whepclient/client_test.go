@@ -13,7 +13,7 @@ func TestExpectedFrames(t *testing.T) {
 		{"two missing", []uint32{0, 3000, 12000, 15000, 18000}, 7},
 		{"wraps", []uint32{4294964296, 0, 3000, 6000}, 4},
 	} {
-		if got := expectedFrames(tc.ts); got != tc.want {
+		if got := ExpectedFrames(tc.ts); got != tc.want {
 			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
 		}
 	}
@@ -33,7 +33,7 @@ func TestIsIDR(t *testing.T) {
 		{"fu-a idr middle", []byte{0x7c, 0x05, 1}, false},
 		{"short", []byte{0x7c}, false},
 	} {
-		if got := isIDR(tc.pl); got != tc.want {
+		if got := IsIDR(tc.pl); got != tc.want {
 			t.Errorf("%s: %v", tc.name, got)
 		}
 	}
