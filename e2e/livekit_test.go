@@ -181,8 +181,9 @@ sources:
     url: "phantom://?width=640&height=480&fps=15&seed=1&lesions=2"
 `, pubURL, viewURL, lkKey, secret)), 0o644)
 	s := startServe(t, "--config", cfg, "--no-record")
-	invite := s.invite(t)
-	expertTok := invite[strings.Index(invite, "token=")+len("token="):]
+	var inv struct{ ID, URL string }
+	s.post(t, "/api/sources/phantom/invites", `{"role":"expert","ttl_s":900}`, &inv)
+	expertTok := inv.URL[strings.Index(inv.URL, "token=")+len("token="):]
 	// join asks the box for a LiveKit token, as a page does, and joins.
 	join := func() (*lkclient.Viewer, error) {
 		req, _ := http.NewRequest("GET", s.base+"/api/sources/phantom/livekit", nil)
@@ -293,6 +294,25 @@ sources:
 	if cpu100 > cpu1*1.10 {
 		t.Errorf("box CPU with 100 viewers %.3f cores, one viewer %.3f: more than 10%% over", cpu100, cpu1)
 	}
+
+	// Revoking the invite ends what it joined in the room, too.
+	req, _ := http.NewRequest("DELETE", s.base+"/api/sources/phantom/invites/"+inv.ID, nil)
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("revoke: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	start := time.Now()
+	waitFor(t, 20*time.Second, "every viewer of the revoked link removed from the room", func() bool {
+		for _, v := range vs {
+			if !v.Left() {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("revoked: all 100 viewers removed from the room after %v", time.Since(start).Round(time.Millisecond))
 }
 
 // boxCPU reads the box's CPU seconds from its /metrics.
@@ -314,4 +334,52 @@ func boxCPU(t *testing.T, base string) (float64, time.Time) {
 	}
 	t.Fatal("no process_cpu_seconds_total in /metrics")
 	return 0, at
+}
+
+// The watch page in Chromium through LiveKit: two tabs (the second joins
+// after the first, so LiveKit may shift its timestamps) play the video and
+// draw the boxes on the frames they belong to.
+func TestWatchPageThroughLiveKitInChromium(t *testing.T) {
+	chromium := browser(t)
+	bin := livekitServer(t)
+	url := startLiveKit(t, bin, "", 53000)
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "livekit.secret")
+	os.WriteFile(secret, []byte(lkSecret+"\n"), 0o600)
+	cfg := filepath.Join(dir, "box.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`livekit:
+  url: %s
+  api_key: %s
+  api_secret_file: %s
+sources:
+  - id: phantom
+    url: "phantom://?width=640&height=480&fps=15&seed=1&lesions=2"
+`, url, lkKey, secret)), 0o644)
+	s := startServe(t, "--config", cfg, "--no-record")
+	var links []string
+	for _, role := range []string{"student", "expert"} {
+		var inv struct{ URL string }
+		s.post(t, "/api/sources/phantom/invites", `{"role":"`+role+`","via":"livekit","ttl_s":900}`, &inv)
+		if !strings.Contains(inv.URL, "/watch/phantom?token=") {
+			t.Fatalf("invite via livekit: %s", inv.URL)
+		}
+		links = append(links, inv.URL)
+	}
+	out := outDir(t)
+	res := node(t, "watch.js", 120*time.Second, "CHROMIUM="+chromium, "WATCH_URLS="+strings.Join(links, " "), "OUT_DIR="+out, "SECONDS=10")
+	tabs, _ := res["tabs"].([]any)
+	if len(tabs) != 2 {
+		t.Fatalf("tabs: %v", res)
+	}
+	for i, tab := range tabs {
+		m, _ := tab.(map[string]any)
+		shown, _ := m["shown"].(float64)
+		matched, _ := m["matched"].(float64)
+		boxes, _ := m["boxes"].(float64)
+		t.Logf("tab %d (%s): %v frames shown, %v with their boxes (%.1f%%), %v boxes drawn, shift %v; pill %q",
+			i, []string{"student", "expert"}[i], shown, matched, 100*matched/max(1, shown), boxes, m["shift"], m["pill"])
+		if shown < 100 || matched < 0.95*shown || boxes == 0 {
+			t.Errorf("tab %d: %v frames shown, %v matched, %v boxes", i, shown, matched, boxes)
+		}
+	}
 }

@@ -79,6 +79,28 @@ else
   log "ONNX Runtime $ort_version cached in $ort_dir"
 fi
 
+# livekit-client's ES module for the watch page (ui/static/vendor), from
+# its npm tarball, checked; embedded in the binary at build time.
+lkc_version=2.23.0
+lkc_sha256=053820ce316a0d9881e54d4745eeb45b96575c05d3591a214f318168336e1367
+lkc_dir="$root/ui/static/vendor"
+if [ ! -f "$lkc_dir/livekit-client.esm.mjs" ] || ! echo "$lkc_sha256  $lkc_dir/livekit-client.esm.mjs" | sha256sum -c --status; then
+  tmp_lkc=$(mktemp -d)
+  log "fetching livekit-client@$lkc_version from npm"
+  (cd "$tmp_lkc" && npm pack --silent "livekit-client@$lkc_version" >/dev/null)
+  tar -xzf "$tmp_lkc/livekit-client-$lkc_version.tgz" -C "$tmp_lkc" package/dist/livekit-client.esm.mjs package/LICENSE
+  got=$(sha256sum "$tmp_lkc/package/dist/livekit-client.esm.mjs" | cut -d' ' -f1)
+  if [ "$got" != "$lkc_sha256" ]; then
+    log "livekit-client.esm.mjs sha256 mismatch: got $got, want $lkc_sha256"
+    rm -rf "$tmp_lkc"
+    exit 1
+  fi
+  mkdir -p "$lkc_dir"
+  install -m 0644 "$tmp_lkc/package/dist/livekit-client.esm.mjs" "$lkc_dir/livekit-client.esm.mjs"
+  install -m 0644 "$tmp_lkc/package/LICENSE" "$lkc_dir/livekit-client.LICENSE"
+  rm -rf "$tmp_lkc"
+fi
+
 # Browser tests: npm packages pinned by e2e/package-lock.json. npm ci does not
 # fetch browsers (playwright-core has no install script).
 if [ "${SETUP_BROWSER:-0}" = 1 ]; then

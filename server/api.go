@@ -47,6 +47,10 @@ type inviteRequest struct {
 	TTLS *int      `json:"ttl_s"`
 	// Label names the invite on the sonographer's list ("Dr Mokoena").
 	Label string `json:"label"`
+	// Via "livekit" links an expert or a student to the watch page,
+	// which joins the source's LiveKit room: for audiences larger than
+	// the box carries.
+	Via string `json:"via"`
 }
 
 type inviteResponse struct {
@@ -117,12 +121,29 @@ func (s *Server) createInvite(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "label: at most 64 characters", http.StatusBadRequest)
 		return
 	}
+	page := ""
+	switch req.Via {
+	case "":
+	case "livekit":
+		if s.livekit == nil {
+			http.Error(w, "via livekit: this box publishes to no LiveKit server (config: livekit)", http.StatusBadRequest)
+			return
+		}
+		if req.Role != auth.Expert && req.Role != auth.Student {
+			http.Error(w, "via livekit: for an expert or a student", http.StatusBadRequest)
+			return
+		}
+		page = "watch"
+	default:
+		http.Error(w, `via: "" or "livekit"`, http.StatusBadRequest)
+		return
+	}
 	ttl, ok := linkTTL(w, req.TTLS, s.cfg.Auth.InviteTTL, s.cfg.Auth.MaxInviteTTL)
 	if !ok {
 		return
 	}
 	// An invite never outlives the link that made it (IssueUnder caps it).
-	link, claims, err := s.linkUnder(c, ses.id, req.Role, ttl, req.Label)
+	link, claims, err := s.linkUnder(c, ses.id, req.Role, ttl, req.Label, page)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -168,6 +189,8 @@ func (s *Server) revokeInvite(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("invite revoked", zap.String("source", ses.id), zap.Strings("invite_ids", ids), zap.String("by", c.ID))
+	// Off the request: the LiveKit server may be slow or away.
+	go s.evictLiveKit(ses.id, ids)
 	s.audit.Log(audit.Event{Action: "invite_revoked", Source: ses.id, Role: string(c.Role), TokenID: c.ID, Addr: r.RemoteAddr,
 		Subject: id, Detail: map[string]string{"revoked": strings.Join(ids, ",")}})
 	w.WriteHeader(http.StatusNoContent)

@@ -432,8 +432,10 @@ func (c *Config) Validate() error {
 		return errors.New("config: webrtc ports must be 0..65535")
 	}
 	if l := c.LiveKit; l.Enabled() {
-		if u, err := url.Parse(l.URL); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-			return fmt.Errorf("config: livekit.url %q: want ws:// or wss://", l.URL)
+		for name, v := range map[string]string{"url": l.URL, "viewer_url": l.ViewerURL} {
+			if u, err := url.Parse(v); v != "" && (err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "") {
+				return fmt.Errorf("config: livekit.%s %q: want ws:// or wss://", name, v)
+			}
 		}
 		if l.APIKey == "" || l.APISecretFile == "" {
 			return errors.New("config: livekit needs api_key and api_secret_file")

@@ -1,10 +1,14 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"fmt"
 	"net/http"
+	"net/url"
 	"time"
+
+	"go.uber.org/zap"
 
 	"sonolive/auth"
 	"sonolive/sfu"
@@ -34,7 +38,7 @@ func (s *Server) liveKitJoin(w http.ResponseWriter, r *http.Request) {
 	// tell whose it is.
 	var rnd [4]byte
 	rand.Read(rnd[:])
-	tok, err := s.livekit.Viewer(room, fmt.Sprintf("%s-%s-%x", c.Role, c.ID, rnd), string(c.Role), ttl)
+	tok, err := s.livekit.Viewer(room, sfu.ViewerIdentity(string(c.Role), c.ID, fmt.Sprintf("%x", rnd)), string(c.Role), ttl)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -46,4 +50,40 @@ func (s *Server) liveKitJoin(w http.ResponseWriter, r *http.Request) {
 	s.audit.Log(auditEvent(r, c, "livekit_token", "", room))
 	w.Header().Set("Cache-Control", "private, no-store")
 	writeJSON(w, http.StatusOK, map[string]any{"url": u, "room": room, "token": tok, "topic": sfu.MetadataTopic})
+}
+
+// liveKitOrigins are what the watch page connects to besides this box:
+// the LiveKit server's WebSocket and its HTTP twin (the client checks a
+// failed join over HTTP).
+func (s *Server) liveKitOrigins() []string {
+	if s.livekit == nil {
+		return nil
+	}
+	u := s.cfg.LiveKit.ViewerURL
+	if u == "" {
+		u = s.cfg.LiveKit.URL
+	}
+	p, err := url.Parse(u)
+	if err != nil || p.Host == "" {
+		return nil
+	}
+	web := map[string]string{"ws": "http", "wss": "https"}[p.Scheme]
+	return []string{p.Scheme + "://" + p.Host, web + "://" + p.Host}
+}
+
+// evictLiveKit ends, in the source's room, what revoked links joined.
+func (s *Server) evictLiveKit(source string, links []string) {
+	if s.livekit == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n, err := s.livekit.Evict(ctx, s.cfg.LiveKit.URL, sfu.RoomFor(source), links)
+	if err != nil {
+		s.log.Warn("removing revoked viewers from the LiveKit room", zap.String("source", source), zap.Int("removed", n), zap.Error(err))
+		return
+	}
+	if n > 0 {
+		s.log.Info("revoked viewers removed from the LiveKit room", zap.String("source", source), zap.Int("removed", n))
+	}
 }

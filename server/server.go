@@ -248,15 +248,16 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /metrics", s.metrics.Handler())
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.Handle("/", ui.Handler())
-	return securityHeaders(mux)
+	return securityHeaders(mux, s.liveKitOrigins()...)
 }
 
 // securityHeaders are on every response: the pages load only their own
 // scripts and styles, connect only to this server, and cannot be framed
 // (a framed page could be overlaid to trick a click on "invite").
-func securityHeaders(h http.Handler) http.Handler {
-	const csp = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; " +
-		"media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+func securityHeaders(h http.Handler, connect ...string) http.Handler {
+	csp := "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; " +
+		"media-src 'self' blob:; connect-src " + strings.Join(append([]string{"'self'"}, connect...), " ") +
+		"; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
 		hd.Set("Content-Security-Policy", csp)
@@ -470,12 +471,13 @@ func (s *Server) SetAddr(addr net.Addr) error {
 
 // Link issues a root token and returns the page URL for it.
 func (s *Server) Link(source string, role auth.Role, ttl time.Duration) (string, auth.Claims, error) {
-	return s.linkUnder(auth.Claims{}, source, role, ttl, "")
+	return s.linkUnder(auth.Claims{}, source, role, ttl, "", "")
 }
 
 // linkUnder issues a token asked for by parent's holder and returns the
 // page URL for its role: the live page, the expert's, or the library.
-func (s *Server) linkUnder(parent auth.Claims, source string, role auth.Role, ttl time.Duration, label string) (string, auth.Claims, error) {
+// page overrides the role's page ("watch": through LiveKit).
+func (s *Server) linkUnder(parent auth.Claims, source string, role auth.Role, ttl time.Duration, label, page string) (string, auth.Claims, error) {
 	if _, ok := s.sessions.get(source); !ok {
 		return "", auth.Claims{}, fmt.Errorf("%w %q", errUnknownSource, source)
 	}
@@ -483,7 +485,9 @@ func (s *Server) linkUnder(parent auth.Claims, source string, role auth.Role, tt
 	if err != nil {
 		return "", c, err
 	}
-	page := map[auth.Role]string{auth.Sonographer: "live", auth.Expert: "expert", auth.Teacher: "library", auth.Student: "library", auth.Publisher: "publish"}[role]
+	if page == "" {
+		page = map[auth.Role]string{auth.Sonographer: "live", auth.Expert: "expert", auth.Teacher: "library", auth.Student: "library", auth.Publisher: "publish"}[role]
+	}
 	s.baseMu.RLock()
 	base := s.base
 	s.baseMu.RUnlock()

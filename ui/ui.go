@@ -1,5 +1,7 @@
 // Package ui serves the embedded web pages: the sonographer's live page
 // and the expert's consultation page, plain HTML/CSS/JS with no build step.
+// static/vendor holds livekit-client's ES module, which scripts/setup.sh
+// fetches from npm (checked by its sha256), for the watch page.
 // The pages talk to the server over WHEP, the WebSocket and the JSON API
 // (docs/streaming.md, docs/recording.md); they carry no secrets, so serving them needs no
 // token: every call they make does.
@@ -14,7 +16,8 @@ import (
 //go:embed static
 var files embed.FS
 
-// Handler serves /live/{source}, /expert/{source}, /publish/{source}, /library/{source},
+// Handler serves /live/{source}, /expert/{source}, /watch/{source} (through
+// LiveKit), /publish/{source}, /library/{source},
 // /replay/{id}, /static/* and a short index page.
 func Handler() http.Handler {
 	static, err := fs.Sub(files, "static")
@@ -34,6 +37,7 @@ func Handler() http.Handler {
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 	mux.HandleFunc("GET /live/{source}", page("live.html"))
 	mux.HandleFunc("GET /expert/{source}", page("expert.html"))
+	mux.HandleFunc("GET /watch/{source}", page("watch.html"))
 	mux.HandleFunc("GET /publish/{source}", page("publish.html"))
 	mux.HandleFunc("GET /library/{source}", page("library.html"))
 	mux.HandleFunc("GET /replay/{id}", page("replay.html"))

@@ -45,6 +45,7 @@ type Viewer struct {
 	// the frames find their metadata.
 	keyTS, keyMetaTS []uint32
 	inKey            bool
+	left             bool
 }
 
 // Join connects to url with token and subscribes to everything published.
@@ -75,6 +76,11 @@ func Join(url, token string) (*Viewer, error) {
 		if msg.Keyframe {
 			v.keyMetaTS = keep(v.keyMetaTS, msg.RTPTimestamp)
 		}
+		v.mu.Unlock()
+	}
+	cb.OnDisconnected = func() {
+		v.mu.Lock()
+		v.left = true
 		v.mu.Unlock()
 	}
 	room, err := lksdk.ConnectToRoomWithToken(url, token, cb, lksdk.WithAutoSubscribe(true), lksdk.WithConnectTimeout(30*time.Second),
@@ -165,6 +171,14 @@ func (v *Viewer) Reset() {
 	v.frameTS = v.frameTS[:0]
 	v.metaTS = map[uint32]bool{}
 	v.metas = 0
+}
+
+// Left says whether the server ended the viewer's session (removed from
+// the room, the room closed).
+func (v *Viewer) Left() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.left
 }
 
 // Close leaves the room.
