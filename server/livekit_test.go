@@ -61,8 +61,28 @@ func TestLiveKitTokens(t *testing.T) {
 			t.Errorf("%s: %+v grants %+v", tc.role, got, g)
 		}
 	}
+	// Invites to the watch page: for experts and students, with LiveKit.
+	sono := token(t, srv, sauth.Sonographer, time.Hour)
+	for _, tc := range []struct {
+		body string
+		code int
+		page string
+	}{
+		{`{"role":"student","via":"livekit"}`, http.StatusCreated, "/watch/phantom?token="},
+		{`{"role":"expert","via":"livekit"}`, http.StatusCreated, "/watch/phantom?token="},
+		{`{"role":"teacher","via":"livekit"}`, http.StatusBadRequest, ""},
+		{`{"role":"expert","via":"carrier-pigeon"}`, http.StatusBadRequest, ""},
+	} {
+		code, body := do(t, "POST", base+"/api/sources/phantom/invites", "application/json", sono, tc.body)
+		if code != tc.code || !strings.Contains(body, tc.page) {
+			t.Errorf("invite %s: %d %s", tc.body, code, body)
+		}
+	}
 	cfg.LiveKit = LiveKit{}
 	srv2, base2 := runServer(t, cfg)
+	if code, _ := do(t, "POST", base2+"/api/sources/phantom/invites", "application/json", token(t, srv2, sauth.Sonographer, time.Hour), `{"role":"expert","via":"livekit"}`); code != http.StatusBadRequest {
+		t.Errorf("via livekit without LiveKit: %d, want 400", code)
+	}
 	if code, _ := do(t, "GET", base2+"/api/sources/phantom/livekit", "", token(t, srv2, sauth.Expert, time.Hour), ""); code != http.StatusNotFound {
 		t.Errorf("no LiveKit configured: %d, want 404", code)
 	}
