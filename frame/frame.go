@@ -101,6 +101,14 @@ type Detection struct {
 	// StaleAge is how many frames ago the detector last saw this track; 0
 	// means the box comes from this frame's own inference.
 	StaleAge int
+	// Outline is the lesion's boundary in source pixels, a closed polygon,
+	// when the model segments (nil otherwise).
+	Outline []Point
+}
+
+// Point is a position in source pixels.
+type Point struct {
+	X, Y float32
 }
 
 // Timings are the durations of each stage for one frame.

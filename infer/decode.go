@@ -112,6 +112,31 @@ func decodeYOLO(out []float32, nc, n int, thresh float32, names []string) []fram
 	return dets
 }
 
+// decodeYOLOSeg is decodeYOLO for a segmentation export [1, 4+nc+nm, n]
+// (the nm mask coefficients follow the class scores); refs gets each
+// detection's candidate index, for its coefficients after NMS.
+func decodeYOLOSeg(out []float32, nc, nm, n int, thresh float32, names []string, refs []int) ([]frame.Detection, []int) {
+	var dets []frame.Detection
+	for a := 0; a < n; a++ {
+		best, score := -1, thresh
+		for c := 0; c < nc; c++ {
+			if s := out[(4+c)*n+a]; s >= score {
+				best, score = c, s
+			}
+		}
+		if best < 0 {
+			continue
+		}
+		cx, cy, w, h := out[a], out[n+a], out[2*n+a], out[3*n+a]
+		dets = append(dets, frame.Detection{
+			Box:     frame.Box{X1: cx - w/2, Y1: cy - h/2, X2: cx + w/2, Y2: cy + h/2},
+			ClassID: best, Class: className(names, best), Score: score, Malignancy: -1,
+		})
+		refs = append(refs, a)
+	}
+	return dets, refs
+}
+
 func className(names []string, c int) string {
 	if c < len(names) {
 		return names[c]
@@ -134,20 +159,35 @@ func itoa(i int) string {
 
 // NMS keeps the highest-scoring box of every group overlapping by more than
 // iou. With perClass, only boxes of the same class suppress each other.
-// dets is reordered in place; the result aliases it.
 func NMS(dets []frame.Detection, iou float32, perClass bool) []frame.Detection {
-	sort.SliceStable(dets, func(a, b int) bool { return dets[a].Score > dets[b].Score })
-	keep := dets[:0]
-	for _, d := range dets {
+	keep := nmsKeep(dets, iou, perClass)
+	out := make([]frame.Detection, len(keep))
+	for i, k := range keep {
+		out[i] = dets[k]
+	}
+	return out
+}
+
+// nmsKeep is NMS as the indices of the kept detections, best first, so a
+// decoder can find what else it knows of each (a segmentation's mask
+// coefficients).
+func nmsKeep(dets []frame.Detection, iou float32, perClass bool) []int {
+	order := make([]int, len(dets))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return dets[order[a]].Score > dets[order[b]].Score })
+	keep := order[:0]
+	for _, i := range order {
 		ok := true
 		for _, k := range keep {
-			if (!perClass || k.ClassID == d.ClassID) && k.Box.IoU(d.Box) > iou {
+			if (!perClass || dets[k].ClassID == dets[i].ClassID) && dets[k].Box.IoU(dets[i].Box) > iou {
 				ok = false
 				break
 			}
 		}
 		if ok {
-			keep = append(keep, d)
+			keep = append(keep, i)
 		}
 	}
 	return keep

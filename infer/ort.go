@@ -3,6 +3,7 @@ package infer
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -120,14 +121,20 @@ func (o Options) withDefaults() Options {
 // Model is a detector backed by an ONNX Runtime session. Detect is not safe
 // for concurrent use: a Model owns one input tensor; run one per goroutine.
 type Model struct {
-	meta        Metadata
-	opts        Options
-	session     *ort.DynamicAdvancedSession
-	input       *ort.Tensor[float32]
-	outputs     []ort.Value // nil entries are allocated by ORT per run
-	outDims     []ort.Shape
-	pre         *preprocessor
-	decode      func(outs []ort.Value) []frame.Detection
+	meta    Metadata
+	opts    Options
+	session *ort.DynamicAdvancedSession
+	input   *ort.Tensor[float32]
+	outputs []ort.Value // nil entries are allocated by ORT per run
+	outDims []ort.Shape
+	pre     *preprocessor
+	decode  func(outs []ort.Value) []frame.Detection
+	// refs[i] is what the decoder needs again for detection i after NMS
+	// (a segmentation's candidate); nil when it needs nothing.
+	refs []int
+	// outline traces a kept detection's lesion (box and ref in model
+	// input terms); nil for a model that does not segment.
+	outline     func(outs []ort.Value, b frame.Box, ref int) []frame.Point
 	perClassNMS bool
 }
 
@@ -285,7 +292,7 @@ func (m *Model) setupCNet(outputs []ort.InputOutputInfo) error {
 	if meta.Stride <= 0 {
 		meta.Stride = 8
 	}
-	idx := map[string]int{"heatmap": -1, "boxes": -1, "malignancy": -1}
+	idx := map[string]int{"heatmap": -1, "boxes": -1, "malignancy": -1, "mask": -1}
 	for i, o := range outputs {
 		if _, ok := idx[o.Name]; ok {
 			idx[o.Name] = i
@@ -314,12 +321,29 @@ func (m *Model) setupCNet(outputs []ort.InputOutputInfo) error {
 			// An extra output we do not read still needs a buffer.
 			shape = o.Dimensions
 		}
+		if o.Name == "mask" {
+			// A lesion probability map at any stride that divides the input.
+			d := o.Dimensions
+			if len(d) != 4 || d[1] != 1 || d[2] <= 0 || d[3] <= 0 || int64(meta.InputH)%d[2] != 0 || int64(meta.InputW)%d[3] != 0 ||
+				int64(meta.InputH)/d[2] != int64(meta.InputW)/d[3] {
+				return fmt.Errorf("%w: output mask %v is not [1, 1, H/s, W/s]", ErrBadModel, d)
+			}
+			shape = d
+		}
 		if err := compatible(o.Dimensions, shape); err != nil {
 			return fmt.Errorf("%w: output %s: %w", ErrBadModel, o.Name, err)
 		}
 		m.outDims[i] = shape
 	}
 	hi, bi, mi := idx["heatmap"], idx["boxes"], idx["malignancy"]
+	if k := idx["mask"]; k >= 0 {
+		mh, mw := int(m.outDims[k][2]), int(m.outDims[k][3])
+		cell := float32(meta.InputH) / float32(mh)
+		m.outline = func(outs []ort.Value, b frame.Box, _ int) []frame.Point {
+			mask := outs[k].(*ort.Tensor[float32]).GetData()
+			return maskOutline(func(i, j int) float32 { return mask[i*mw+j] }, mh, mw, cell, b)
+		}
+	}
 	names := meta.Names
 	boxPool := meta.MalignancyPool == PoolBox
 	m.decode = func(outs []ort.Value) []frame.Detection {
@@ -333,8 +357,11 @@ func (m *Model) setupCNet(outputs []ort.InputOutputInfo) error {
 }
 
 func (m *Model) setupYOLO(outputs []ort.InputOutputInfo) error {
+	if len(outputs) == 2 {
+		return m.setupYOLOSeg(outputs)
+	}
 	if len(outputs) != 1 || len(outputs[0].Dimensions) != 3 {
-		return fmt.Errorf("%w: an Ultralytics detection export has one output [1, 4+nc, N]; this model has %d outputs (set metadata format=%s for the project's layout)", ErrBadModel, len(outputs), FormatCNet)
+		return fmt.Errorf("%w: an Ultralytics export has one output [1, 4+nc, N] (detection) or two, [1, 4+nc+nm, N] and [1, nm, H/4, W/4] (segmentation); this model has %d outputs (set metadata format=%s for the project's layout)", ErrBadModel, len(outputs), FormatCNet)
 	}
 	d := outputs[0].Dimensions
 	if d[1] <= 4 || d[2] <= 0 {
@@ -349,6 +376,57 @@ func (m *Model) setupYOLO(outputs []ort.InputOutputInfo) error {
 	names := m.meta.Names
 	m.decode = func(outs []ort.Value) []frame.Detection {
 		return decodeYOLO(outs[0].(*ort.Tensor[float32]).GetData(), nc, n, m.opts.Threshold, names)
+	}
+	return nil
+}
+
+// setupYOLOSeg reads an Ultralytics segmentation export: output0
+// [1, 4+nc+nm, N] (boxes, class scores, nm mask coefficients) and output1
+// [1, nm, mh, mw] (the mask prototypes). A detection's mask is
+// sigmoid(coefficients · prototypes), cut to its box.
+func (m *Model) setupYOLOSeg(outputs []ort.InputOutputInfo) error {
+	det, pro := 0, 1
+	if len(outputs[0].Dimensions) == 4 {
+		det, pro = 1, 0
+	}
+	d, p := outputs[det].Dimensions, outputs[pro].Dimensions
+	if len(d) != 3 || len(p) != 4 || d[2] <= 0 || p[1] <= 0 || p[2] <= 0 || p[3] <= 0 || d[1] <= 4+p[1] {
+		return fmt.Errorf("%w: a segmentation export has [1, 4+nc+nm, N] and [1, nm, mh, mw]; this model has %v and %v", ErrBadModel, outputs[det], outputs[pro])
+	}
+	nm, mh, mw := int(p[1]), int(p[2]), int(p[3])
+	nc, n := int(d[1])-4-nm, int(d[2])
+	if len(m.meta.Names) > 0 && len(m.meta.Names) != nc {
+		return fmt.Errorf("%w: metadata names %d classes, output has %d", ErrBadModel, len(m.meta.Names), nc)
+	}
+	if m.meta.InputH%mh != 0 || m.meta.InputW%mw != 0 || m.meta.InputH/mh != m.meta.InputW/mw {
+		return fmt.Errorf("%w: prototypes %dx%d do not divide the input %dx%d", ErrBadModel, mh, mw, m.meta.InputH, m.meta.InputW)
+	}
+	m.outDims = make([]ort.Shape, 2)
+	m.outDims[det] = ort.NewShape(1, int64(4+nc+nm), int64(n))
+	m.outDims[pro] = ort.NewShape(1, int64(nm), int64(mh), int64(mw))
+	m.perClassNMS = true
+	names := m.meta.Names
+	m.decode = func(outs []ort.Value) []frame.Detection {
+		var dets []frame.Detection
+		dets, m.refs = decodeYOLOSeg(outs[det].(*ort.Tensor[float32]).GetData(), nc, nm, n, m.opts.Threshold, names, m.refs[:0])
+		return dets
+	}
+	cell := float32(m.meta.InputH) / float32(mh)
+	m.outline = func(outs []ort.Value, b frame.Box, a int) []frame.Point {
+		out := outs[det].(*ort.Tensor[float32]).GetData()
+		protos := outs[pro].(*ort.Tensor[float32]).GetData()
+		coef := make([]float32, nm)
+		for k := range coef {
+			coef[k] = out[(4+nc+k)*n+a]
+		}
+		plane := mh * mw
+		return maskOutline(func(i, j int) float32 {
+			var v float32
+			for k, c := range coef {
+				v += c * protos[k*plane+i*mw+j]
+			}
+			return float32(1 / (1 + math.Exp(-float64(v))))
+		}, mh, mw, cell, b)
 	}
 	return nil
 }
@@ -385,10 +463,23 @@ func (m *Model) Detect(img gocv.Mat) (Result, error) {
 		return r, fmt.Errorf("inference: %w", err)
 	}
 	t2 := time.Now()
-	dets := m.decode(m.outputs)
-	dets = NMS(dets, m.opts.NMSIoU, m.perClassNMS)
-	for i := range dets {
-		dets[i].Box = lb.ToSource(dets[i].Box)
+	all := m.decode(m.outputs)
+	keep := nmsKeep(all, m.opts.NMSIoU, m.perClassNMS)
+	dets := make([]frame.Detection, len(keep))
+	for i, k := range keep {
+		d := all[k]
+		if m.outline != nil {
+			ref := k
+			if m.refs != nil {
+				ref = m.refs[k]
+			}
+			d.Outline = m.outline(m.outputs, d.Box, ref)
+			for j, p := range d.Outline {
+				d.Outline[j] = lb.PointToSource(p)
+			}
+		}
+		d.Box = lb.ToSource(d.Box)
+		dets[i] = d
 	}
 	t3 := time.Now()
 	r.Detections = dets

@@ -116,6 +116,50 @@ def yolo_const():
     })
 
 
+def own_seg_const():
+    """own_const's layout plus a stride-4 lesion mask: one lesion, a
+    rectangle of mask cells, inside detection (2,3)'s box."""
+    m = own_const()
+    mask = np.zeros((1, 1, 16, 16), np.float32)
+    mask[0, 0, 3:7, 2:6] = 1.0   # input pixels x 8..24, y 12..28
+    g = m.graph
+    # Rebuild with the extra output (the constant graph is small).
+    outs = [(o.name, numpy_helper.to_array([i for i in g.initializer if i.name == "_const_" + o.name][0])) for o in g.output]
+    g2 = _const_outputs_graph("own_seg_const", "image", [1, 1, 64, 64], outs + [("mask", mask)])
+    return _model(g2, {p.key: p.value for p in m.metadata_props})
+
+
+def yolo_seg_const():
+    """An Ultralytics segmentation export, 64x64, two classes, nm = 2
+    prototypes at stride 4 (16x16). Candidate 0 (class 0) takes prototype 0,
+    a rectangle inside its box; candidate 1 (class 1) prototype 1, a region
+    its box cuts; candidate 2 is below any threshold."""
+    N, nm = 4, 2
+    out = np.zeros((1, 4 + 2 + nm, N), np.float32)
+    cands = [
+        # cx, cy, w, h, class 0, class 1, coef 0, coef 1
+        (32, 28, 40, 32, 0.9, 0.1, 1.0, 0.0),
+        (12, 50, 16, 12, 0.05, 0.8, 0.0, 1.0),
+        (40, 40, 10, 10, 0.01, 0.02, 1.0, 1.0),
+    ]
+    for k, c in enumerate(cands):
+        out[0, :, k] = c
+    protos = np.full((1, nm, 16, 16), -10.0, np.float32)
+    protos[0, 0, 4:10, 5:12] = 10.0   # input x 20..48, y 16..40
+    protos[0, 1, 10:16, 0:4] = 10.0   # input x 0..16, y 40..64
+    g = _const_outputs_graph("yolo_seg_const", "images", [1, 3, 64, 64], [("output0", out), ("output1", protos)])
+    return _model(g, {
+        "description": "Ultralytics YOLO11n-seg model (sonolive test constant)",
+        "author": "Ultralytics",
+        "version": "8.3.0",
+        "task": "segment",
+        "batch": "1",
+        "stride": "32",
+        "imgsz": "[64, 64]",
+        "names": "{0: 'benign', 1: 'malignant'}",
+    })
+
+
 def bad_rank():
     out = np.zeros((1, 4), np.float32)
     g = _const_outputs_graph("bad_rank", "input", [1, 10], [("output", out)])
@@ -128,7 +172,8 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(here, "..", "infer", "testdata"))
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    for name, fn in [("own_const", own_const), ("yolo_const", yolo_const), ("bad_rank", bad_rank)]:
+    for name, fn in [("own_const", own_const), ("own_seg_const", own_seg_const), ("yolo_const", yolo_const),
+                     ("yolo_seg_const", yolo_seg_const), ("bad_rank", bad_rank)]:
         m = fn()
         path = os.path.join(args.out, name + ".onnx")
         onnx.save(m, path)
