@@ -4,6 +4,7 @@ import (
 	"sort"
 
 	"sonolive/frame"
+	"sonolive/shape"
 )
 
 // TrackerConfig tunes how boxes are carried between inferences.
@@ -61,6 +62,43 @@ type track struct {
 	misses  int
 	det     frame.Detection // class, score, malignancy of the newest detection
 	matched bool
+	// radial is the smoothed outline, relative to the box (nil: the model
+	// does not segment, or the outline is not star-shaped from the box's
+	// centre, when the newest one is shown as it came).
+	radial shape.Radial
+}
+
+// Outlines are smoothed on outlineRays rays, half-way toward each new one.
+const (
+	outlineRays  = 32
+	outlineAlpha = 0.5
+)
+
+// boxRadial is d's outline on rays from its box's centre, in units of the
+// box's half width and half height, so it follows the box as it moves
+// and grows.
+func boxRadial(d frame.Detection) shape.Radial {
+	b := d.Box
+	if len(d.Outline) < 3 || b.W() <= 0 || b.H() <= 0 {
+		return nil
+	}
+	cx, cy, hw, hh := (b.X1+b.X2)/2, (b.Y1+b.Y2)/2, b.W()/2, b.H()/2
+	pts := make([]shape.Point, len(d.Outline))
+	for i, p := range d.Outline {
+		pts[i] = shape.Point{X: float64((p.X - cx) / hw), Y: float64((p.Y - cy) / hh)}
+	}
+	return shape.ToRadial(pts, shape.Point{}, outlineRays)
+}
+
+// radialOutline places r on box b.
+func radialOutline(r shape.Radial, b frame.Box) []frame.Point {
+	cx, cy, hw, hh := (b.X1+b.X2)/2, (b.Y1+b.Y2)/2, b.W()/2, b.H()/2
+	pts := r.Points(shape.Point{})
+	out := make([]frame.Point, len(pts))
+	for i, p := range pts {
+		out[i] = frame.Point{X: cx + float32(p.X)*hw, Y: cy + float32(p.Y)*hh}
+	}
+	return out
 }
 
 func (t *track) predict(seq uint64) [4]float32 {
@@ -132,7 +170,7 @@ func (tr *Tracker) Update(seq uint64, dets []frame.Detection) {
 		if used[i] {
 			continue
 		}
-		tr.tracks = append(tr.tracks, &track{id: tr.nextID, box: fromBox(d.Box), seq: seq, hits: 1, det: d})
+		tr.tracks = append(tr.tracks, &track{id: tr.nextID, box: fromBox(d.Box), seq: seq, hits: 1, det: d, radial: boxRadial(d)})
 		tr.nextID++
 	}
 }
@@ -152,6 +190,14 @@ func (tr *Tracker) correct(t *track, seq uint64, d frame.Detection) {
 	t.hits++
 	t.misses = 0
 	t.det = d
+	switch r := boxRadial(d); {
+	case r == nil:
+		t.radial = nil
+	case t.radial == nil:
+		t.radial = r
+	default:
+		t.radial = shape.Blend(t.radial, r, outlineAlpha)
+	}
 }
 
 // Output returns the confirmed tracks as they should appear on frame seq:
@@ -165,6 +211,18 @@ func (tr *Tracker) Output(seq uint64) []frame.Detection {
 		}
 		d := t.det
 		d.Box = toBox(t.predict(seq))
+		switch {
+		case t.radial != nil:
+			d.Outline = radialOutline(t.radial, d.Box)
+		case len(d.Outline) > 0:
+			// As it came, moved with the box.
+			dx, dy := (d.Box.X1+d.Box.X2-t.det.Box.X1-t.det.Box.X2)/2, (d.Box.Y1+d.Box.Y2-t.det.Box.Y1-t.det.Box.Y2)/2
+			moved := make([]frame.Point, len(d.Outline))
+			for i, p := range d.Outline {
+				moved[i] = frame.Point{X: p.X + dx, Y: p.Y + dy}
+			}
+			d.Outline = moved
+		}
 		d.TrackID = t.id
 		d.StaleAge = max(age, 0)
 		out = append(out, d)

@@ -1,9 +1,11 @@
 package infer
 
 import (
+	"math"
 	"testing"
 
 	"sonolive/frame"
+	"sonolive/shape"
 )
 
 func det(x float32) frame.Detection {
@@ -88,5 +90,53 @@ func TestTrackerFollowsMotion(t *testing.T) {
 	want := frame.Box{X1: 136, Y1: 50, X2: 176, Y2: 90}
 	if iou := out[0].Box.IoU(want); iou < 0.85 {
 		t.Fatalf("predicted %+v, IoU %.2f with %+v", out[0].Box, iou, want)
+	}
+}
+
+// A segmenting model's outline: smoothed half-way toward each new one (so
+// a jittery mask does not flicker), kept on the box while it coasts.
+func TestTrackerSmoothsOutlines(t *testing.T) {
+	circle := func(d frame.Detection, r float32) frame.Detection {
+		cx, cy := (d.Box.X1+d.Box.X2)/2, (d.Box.Y1+d.Box.Y2)/2
+		for _, p := range (shape.Radial{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}).Points(shape.Point{}) {
+			d.Outline = append(d.Outline, frame.Point{X: cx + r*float32(p.X), Y: cy + r*float32(p.Y)})
+		}
+		return d
+	}
+	radius := func(d frame.Detection) float32 {
+		cx, cy := (d.Box.X1+d.Box.X2)/2, (d.Box.Y1+d.Box.Y2)/2
+		var sum float32
+		for _, p := range d.Outline {
+			sum += float32(math.Hypot(float64(p.X-cx), float64(p.Y-cy)))
+		}
+		return sum / float32(len(d.Outline))
+	}
+	tr := NewTracker(TrackerConfig{MinHits: 1})
+	tr.Update(1, []frame.Detection{circle(det(100), 10)})
+	tr.Update(2, []frame.Detection{circle(det(100), 16)})
+	out := tr.Output(2)
+	if len(out) != 1 || len(out[0].Outline) != outlineRays {
+		t.Fatalf("output %+v", out)
+	}
+	// The 12-gon's reach varies with the ray; its mean is near r·0.98.
+	if r := radius(out[0]); r < 12.4 || r > 13.2 {
+		t.Errorf("smoothed radius %.2f, want about 13 (half-way from 10 to 16)", r)
+	}
+	// Coasting on a moving track: the outline goes with the box.
+	tr.Update(3, []frame.Detection{circle(det(104), 13)})
+	out = tr.Output(5)
+	cx := (out[0].Box.X1 + out[0].Box.X2) / 2
+	var mx float32
+	for _, p := range out[0].Outline {
+		mx += p.X
+	}
+	if mx /= float32(len(out[0].Outline)); math.Abs(float64(mx-cx)) > 0.01 || out[0].StaleAge != 2 {
+		t.Errorf("coasting outline centred at %.2f, box at %.2f (stale %d)", mx, cx, out[0].StaleAge)
+	}
+	// A model without masks: no outline.
+	tr2 := NewTracker(TrackerConfig{MinHits: 1})
+	tr2.Update(1, []frame.Detection{det(100)})
+	if o := tr2.Output(1); o[0].Outline != nil {
+		t.Errorf("outline from nothing: %v", o[0].Outline)
 	}
 }

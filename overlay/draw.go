@@ -12,6 +12,7 @@ import (
 	"gocv.io/x/gocv"
 
 	"sonolive/frame"
+	"sonolive/shape"
 )
 
 // HUD is the status line shown in the corner of the frame.
@@ -72,7 +73,12 @@ func (d *Drawer) DrawFindings(img *gocv.Mat, dets []frame.Detection, g frame.Geo
 			c = d.style.Stale
 		}
 		r := image.Rect(int(det.Box.X1), int(det.Box.Y1), int(math.Ceil(float64(det.Box.X2))), int(math.Ceil(float64(det.Box.Y2))))
-		if det.StaleAge > 0 {
+		if len(det.Outline) >= 3 {
+			// The outline says where the lesion is; the box only frames
+			// it, thinly.
+			drawOutline(img, det, c, thick, k)
+			dashedRect(img, r, c, 1)
+		} else if det.StaleAge > 0 {
 			dashedRect(img, r, c, max(1, thick-1))
 		} else {
 			gocv.Rectangle(img, r, c, thick)
@@ -81,9 +87,40 @@ func (d *Drawer) DrawFindings(img *gocv.Mat, dets []frame.Detection, g frame.Geo
 	}
 }
 
+// drawOutline draws a lesion's outline and its calipers: the long and the
+// short axis with cross marks at their ends, like the machine's own.
+func drawOutline(img *gocv.Mat, det frame.Detection, c color.RGBA, thick int, k float64) {
+	pts := make([]image.Point, len(det.Outline))
+	sp := make([]shape.Point, len(det.Outline))
+	for i, p := range det.Outline {
+		pts[i] = image.Pt(int(math.Round(float64(p.X))), int(math.Round(float64(p.Y))))
+		sp[i] = shape.Point{X: float64(p.X), Y: float64(p.Y)}
+	}
+	pv := gocv.NewPointsVectorFromPoints([][]image.Point{pts})
+	defer pv.Close()
+	gocv.Polylines(img, pv, true, c, thick)
+	m, ok := shape.Measure(sp)
+	if !ok {
+		return
+	}
+	cal := color.RGBA{R: 255, G: 255, B: 255, A: 0}
+	arm := int(math.Round(4 * k))
+	for _, a := range []shape.Caliper{m.Long, m.Short} {
+		p, q := image.Pt(int(math.Round(a.A.X)), int(math.Round(a.A.Y))), image.Pt(int(math.Round(a.B.X)), int(math.Round(a.B.Y)))
+		gocv.Line(img, p, q, cal, 1)
+		for _, e := range []image.Point{p, q} {
+			gocv.Line(img, image.Pt(e.X-arm, e.Y), image.Pt(e.X+arm, e.Y), cal, 1)
+			gocv.Line(img, image.Pt(e.X, e.Y-arm), image.Pt(e.X, e.Y+arm), cal, 1)
+		}
+	}
+}
+
 func labelText(det frame.Detection, g frame.Geometry) string {
 	s := fmt.Sprintf("%s %.2f #%d", det.Class, det.Score, det.TrackID)
-	if w, h, ok := g.SizeMM(det.Box); ok {
+	if c := calipers(det.Outline, g); len(det.Outline) >= 3 && c != nil && c.LongMM != nil {
+		// Calipers on the outline: long x short axis.
+		s += fmt.Sprintf(" %.1fx%.1fmm", *c.LongMM, *c.ShortMM)
+	} else if w, h, ok := g.SizeMM(det.Box); ok {
 		s += fmt.Sprintf(" %.0fx%.0fmm", w, h)
 	}
 	if det.Malignancy >= 0 {

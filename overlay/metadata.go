@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"sonolive/frame"
+	"sonolive/shape"
 )
 
 // SchemaVersion identifies the metadata layout (docs/metadata.md).
@@ -78,6 +79,54 @@ type DetMeta struct {
 	// SizeMM is the box's width and height in millimetres, when the
 	// source knows the pixel size.
 	SizeMM *[2]float64 `json:"size_mm,omitempty"`
+	// Outline is the lesion's boundary, [[x, y], …] in source pixels, when
+	// the model segments; Calipers are measured on it.
+	Outline  [][2]float64  `json:"outline,omitempty"`
+	Calipers *CalipersMeta `json:"calipers,omitempty"`
+}
+
+// CalipersMeta are an outline's calipers and shape (package shape): the
+// long axis (greatest diameter) and the short axis (widest chord
+// perpendicular to it) as [x1, y1, x2, y2] in source pixels, their lengths
+// in pixels and, when the source knows the pixel size, in millimetres.
+type CalipersMeta struct {
+	Long    [4]float64 `json:"long"`
+	Short   [4]float64 `json:"short"`
+	LongPX  float64    `json:"long_px"`
+	ShortPX float64    `json:"short_px"`
+	LongMM  *float64   `json:"long_mm,omitempty"`
+	ShortMM *float64   `json:"short_mm,omitempty"`
+	// TallerThanWide: deeper (image rows) than wide, in millimetres when
+	// known (ACR TI-RADS' shape feature).
+	TallerThanWide bool `json:"taller_than_wide"`
+	// Solidity is area / convex hull area: below ~0.9 the margin is
+	// lobulated or irregular.
+	Solidity float64 `json:"solidity"`
+}
+
+// calipers measures an outline; nil when it has no area.
+func calipers(outline []frame.Point, g frame.Geometry) *CalipersMeta {
+	pts := make([]shape.Point, len(outline))
+	for i, p := range outline {
+		pts[i] = shape.Point{X: float64(p.X), Y: float64(p.Y)}
+	}
+	m, ok := shape.Measure(pts)
+	if !ok {
+		return nil
+	}
+	r1 := func(v float64) float64 { return math.Round(v*10) / 10 }
+	seg := func(c shape.Caliper) [4]float64 { return [4]float64{r1(c.A.X), r1(c.A.Y), r1(c.B.X), r1(c.B.Y)} }
+	out := &CalipersMeta{Long: seg(m.Long), Short: seg(m.Short), LongPX: r1(m.Long.Pixels), ShortPX: r1(m.Short.Pixels),
+		TallerThanWide: m.TallerThanWide, Solidity: math.Round(m.Solidity*1000) / 1000}
+	if g.Known() {
+		mm := func(c shape.Caliper) *float64 {
+			v := r1(math.Hypot((c.B.X-c.A.X)*g.SpacingMM[0], (c.B.Y-c.A.Y)*g.SpacingMM[1]))
+			return &v
+		}
+		out.LongMM, out.ShortMM = mm(m.Long), mm(m.Short)
+		out.TallerThanWide = m.Depth*g.SpacingMM[1] > m.Width*g.SpacingMM[0]
+	}
+	return out
 }
 
 // Detections turns metadata back into detections, for drawing a frame's
@@ -91,6 +140,9 @@ func Detections(ms []DetMeta) []frame.Detection {
 		}
 		if m.Malignancy != nil {
 			d.Malignancy = float32(*m.Malignancy)
+		}
+		for _, p := range m.Outline {
+			d.Outline = append(d.Outline, frame.Point{X: float32(p[0]), Y: float32(p[1])})
 		}
 		out = append(out, d)
 	}
@@ -130,6 +182,13 @@ func NewMetadata(f *frame.Frame) Metadata {
 		}
 		if w, h, ok := f.Geometry.SizeMM(d.Box); ok {
 			dm.SizeMM = &[2]float64{math.Round(w*10) / 10, math.Round(h*10) / 10}
+		}
+		if len(d.Outline) >= 3 {
+			dm.Outline = make([][2]float64, len(d.Outline))
+			for i, p := range d.Outline {
+				dm.Outline[i] = [2]float64{math.Round(float64(p.X)*10) / 10, math.Round(float64(p.Y)*10) / 10}
+			}
+			dm.Calipers = calipers(d.Outline, f.Geometry)
 		}
 		m.Detections = append(m.Detections, dm)
 	}

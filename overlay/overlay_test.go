@@ -149,3 +149,47 @@ func BenchmarkDraw(b *testing.B) {
 		d.Draw(f, hud)
 	}
 }
+
+// A segmenting model's outline: in the metadata with its calipers (in mm
+// with the pixel size), and drawn with them into the frame.
+func TestOutlineAndCalipers(t *testing.T) {
+	f := testFrame()
+	defer f.Image.Close()
+	// An ellipse 80 px wide and 40 deep centred at (150, 170).
+	var outline []frame.Point
+	for i := range 48 {
+		th := 2 * math.Pi * float64(i) / 48
+		outline = append(outline, frame.Point{X: float32(150 + 40*math.Cos(th)), Y: float32(170 + 20*math.Sin(th))})
+	}
+	f.Detections[0].Box = frame.Box{X1: 110, Y1: 150, X2: 190, Y2: 190}
+	f.Detections[0].Outline = outline
+	f.Geometry = frame.Geometry{SpacingMM: [2]float64{0.1, 0.1}}
+	m := NewMetadata(f)
+	d := m.Detections[0]
+	c := d.Calipers
+	if len(d.Outline) != 48 || c == nil || c.LongMM == nil {
+		t.Fatalf("detection %+v", d)
+	}
+	if math.Abs(*c.LongMM-8) > 0.1 || math.Abs(*c.ShortMM-4) > 0.15 || c.TallerThanWide || c.Solidity < 0.98 {
+		t.Errorf("calipers %+v (long %.2f mm, short %.2f mm), want 8 × 4 mm, wider than tall, convex", c, *c.LongMM, *c.ShortMM)
+	}
+	if m.Detections[1].Outline != nil || m.Detections[1].Calipers != nil {
+		t.Errorf("a box without outline got %+v", m.Detections[1])
+	}
+	b, _ := json.Marshal(m)
+	if !strings.Contains(string(b), `"outline":[[190,170]`) || !strings.Contains(string(b), `"long_mm":8`) {
+		t.Errorf("JSON: %s", b)
+	}
+	// Back from the metadata, for drawing a frame's findings later.
+	if back := Detections(m.Detections); len(back[0].Outline) != 48 || back[0].Outline[0] != (frame.Point{X: 190, Y: 170}) {
+		t.Errorf("outline back from the metadata: %v", back[0].Outline)
+	}
+	NewDrawer(DefaultStyle()).Draw(f, HUD{})
+	// The outline's rightmost point and the long caliper's end mark.
+	if p := pixel(f.Image, 190, 170); p == [3]uint8{90, 90, 90} {
+		t.Errorf("nothing drawn on the outline at (190, 170)")
+	}
+	if got := labelText(f.Detections[0], f.Geometry); !strings.Contains(got, "8.0x4.0mm") {
+		t.Errorf("label %q: want the calipers in mm", got)
+	}
+}

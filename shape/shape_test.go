@@ -66,3 +66,29 @@ func TestMeasure(t *testing.T) {
 		t.Error("a line measured")
 	}
 }
+
+func TestRadialRoundTrip(t *testing.T) {
+	e := ellipse(40, 30, 20, 10, 256)
+	c := Centroid(e)
+	if math.Abs(c.X-40) > 1e-6 || math.Abs(c.Y-30) > 1e-6 {
+		t.Fatalf("centroid %+v", c)
+	}
+	r := ToRadial(e, c, 32)
+	if len(r) != 32 || math.Abs(r[0]-20) > 0.01 || math.Abs(r[8]-10) > 0.01 {
+		t.Fatalf("radial %v", r)
+	}
+	m, _ := Measure(r.Points(c))
+	if math.Abs(m.Long.Pixels-40) > 0.5 || math.Abs(m.Short.Pixels-20) > 0.8 {
+		t.Errorf("back from 32 rays: %.2f × %.2f, want 40 × 20", m.Long.Pixels, m.Short.Pixels)
+	}
+	// Half-way between a circle of 10 and one of 20: 15.
+	a, b := ToRadial(ellipse(0, 0, 10, 10, 128), Point{}, 16), ToRadial(ellipse(0, 0, 20, 20, 128), Point{}, 16)
+	for _, v := range Blend(a, b, 0.5) {
+		if math.Abs(v-15) > 0.1 {
+			t.Fatalf("blend %v", v)
+		}
+	}
+	if ToRadial(e, Point{X: 200, Y: 200}, 8) != nil {
+		t.Error("a centre outside the outline gave rays")
+	}
+}

@@ -485,7 +485,9 @@ export function contentRect(ew, eh, vw, vh) {
 
 export function boxLabel(d) {
   let label = `${d.class ?? 'class ' + d.class_id} ${Number(d.score).toFixed(2)} #${d.track_id}`;
-  if (Array.isArray(d.size_mm)) label += ` ${Math.round(d.size_mm[0])}×${Math.round(d.size_mm[1])} mm`;
+  const c = d.calipers;
+  if (c && typeof c.long_mm === 'number') label += ` ${c.long_mm.toFixed(1)}×${c.short_mm.toFixed(1)} mm`;
+  else if (Array.isArray(d.size_mm)) label += ` ${Math.round(d.size_mm[0])}×${Math.round(d.size_mm[1])} mm`;
   if (typeof d.malignancy === 'number') label += ` M ${Math.round(d.malignancy * 100)}%`;
   return label;
 }
@@ -553,12 +555,49 @@ export class BoxPainter {
       g.strokeStyle = color;
       g.lineWidth = 2 * dpr;
       g.setLineDash(stale ? [6 * dpr, 4 * dpr] : []);
+      if (Array.isArray(d.outline) && d.outline.length >= 3) {
+        // The outline says where the lesion is; the box only frames it.
+        this.outline(d, r, sx, sy, dpr);
+        g.lineWidth = dpr;
+        g.setLineDash([4 * dpr, 4 * dpr]);
+      }
       g.strokeRect(x, y, w, h);
       this.label(boxLabel(d) + this.labelSuffix(d), x, y, color, dpr, r);
     }
     g.restore();
     this.hasContent = true;
     return dets.length;
+  }
+
+  // outline draws a lesion's boundary and its calipers (the long and the
+  // short axis, with cross marks at their ends, like the machine's own).
+  outline(d, r, sx, sy, dpr) {
+    const g = this.g;
+    const px = (p) => [r.x + p[0] * sx, r.y + p[1] * sy];
+    g.beginPath();
+    d.outline.forEach((p, i) => { const [x, y] = px(p); if (i) g.lineTo(x, y); else g.moveTo(x, y); });
+    g.closePath();
+    g.stroke();
+    const c = d.calipers;
+    if (!c) return;
+    g.save();
+    g.strokeStyle = '#ffffff';
+    g.lineWidth = dpr;
+    g.setLineDash([]);
+    const arm = 4 * dpr;
+    for (const a of [c.long, c.short]) {
+      if (!Array.isArray(a) || a.length < 4) continue;
+      const [x1, y1] = px([a[0], a[1]]);
+      const [x2, y2] = px([a[2], a[3]]);
+      g.beginPath();
+      g.moveTo(x1, y1); g.lineTo(x2, y2);
+      for (const [ex, ey] of [[x1, y1], [x2, y2]]) {
+        g.moveTo(ex - arm, ey); g.lineTo(ex + arm, ey);
+        g.moveTo(ex, ey - arm); g.lineTo(ex, ey + arm);
+      }
+      g.stroke();
+    }
+    g.restore();
   }
 
   // label: dark text on the box colour, above the box, or inside it at the top edge.
