@@ -22,6 +22,8 @@ import (
 	"github.com/pion/webrtc/v4/pkg/media"
 	"go.uber.org/zap"
 
+	"sonolive/internal/retry"
+	"sonolive/internal/tapqueue"
 	"sonolive/stream"
 )
 
@@ -53,15 +55,12 @@ type WHIPStats struct {
 type WHIP struct {
 	cfg WHIPConfig
 	log *zap.Logger
-	// frames from the relay: a bounded queue; when it is full frames are
-	// dropped (counted) until the next keyframe.
-	frames   chan *stream.EncodedFrame
-	skipping atomic.Bool
-	live     atomic.Bool
+	// queue holds the relay's frames for the connection.
+	q *tapqueue.Queue
 
-	sent, dropped, reconnects atomic.Uint64
-	mu                        sync.Mutex
-	state, lastErr            string
+	sent, reconnects atomic.Uint64
+	mu               sync.Mutex
+	state, lastErr   string
 }
 
 // NewWHIP returns an egress; add it as a relay tap and Run it.
@@ -75,7 +74,7 @@ func NewWHIP(cfg WHIPConfig) *WHIP {
 	if cfg.RequestKeyframe == nil {
 		cfg.RequestKeyframe = func() {}
 	}
-	return &WHIP{cfg: cfg, log: cfg.Logger.With(zap.String("whip", redact(cfg.URL))), frames: make(chan *stream.EncodedFrame, 60), state: "connecting"}
+	return &WHIP{cfg: cfg, log: cfg.Logger.With(zap.String("whip", redact(cfg.URL))), q: tapqueue.New(60, cfg.RequestKeyframe), state: "connecting"}
 }
 
 func redact(u string) string {
@@ -88,31 +87,13 @@ func redact(u string) string {
 }
 
 // WriteFrame implements stream.Tap; it never blocks.
-func (w *WHIP) WriteFrame(f *stream.EncodedFrame) {
-	if !w.live.Load() {
-		return
-	}
-	if w.skipping.Load() {
-		if !f.Key {
-			w.dropped.Add(1)
-			return
-		}
-		w.skipping.Store(false)
-	}
-	select {
-	case w.frames <- f:
-	default:
-		w.dropped.Add(1)
-		w.skipping.Store(true)
-		w.cfg.RequestKeyframe()
-	}
-}
+func (w *WHIP) WriteFrame(f *stream.EncodedFrame) { w.q.WriteFrame(f) }
 
 // Stats are its counters now.
 func (w *WHIP) Stats() WHIPStats {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return WHIPStats{State: w.state, Sent: w.sent.Load(), Dropped: w.dropped.Load(), Reconnects: w.reconnects.Load(), LastError: w.lastErr}
+	return WHIPStats{State: w.state, Sent: w.sent.Load(), Dropped: w.q.Dropped(), Reconnects: w.reconnects.Load(), LastError: w.lastErr}
 }
 
 func (w *WHIP) setState(state string, err error) {
@@ -127,27 +108,11 @@ func (w *WHIP) setState(state string, err error) {
 // Run publishes until ctx ends: a lost or refused connection is retried
 // after 1 s, doubling to 30 s.
 func (w *WHIP) Run(ctx context.Context) {
-	const minBackoff, maxBackoff = time.Second, 30 * time.Second
-	backoff := minBackoff
-	for ctx.Err() == nil {
-		started := time.Now()
-		err := w.session(ctx)
-		if ctx.Err() != nil {
-			return
-		}
+	retry.Loop(ctx, retry.Default, w.session, func(err error, wait time.Duration) {
 		w.reconnects.Add(1)
 		w.setState("retrying", err)
-		w.log.Warn("WHIP egress lost; retrying", zap.Error(err), zap.Duration("backoff", backoff))
-		if time.Since(started) > time.Minute {
-			backoff = minBackoff
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, maxBackoff)
-	}
+		w.log.Warn("WHIP egress lost; retrying", zap.Error(err), zap.Duration("backoff", wait))
+	})
 }
 
 // ErrRefused: the WHIP server answered the offer with an error.
@@ -242,14 +207,8 @@ func (w *WHIP) session(ctx context.Context) error {
 			}
 		}
 	}()
-	// Frames from a keyframe on: drain what queued while we were away.
-	for len(w.frames) > 0 {
-		<-w.frames
-	}
-	w.skipping.Store(true)
-	w.live.Store(true)
-	defer w.live.Store(false)
-	w.cfg.RequestKeyframe()
+	w.q.Open()
+	defer w.q.Close()
 	var lastTS uint32
 	for {
 		select {
@@ -257,7 +216,7 @@ func (w *WHIP) session(ctx context.Context) error {
 			return ctx.Err()
 		case err := <-failed:
 			return err
-		case f := <-w.frames:
+		case f := <-w.q.Frames():
 			d := time.Second / 30
 			if lastTS != 0 && f.RTPTime != lastTS {
 				d = time.Duration(f.RTPTime-lastTS) * time.Second / 90000

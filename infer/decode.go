@@ -92,29 +92,14 @@ func isPeak(hm []float32, gh, gw, i, j int, v float32) bool {
 // decodeYOLO reads an Ultralytics detection output [1, 4+nc, n]: per
 // candidate cx, cy, w, h then nc class scores.
 func decodeYOLO(out []float32, nc, n int, thresh float32, names []string) []frame.Detection {
-	var dets []frame.Detection
-	for a := 0; a < n; a++ {
-		best, score := -1, thresh
-		for c := 0; c < nc; c++ {
-			if s := out[(4+c)*n+a]; s >= score {
-				best, score = c, s
-			}
-		}
-		if best < 0 {
-			continue
-		}
-		cx, cy, w, h := out[a], out[n+a], out[2*n+a], out[3*n+a]
-		dets = append(dets, frame.Detection{
-			Box:     frame.Box{X1: cx - w/2, Y1: cy - h/2, X2: cx + w/2, Y2: cy + h/2},
-			ClassID: best, Class: className(names, best), Score: score, Malignancy: -1,
-		})
-	}
+	dets, _ := decodeYOLOSeg(out, nc, 0, n, thresh, names, nil)
 	return dets
 }
 
-// decodeYOLOSeg is decodeYOLO for a segmentation export [1, 4+nc+nm, n]
-// (the nm mask coefficients follow the class scores); refs gets each
-// detection's candidate index, for its coefficients after NMS.
+// decodeYOLOSeg reads an Ultralytics output [1, 4+nc+nm, n]: per
+// candidate cx, cy, w, h, nc class scores, then nm mask coefficients (none
+// in a detection export); refs gets each detection's candidate index, for
+// its coefficients after NMS.
 func decodeYOLOSeg(out []float32, nc, nm, n int, thresh float32, names []string, refs []int) ([]frame.Detection, []int) {
 	var dets []frame.Detection
 	for a := 0; a < n; a++ {

@@ -15,6 +15,8 @@ import (
 
 	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
+
+	"sonolive/internal/retry"
 )
 
 // BoxConfig is the box's end of a link.
@@ -85,28 +87,13 @@ func (b *Box) setState(state string, err error) {
 	}
 }
 
-// Run links until ctx ends. A link that was up for a while redials at
-// once; failures back off from 1 s to 30 s.
+// Run links until ctx ends: a lost link is redialled after 1 s, doubling
+// to 30 s while the hub cannot be reached.
 func (b *Box) Run(ctx context.Context) {
-	backoff := time.Second
-	for ctx.Err() == nil {
-		start := time.Now()
-		err := b.session(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Since(start) > time.Minute {
-			backoff = time.Second
-		}
+	retry.Loop(ctx, retry.Default, b.session, func(err error, wait time.Duration) {
 		b.setState("retrying", err)
-		b.log.Warn("link down, redialling", zap.Error(err), zap.Duration("in", backoff))
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 30*time.Second)
-	}
+		b.log.Warn("link down, redialling", zap.Error(err), zap.Duration("in", wait))
+	})
 }
 
 // session dials the hub, upgrades, and serves the box's handler on the

@@ -27,6 +27,8 @@ import (
 	"github.com/pion/webrtc/v4"
 	"go.uber.org/zap"
 
+	"sonolive/internal/retry"
+	"sonolive/internal/tapqueue"
 	"sonolive/stream"
 )
 
@@ -60,15 +62,12 @@ type PublisherStats struct {
 type Publisher struct {
 	cfg PublisherConfig
 	log *zap.Logger
-	// frames from the relay: a bounded queue; when it is full frames are
-	// dropped (counted) until the next keyframe.
-	frames   chan *stream.EncodedFrame
-	skipping atomic.Bool
-	live     atomic.Bool
+	// queue holds the relay's frames for the room.
+	q *tapqueue.Queue
 
-	sent, dropped, reconnects atomic.Uint64
-	mu                        sync.Mutex
-	state, lastErr            string
+	sent, reconnects atomic.Uint64
+	mu               sync.Mutex
+	state, lastErr   string
 }
 
 // NewPublisher returns a publisher; add it as a relay tap and Run it.
@@ -80,35 +79,17 @@ func NewPublisher(cfg PublisherConfig) *Publisher {
 		cfg.RequestKeyframe = func() {}
 	}
 	return &Publisher{cfg: cfg, log: cfg.Logger.With(zap.String("livekit_room", cfg.Room)),
-		frames: make(chan *stream.EncodedFrame, 60), state: "connecting"}
+		q: tapqueue.New(60, cfg.RequestKeyframe), state: "connecting"}
 }
 
 // WriteFrame implements stream.Tap; it never blocks.
-func (p *Publisher) WriteFrame(f *stream.EncodedFrame) {
-	if !p.live.Load() {
-		return
-	}
-	if p.skipping.Load() {
-		if !f.Key {
-			p.dropped.Add(1)
-			return
-		}
-		p.skipping.Store(false)
-	}
-	select {
-	case p.frames <- f:
-	default:
-		p.dropped.Add(1)
-		p.skipping.Store(true)
-		p.cfg.RequestKeyframe()
-	}
-}
+func (p *Publisher) WriteFrame(f *stream.EncodedFrame) { p.q.WriteFrame(f) }
 
 // Stats are its counters now.
 func (p *Publisher) Stats() PublisherStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return PublisherStats{Room: p.cfg.Room, State: p.state, Sent: p.sent.Load(), Dropped: p.dropped.Load(),
+	return PublisherStats{Room: p.cfg.Room, State: p.state, Sent: p.sent.Load(), Dropped: p.q.Dropped(),
 		Reconnects: p.reconnects.Load(), LastError: p.lastErr}
 }
 
@@ -124,26 +105,11 @@ func (p *Publisher) setState(state string, err error) {
 // Run publishes until ctx ends: a lost or refused connection is retried
 // after 1 s, doubling to 30 s.
 func (p *Publisher) Run(ctx context.Context) {
-	backoff := time.Second
-	for ctx.Err() == nil {
-		start := time.Now()
-		err := p.session(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Since(start) > time.Minute {
-			backoff = time.Second
-		}
+	retry.Loop(ctx, retry.Default, p.session, func(err error, wait time.Duration) {
 		p.reconnects.Add(1)
 		p.setState("retrying", err)
-		p.log.Warn("LiveKit publishing stopped, retrying", zap.Error(err), zap.Duration("in", backoff))
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 30*time.Second)
-	}
+		p.log.Warn("LiveKit publishing stopped, retrying", zap.Error(err), zap.Duration("in", wait))
+	})
 }
 
 // session joins the room, publishes the track and sends frames until the
@@ -180,16 +146,10 @@ func (p *Publisher) session(ctx context.Context) error {
 	if _, err := room.LocalParticipant.PublishTrack(track, &lksdk.TrackPublicationOptions{Name: "sonolive", Source: livekit.TrackSource_CAMERA}); err != nil {
 		return fmt.Errorf("sfu: publishing the video: %w", err)
 	}
-	// Frames from a keyframe on: drain what queued while we were away.
-	for len(p.frames) > 0 {
-		<-p.frames
-	}
-	p.skipping.Store(true)
-	p.live.Store(true)
-	defer p.live.Store(false)
+	p.q.Open()
+	defer p.q.Close()
 	p.setState("live", nil)
 	p.log.Info("publishing into the LiveKit room")
-	p.cfg.RequestKeyframe()
 	var (
 		payloader codecs.H264Payloader
 		seq       uint16
@@ -200,7 +160,7 @@ func (p *Publisher) session(ctx context.Context) error {
 			return ctx.Err()
 		case err := <-lost:
 			return err
-		case f := <-p.frames:
+		case f := <-p.q.Frames():
 			if err := p.send(room, track, &payloader, &seq, f); err != nil {
 				return err
 			}
