@@ -166,7 +166,10 @@ func TestHundredViewersThroughLiveKit(t *testing.T) {
 	}
 }
 
-func hundredViewers(t *testing.T, pubURL, viewURL string) {
+// serveLiveKit runs the box on the 640×480 phantom, publishing to pubURL
+// and handing viewers viewURL.
+func serveLiveKit(t *testing.T, pubURL, viewURL string) server {
+	t.Helper()
 	dir := t.TempDir()
 	secret := filepath.Join(dir, "livekit.secret")
 	os.WriteFile(secret, []byte(lkSecret+"\n"), 0o600)
@@ -180,7 +183,11 @@ sources:
   - id: phantom
     url: "phantom://?width=640&height=480&fps=15&seed=1&lesions=2"
 `, pubURL, viewURL, lkKey, secret)), 0o644)
-	s := startServe(t, "--config", cfg, "--no-record")
+	return startServe(t, "--config", cfg, "--no-record")
+}
+
+func hundredViewers(t *testing.T, pubURL, viewURL string) {
+	s := serveLiveKit(t, pubURL, viewURL)
 	var inv struct{ ID, URL string }
 	s.post(t, "/api/sources/phantom/invites", `{"role":"expert","ttl_s":900}`, &inv)
 	expertTok := inv.URL[strings.Index(inv.URL, "token=")+len("token="):]
@@ -343,19 +350,7 @@ func TestWatchPageThroughLiveKitInChromium(t *testing.T) {
 	chromium := browser(t)
 	bin := livekitServer(t)
 	url := startLiveKit(t, bin, "", 53000)
-	dir := t.TempDir()
-	secret := filepath.Join(dir, "livekit.secret")
-	os.WriteFile(secret, []byte(lkSecret+"\n"), 0o600)
-	cfg := filepath.Join(dir, "box.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`livekit:
-  url: %s
-  api_key: %s
-  api_secret_file: %s
-sources:
-  - id: phantom
-    url: "phantom://?width=640&height=480&fps=15&seed=1&lesions=2"
-`, url, lkKey, secret)), 0o644)
-	s := startServe(t, "--config", cfg, "--no-record")
+	s := serveLiveKit(t, url, url)
 	var links []string
 	for _, role := range []string{"student", "expert"} {
 		var inv struct{ URL string }
