@@ -1,11 +1,16 @@
 package infer
 
 import (
+	"image"
+	"image/color"
 	"os"
 	"testing"
 
+	"gocv.io/x/gocv"
+
 	"sonolive/capture"
 	"sonolive/frame"
+	"sonolive/models"
 )
 
 // benchModel is the shipped default model: latency is what the live path
@@ -96,5 +101,29 @@ func BenchmarkTracker(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		tr.Update(uint64(i+1), dets)
 		tr.Output(uint64(i + 1))
+	}
+}
+
+// BenchmarkSegmenterOutline is one lesion's outline with the embedded
+// segmenter on a 720p frame: crop, ORT on one thread, trace.
+func BenchmarkSegmenterOutline(b *testing.B) {
+	data, ok := models.Segmenter()
+	if !ok {
+		b.Skip("no embedded segmenter")
+	}
+	seg, err := NewSegmenter(data, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer seg.Close()
+	img := gocv.NewMatWithSizeFromScalar(gocv.NewScalar(90, 90, 90, 0), 720, 1280, gocv.MatTypeCV8UC3)
+	defer img.Close()
+	gocv.Circle(&img, image.Pt(640, 360), 40, color.RGBA{30, 30, 30, 0}, -1)
+	box := frame.Box{X1: 590, Y1: 310, X2: 690, Y2: 410}
+	b.ResetTimer()
+	for range b.N {
+		if _, err := seg.Outline(img, box); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

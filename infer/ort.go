@@ -136,6 +136,17 @@ type Model struct {
 	// input terms); nil for a model that does not segment.
 	outline     func(outs []ort.Value, b frame.Box, ref int) []frame.Point
 	perClassNMS bool
+	// seg outlines the detections the model itself does not (nil: none).
+	seg *Segmenter
+}
+
+// UseSegmenter has s outline every detection the model does not outline
+// itself; the model closes it. Its time counts in Result.Decode.
+func (m *Model) UseSegmenter(s *Segmenter) {
+	if m.seg != nil {
+		m.seg.Close()
+	}
+	m.seg = s
 }
 
 // Result is one inference: detections in source pixels and how long each
@@ -481,6 +492,11 @@ func (m *Model) Detect(img gocv.Mat) (Result, error) {
 		d.Box = lb.ToSource(d.Box)
 		dets[i] = d
 	}
+	if m.seg != nil {
+		if err := m.seg.outlineAll(img, dets); err != nil {
+			return r, err
+		}
+	}
 	t3 := time.Now()
 	r.Detections = dets
 	r.Preprocess, r.Infer, r.Decode = t1.Sub(t0), t2.Sub(t1), t3.Sub(t2)
@@ -495,6 +511,9 @@ func (m *Model) RunRaw() error {
 
 // Close frees the session and its tensors.
 func (m *Model) Close() error {
+	if m.seg != nil {
+		m.seg.Close()
+	}
 	if m.pre != nil {
 		m.pre.Close()
 	}

@@ -9,9 +9,9 @@ import (
 	"sonolive/frame"
 )
 
-// outlineFine is how many outline pixels a mask cell spans per side: the
-// mask is resampled this much finer before its boundary is traced, so a
-// stride-4 mask gives an outline at one input pixel.
+// outlineFine is how many outline pixels a detector's mask cell spans per
+// side: the mask is resampled this much finer before its boundary is
+// traced, so a stride-4 mask gives an outline at one input pixel.
 const outlineFine = 4
 
 // maskOutline traces the lesion inside box b (model input pixels) on a
@@ -22,10 +22,15 @@ const outlineFine = 4
 // pixels, is simplified to within half a pixel and returned in input
 // pixels. nil when nothing in the box passes.
 func maskOutline(prob func(i, j int) float32, mh, mw int, cell float32, b frame.Box) []frame.Point {
+	return traceMask(prob, mh, mw, cell, outlineFine, b)
+}
+
+// traceMask is maskOutline resampling fine times per cell.
+func traceMask(prob func(i, j int) float32, mh, mw int, cell float32, outlineFine int, b frame.Box) []frame.Point {
 	if b.X2 <= b.X1 || b.Y2 <= b.Y1 {
 		return nil
 	}
-	step := cell / outlineFine // input pixels per fine pixel
+	step := cell / float32(outlineFine) // input pixels per fine pixel
 	// Fine pixels whose centres lie in the box.
 	fx0 := max(0, int(math.Ceil(float64(b.X1/step-0.5))))
 	fy0 := max(0, int(math.Ceil(float64(b.Y1/step-0.5))))
@@ -46,11 +51,11 @@ func maskOutline(prob func(i, j int) float32, mh, mw int, cell float32, b frame.
 	any := false
 	for y := 0; y < h; y++ {
 		// Fine pixel centre → mask coordinates (cell centres at k+0.5).
-		my := (float32(fy0+y)+0.5)/outlineFine - 0.5
+		my := (float32(fy0+y)+0.5)/float32(outlineFine) - 0.5
 		i0 := int(math.Floor(float64(my)))
 		wy := my - float32(i0)
 		for x := 0; x < w; x++ {
-			mx := (float32(fx0+x)+0.5)/outlineFine - 0.5
+			mx := (float32(fx0+x)+0.5)/float32(outlineFine) - 0.5
 			j0 := int(math.Floor(float64(mx)))
 			wx := mx - float32(j0)
 			p := (1-wy)*((1-wx)*at(i0, j0)+wx*at(i0, j0+1)) + wy*((1-wx)*at(i0+1, j0)+wx*at(i0+1, j0+1))

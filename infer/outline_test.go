@@ -1,6 +1,8 @@
 package infer
 
 import (
+	"errors"
+	"math"
 	"testing"
 
 	"sonolive/frame"
@@ -93,4 +95,44 @@ func abs32(v float32) float32 {
 		return -v
 	}
 	return v
+}
+
+// The box segmenter: its constant map is a disc of radius 24 at the centre
+// of the 96-pixel crop; the crop around a 40-pixel box is 60 pixels (25 %
+// margin a side), so the outline is a circle of radius 15 around the box
+// centre, in the frame's pixels, for a detector that does not segment.
+func TestSegmenterOutlinesDetections(t *testing.T) {
+	seg, err := OpenSegmenter("testdata/boxseg_const.onnx", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := blank(160, 120)
+	defer img.Close()
+	pts, err := seg.Outline(img, frame.Box{X1: 40, Y1: 40, X2: 80, Y2: 80})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pts) < 8 {
+		t.Fatalf("outline %v", pts)
+	}
+	for _, p := range pts {
+		if r := math.Hypot(float64(p.X-60), float64(p.Y-60)); math.Abs(r-15) > 1 {
+			t.Errorf("outline point %v at %.2f from the centre, want 15", p, r)
+		}
+	}
+	// On a model: every detection gets one; the model closes the segmenter.
+	m := openTestModel(t, "own_const.onnx")
+	m.UseSegmenter(seg)
+	res, err := m.Detect(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range res.Detections {
+		if len(d.Outline) < 8 {
+			t.Errorf("detection %+v has no outline", d)
+		}
+	}
+	if _, err := OpenSegmenter("testdata/own_const.onnx", Options{}); !errors.Is(err, ErrBadModel) {
+		t.Errorf("a detector as segmenter: %v", err)
+	}
 }

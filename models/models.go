@@ -46,3 +46,14 @@ func Names() []string {
 	sort.Strings(n)
 	return n
 }
+
+// SegmenterFile is the embedded lesion segmenter (train/boxseg.py), which
+// outlines the lesions in any preset's boxes.
+const SegmenterFile = "lesion-seg.onnx"
+
+// Segmenter returns the embedded lesion segmenter; ok is false in a build
+// that has none.
+func Segmenter() (data []byte, ok bool) {
+	data, err := files.ReadFile(SegmenterFile)
+	return data, err == nil
+}

@@ -246,6 +246,10 @@ type AI struct {
 	Threads int `yaml:"threads"`
 	// Threshold: minimum score; 0 takes the model's operating point.
 	Threshold float64 `yaml:"threshold"`
+	// Segmenter outlines the lesions in the boxes (outline and calipers
+	// in the metadata and overlays): a sonolive-boxseg/1 file, "" for the
+	// embedded one when the build has it, "none" for boxes only.
+	Segmenter string `yaml:"segmenter"`
 	// Budget: longest a frame waits for its own inference; 0: one frame
 	// interval.
 	Budget time.Duration `yaml:"budget"`

@@ -160,6 +160,17 @@ def yolo_seg_const():
     })
 
 
+def boxseg_const():
+    """A lesion segmenter (sonolive-boxseg/1) whose map is a disc of radius
+    24 at the centre of its 96x96 crop, whatever the crop holds."""
+    S = 96
+    yy, xx = np.mgrid[0:S, 0:S]
+    disc = (((xx + 0.5 - S / 2) ** 2 + (yy + 0.5 - S / 2) ** 2) <= 24 ** 2).astype(np.float32)
+    g = _const_outputs_graph("boxseg_const", "image", [1, 1, S, S], [("mask", disc[None, None])])
+    return _model(g, {"format": "sonolive-boxseg/1", "imgsz": "[96, 96]", "channels": "1", "margin": "0.25",
+                      "version": "0.0.1", "names": '["lesion"]'})
+
+
 def bad_rank():
     out = np.zeros((1, 4), np.float32)
     g = _const_outputs_graph("bad_rank", "input", [1, 10], [("output", out)])
@@ -173,7 +184,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     for name, fn in [("own_const", own_const), ("own_seg_const", own_seg_const), ("yolo_const", yolo_const),
-                     ("yolo_seg_const", yolo_seg_const), ("bad_rank", bad_rank)]:
+                     ("yolo_seg_const", yolo_seg_const), ("boxseg_const", boxseg_const), ("bad_rank", bad_rank)]:
         m = fn()
         path = os.path.join(args.out, name + ".onnx")
         onnx.save(m, path)

@@ -283,3 +283,35 @@ class TestMalhead(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestBoxSeg(unittest.TestCase):
+    """The lesion segmenter's crops, a training step and its export."""
+
+    def test_crop_step_export(self):
+        import random
+        import tempfile
+        from train import boxseg
+        img = np.full((120, 160), 120, np.uint8)
+        mask = np.zeros((120, 160), bool)
+        yy, xx = np.mgrid[0:120, 0:160]
+        mask[((xx - 80) / 20.0) ** 2 + ((yy - 60) / 12.0) ** 2 <= 1] = True
+        img[mask] = 40
+        rec = dict(img=img, mask=mask, boxes=[[60, 48, 100, 72]], file="x", set="t")
+        x, y = boxseg.sample(rec, random.Random(1), augment=False)
+        self.assertEqual(x.shape, (boxseg.S, boxseg.S))
+        # The 40x24 lesion in a crop of side 60: (40*24*pi/4) / 60^2 of it.
+        self.assertAlmostEqual(y.mean(), 40 * 24 * np.pi / 4 / 3600, delta=0.02)
+        net = boxseg.UNet()
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+        loss = boxseg.loss_fn(net(torch.from_numpy(x)[None, None]), torch.from_numpy(y)[None, None])
+        loss.backward()
+        opt.step()
+        self.assertTrue(torch.isfinite(loss))
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "seg.onnx")
+            boxseg.export(net, path, {"steps": 1}, "0.0.0", {})
+            m = onnx.load(path)
+            meta = {p.key: p.value for p in m.metadata_props}
+            self.assertEqual(meta["format"], boxseg.FORMAT)
+            self.assertEqual(json.loads(meta["imgsz"]), [boxseg.S, boxseg.S])

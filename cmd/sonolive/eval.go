@@ -113,6 +113,10 @@ Flags:
 	// AP needs the whole score range; the operating threshold is applied
 	// afterwards, exactly as the live view would.
 	mf.threshold = 0.05
+	if mf.segmenter == "" {
+		// eval measures the detector: its boxes and its own latency.
+		mf.segmenter = "none"
+	}
 	model, name, err := mf.open()
 	if err != nil {
 		return err

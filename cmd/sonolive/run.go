@@ -39,6 +39,9 @@ type modelFlags struct {
 	model, preset, ortLib string
 	threads               int
 	threshold             float64
+	// segmenter outlines the lesions: a sonolive-boxseg/1 file, "" for the
+	// embedded one (when the build has it), "none" for boxes only.
+	segmenter string
 }
 
 func (m *modelFlags) register(fs *flag.FlagSet) {
@@ -47,6 +50,7 @@ func (m *modelFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&m.ortLib, "ort-lib", "", "ONNX Runtime shared library (default: $ORT_LIB, then .cache/onnxruntime-*/ from `make setup`, then the system's)")
 	fs.IntVar(&m.threads, "threads", 1, "ONNX Runtime intra-op threads (spinning is always off)")
 	fs.Float64Var(&m.threshold, "threshold", 0, "minimum detection score (0: the model's operating threshold from its metadata, else 0.3)")
+	fs.StringVar(&m.segmenter, "segmenter", "", "lesion segmenter for outlines and calipers (sonolive-boxseg/1 file); empty: the embedded one; 'none': boxes only")
 }
 
 func (m *modelFlags) open() (*infer.Model, string, error) {
@@ -54,19 +58,56 @@ func (m *modelFlags) open() (*infer.Model, string, error) {
 	if m.model == "none" {
 		return nil, "", nil
 	}
+	var (
+		mod  *infer.Model
+		name string
+		err  error
+	)
 	if m.model != "" {
-		mod, err := infer.OpenModel(m.model, opts)
-		return mod, m.model, err
+		mod, err = infer.OpenModel(m.model, opts)
+		name = m.model
+	} else {
+		var data []byte
+		if name, data, err = models.Load(m.preset); err != nil {
+			return nil, "", err
+		}
+		if mod, err = infer.NewModel(data, opts); err != nil {
+			err = fmt.Errorf("embedded model %s: %w", name, err)
+		}
+		name = "embedded:" + name
 	}
-	name, data, err := models.Load(m.preset)
 	if err != nil {
 		return nil, "", err
 	}
-	mod, err := infer.NewModel(data, opts)
+	seg, err := m.openSegmenter(opts)
 	if err != nil {
-		return nil, "", fmt.Errorf("embedded model %s: %w", name, err)
+		mod.Close()
+		return nil, "", err
 	}
-	return mod, "embedded:" + name, nil
+	if seg != nil {
+		mod.UseSegmenter(seg)
+	}
+	return mod, name, nil
+}
+
+// openSegmenter loads the lesion segmenter the flags name (nil: none).
+func (m *modelFlags) openSegmenter(opts infer.Options) (*infer.Segmenter, error) {
+	switch m.segmenter {
+	case "none":
+		return nil, nil
+	case "":
+		data, ok := models.Segmenter()
+		if !ok {
+			return nil, nil
+		}
+		seg, err := infer.NewSegmenter(data, opts)
+		if err != nil {
+			return nil, fmt.Errorf("embedded segmenter: %w", err)
+		}
+		return seg, nil
+	default:
+		return infer.OpenSegmenter(m.segmenter, opts)
+	}
 }
 
 func runCmd(args []string) error {

@@ -122,7 +122,8 @@ Flags:
 	}
 
 	srv, err := server.New(cfg, log, func(src server.Source) (infer.Detector, string, error) {
-		mf := modelFlags{model: cfg.AI.Model, preset: cfg.AI.Preset, ortLib: cfg.AI.ORTLib, threads: cfg.AI.Threads, threshold: cfg.AI.Threshold}
+		mf := modelFlags{model: cfg.AI.Model, preset: cfg.AI.Preset, ortLib: cfg.AI.ORTLib, threads: cfg.AI.Threads, threshold: cfg.AI.Threshold,
+			segmenter: cfg.AI.Segmenter}
 		if src.Preset != "" {
 			mf.preset = src.Preset
 		}
