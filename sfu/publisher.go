@@ -6,7 +6,7 @@
 //
 // Video goes as the relay's own RTP packets, at the timestamps the
 // metadata names (LiveKit forwards a single-layer track's timestamps as
-// they come), and the metadata as lossy data packets on topic "metadata":
+// they come), and the metadata as reliable data packets on topic "metadata":
 // a viewer matches them exactly as it matches the DataChannel's.
 package sfu
 
@@ -185,9 +185,11 @@ func (p *Publisher) send(room *lksdk.Room, track *lksdk.LocalTrack, payloader *c
 	if err != nil {
 		return err
 	}
-	// Lossy, like the DataChannel: a late box is no use.
+	// Reliable: LiveKit drops lossy packets to a subscriber whose buffer
+	// is filling (a busy browser), and a frame's metadata sent right after
+	// its video arrives in time unless the link is lossy.
 	if err := room.LocalParticipant.PublishDataPacket(lksdk.UserData(msg), lksdk.WithDataPublishTopic(MetadataTopic),
-		lksdk.WithDataPublishReliable(false)); err != nil {
+		lksdk.WithDataPublishReliable(true)); err != nil {
 		p.log.Debug("metadata packet not sent", zap.Error(err))
 	}
 	return nil

@@ -21,6 +21,8 @@ export class ShiftSync {
     this.shift = 0;
     this.shown = 0;
     this.matched = 0;
+    this.pending = [];       // shown frames whose metadata had not come
+    this.onLate = null;      // (msg): metadata for a frame already shown
   }
 
   add(msg) {
@@ -30,6 +32,13 @@ export class ShiftSync {
     if (msg.keyframe) {
       this.keys.push(ts);
       if (this.keys.length > 6) this.keys.shift();
+    }
+    // A frame shown just before its metadata came: draw it now, late.
+    const i = this.pending.indexOf((ts + this.shift) >>> 0);
+    if (i >= 0) {
+      this.pending.splice(i, 1);
+      this.matched++;
+      if (this.onLate) this.onLate(msg);
     }
   }
 
@@ -46,6 +55,10 @@ export class ShiftSync {
       m = this.meta.get((ts - this.shift) >>> 0);
     }
     if (m) this.matched++;
+    else {
+      this.pending.push(ts);
+      if (this.pending.length > 8) this.pending.shift();
+    }
     return m || null;
   }
 

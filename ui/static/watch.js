@@ -42,6 +42,7 @@ async function main() {
       setPill('state-pill', state === 'live' ? 'ok' : 'stale', state);
     },
   });
+  view.sync.onLate = (meta) => { painter.draw(meta); drawnAt = performance.now(); };
   window.sonoliveWatch = view; // for the browser tests: frames shown and matched
   setInterval(() => {
     const s = view.stats();
