@@ -174,6 +174,9 @@ type Phantom struct {
 	depthGain  []float32 // by tissue depth v
 	lut        [4096]uint8
 	lesions    []lesion
+	// labels is the last frame's lesion map: for each pixel the id (from
+	// 1) of the lesion it shows, 0 for tissue.
+	labels     []uint8
 	gray       gocv.Mat
 	seq        uint64
 	pace       pacer
@@ -198,8 +201,14 @@ func NewPhantom(cfg PhantomConfig) *Phantom {
 		p.lut[i] = uint8(math.Round(255 * math.Log1p(30*x) / math.Log1p(30)))
 	}
 	p.gray = gocv.NewMatWithSize(cfg.Height, cfg.Width, gocv.MatTypeCV8UC1)
+	p.labels = make([]uint8, cfg.Width*cfg.Height)
 	return p
 }
+
+// LesionMap is the last rendered frame's lesion map, row-major: for each
+// pixel the id (from 1, as in Frame.TruthIDs) of the lesion it shows, 0
+// for tissue. It is overwritten by the next Render.
+func (p *Phantom) LesionMap() []uint8 { return p.labels }
 
 func (p *Phantom) buildField() {
 	w, h := p.cfg.Width, p.cfg.Height
@@ -417,6 +426,7 @@ func (p *Phantom) Render(seq uint64) *frame.Frame {
 
 	w, h := p.cfg.Width, p.cfg.Height
 	buf, _ := p.gray.DataPtrUint8()
+	clear(p.labels)
 	noiseOff := int(seq*7919) & (len(p.noise) - 1)
 	ipan := int(pan)
 	for y := 0; y < h; y++ {
@@ -461,6 +471,7 @@ func (p *Phantom) Render(seq uint64) *frame.Frame {
 				switch {
 				case rho < edge:
 					amp *= float32(l.echo)
+					p.labels[i] = uint8(c.id)
 					if x < c.x0 {
 						c.x0 = x
 					}
@@ -494,6 +505,7 @@ func (p *Phantom) Render(seq uint64) *frame.Frame {
 
 	var truth []frame.Box
 	var ids []int
+	var outlines [][]frame.Point
 	for _, c := range cuts {
 		// Lesions smaller than 8 px across are not findings anyone could mark.
 		if !c.seen || c.x1-c.x0 < 7 || c.y1-c.y0 < 7 {
@@ -501,17 +513,47 @@ func (p *Phantom) Render(seq uint64) *frame.Frame {
 		}
 		truth = append(truth, frame.Box{X1: float32(c.x0), Y1: float32(c.y0), X2: float32(c.x1 + 1), Y2: float32(c.y1 + 1)})
 		ids = append(ids, c.id)
+		outlines = append(outlines, p.rowOutline(uint8(c.id), image.Rect(c.x0, c.y0, c.x1+1, c.y1+1)))
 	}
 	if p.cfg.Text {
 		p.drawText(seq, t)
 	}
 	img := gocv.NewMat()
 	gocv.CvtColor(p.gray, &img, gocv.ColorGrayToBGR)
-	f := &frame.Frame{Seq: seq, Source: p.id, Image: img, Truth: truth, TruthIDs: ids}
+	f := &frame.Frame{Seq: seq, Source: p.id, Image: img, Truth: truth, TruthIDs: ids, TruthOutlines: outlines}
 	if p.cfg.SpacingMM > 0 {
 		f.Geometry = frame.Geometry{SpacingMM: [2]float64{p.cfg.SpacingMM, p.cfg.SpacingMM}, Region: p.field}
 	}
 	return f
+}
+
+// rowOutline traces lesion id's pixels within r row by row: down its left
+// edge and back up its right edge, along the pixels' outer corners. Its
+// convex hull is the lesion's, so calipers on it are exact; only
+// concavities opening up or down are filled.
+func (p *Phantom) rowOutline(id uint8, r image.Rectangle) []frame.Point {
+	w := p.cfg.Width
+	var left, right []frame.Point
+	for y := r.Min.Y; y < r.Max.Y; y++ {
+		x0, x1 := -1, -1
+		for x := r.Min.X; x < r.Max.X; x++ {
+			if p.labels[y*w+x] == id {
+				if x0 < 0 {
+					x0 = x
+				}
+				x1 = x
+			}
+		}
+		if x0 < 0 {
+			continue
+		}
+		left = append(left, frame.Point{X: float32(x0), Y: float32(y)}, frame.Point{X: float32(x0), Y: float32(y + 1)})
+		right = append(right, frame.Point{X: float32(x1 + 1), Y: float32(y)}, frame.Point{X: float32(x1 + 1), Y: float32(y + 1)})
+	}
+	for i := len(right) - 1; i >= 0; i-- {
+		left = append(left, right[i])
+	}
+	return left
 }
 
 func (p *Phantom) drawText(seq uint64, t float64) {

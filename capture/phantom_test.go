@@ -49,7 +49,11 @@ func TestPhantomTruth(t *testing.T) {
 			if len(f.Truth) > 0 {
 				withTruth++
 			}
-			for _, b := range f.Truth {
+			if len(f.TruthOutlines) != len(f.Truth) {
+				t.Fatalf("%s seq %d: %d truth outlines for %d boxes", geom, seq, len(f.TruthOutlines), len(f.Truth))
+			}
+			for i, b := range f.Truth {
+				checkTruthOutline(t, p, f.TruthIDs[i], b, f.TruthOutlines[i])
 				r := image.Rect(int(b.X1), int(b.Y1), int(b.X2), int(b.Y2))
 				inner := r.Inset(r.Dx() / 4)
 				if inner.Dx() < 2 || inner.Dy() < 2 {
@@ -69,6 +73,34 @@ func TestPhantomTruth(t *testing.T) {
 			t.Errorf("%s: only %d of 30 frames show a lesion", geom, withTruth)
 		}
 		p.Close()
+	}
+}
+
+// checkTruthOutline: a lesion's outline spans exactly its box and holds
+// every pixel the lesion map gives it, in every row from its leftmost to
+// its rightmost one.
+func checkTruthOutline(t *testing.T, p *Phantom, id int, b frame.Box, outline []frame.Point) {
+	t.Helper()
+	lo, hi := outline[0], outline[0]
+	for _, q := range outline {
+		lo.X, lo.Y = min(lo.X, q.X), min(lo.Y, q.Y)
+		hi.X, hi.Y = max(hi.X, q.X), max(hi.Y, q.Y)
+	}
+	if (frame.Box{X1: lo.X, Y1: lo.Y, X2: hi.X, Y2: hi.Y}) != b {
+		t.Errorf("lesion %d: outline spans %v-%v, box %v", id, lo, hi, b)
+	}
+	// The outline's left edge at row y is its (2k)th point, k = y - top.
+	w := p.cfg.Width
+	for y := int(b.Y1); y < int(b.Y2); y++ {
+		for x := 0; x < w; x++ {
+			if int(p.LesionMap()[y*w+x]) != id {
+				continue
+			}
+			k := 2 * (y - int(b.Y1))
+			if k >= len(outline)/2 || float32(x) < outline[k].X || float32(x+1) > outline[len(outline)-1-k].X {
+				t.Fatalf("lesion %d: pixel (%d, %d) outside its outline", id, x, y)
+			}
+		}
 	}
 }
 

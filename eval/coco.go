@@ -29,7 +29,9 @@ type Image struct {
 	// Label is the image-level label when the data set has one (BUSI:
 	// benign, malignant, normal).
 	Label string
-	Truth []Truth
+	// MaskFile is the expert lesion mask, relative like FileName ("": none).
+	MaskFile string
+	Truth    []Truth
 }
 
 // Truth is a ground-truth box.
@@ -56,6 +58,7 @@ func ParseCOCO(data []byte, path string) (*Dataset, error) {
 			ID       int    `json:"id"`
 			FileName string `json:"file_name"`
 			Label    string `json:"label"`
+			MaskFile string `json:"mask_file"`
 		} `json:"images"`
 		Annotations []struct {
 			ImageID    int        `json:"image_id"`
@@ -82,12 +85,14 @@ func ParseCOCO(data []byte, path string) (*Dataset, error) {
 		if _, dup := idx[im.ID]; dup {
 			return nil, fmt.Errorf("coco %s: image id %d twice", path, im.ID)
 		}
-		if f := filepath.ToSlash(im.FileName); im.FileName == "" || filepath.IsAbs(im.FileName) || f == ".." ||
-			strings.HasPrefix(f, "../") || strings.Contains(f, "/../") || strings.HasSuffix(f, "/..") {
+		if im.FileName == "" || !inside(im.FileName) {
 			return nil, fmt.Errorf("coco %s: image %d: file name %q must be a path inside the data set", path, im.ID, im.FileName)
 		}
+		if im.MaskFile != "" && !inside(im.MaskFile) {
+			return nil, fmt.Errorf("coco %s: image %d: mask file %q must be a path inside the data set", path, im.ID, im.MaskFile)
+		}
 		idx[im.ID] = len(ds.Images)
-		ds.Images = append(ds.Images, Image{ID: im.ID, FileName: im.FileName, Label: im.Label})
+		ds.Images = append(ds.Images, Image{ID: im.ID, FileName: im.FileName, Label: im.Label, MaskFile: im.MaskFile})
 	}
 	for _, a := range raw.Annotations {
 		i, ok := idx[a.ImageID]
@@ -108,6 +113,12 @@ func ParseCOCO(data []byte, path string) (*Dataset, error) {
 		})
 	}
 	return ds, nil
+}
+
+// inside: name is a relative path that stays in the data set's directory.
+func inside(name string) bool {
+	f := filepath.ToSlash(name)
+	return !filepath.IsAbs(name) && f != ".." && !strings.HasPrefix(f, "../") && !strings.Contains(f, "/../") && !strings.HasSuffix(f, "/..")
 }
 
 // Split is a committed train/validation split (train/splits/*.json).

@@ -12,6 +12,9 @@ import (
 type Result struct {
 	Image      Image
 	Detections []frame.Detection
+	// Masks scores the outlines against the image's expert mask, when it
+	// has one and outlines were asked for.
+	Masks *ImageMasks
 }
 
 // IoUs are COCO's thresholds for AP@[.5:.95].

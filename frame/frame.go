@@ -30,6 +30,11 @@ type Frame struct {
 	// TruthIDs name the lesion each Truth box shows, in the same order, so
 	// a lesion seen again later is known to be the same one.
 	TruthIDs []int
+	// TruthOutlines are the Truth lesions' outlines, in the same order:
+	// closed polygons in source pixels around each lesion's pixels, traced
+	// row by row (its left and right edge in every row), whose calipers
+	// are the lesion's own.
+	TruthOutlines [][]Point
 	// Blanked says why capture blanked the whole frame (its PHI masks did
 	// not fit it); empty for a normal frame.
 	Blanked string

@@ -14,6 +14,8 @@ import (
 	"gocv.io/x/gocv"
 
 	"sonolive/eval"
+	"sonolive/frame"
+	"sonolive/infer"
 	"sonolive/internal/stats"
 )
 
@@ -40,6 +42,40 @@ type evalReport struct {
 	PerClass     map[string]classReport `json:"per_class"`
 	LatencyMS    stats.Percentiles      `json:"latency_ms"`
 	Threads      int                    `json:"threads"`
+	// Outlines is present when the images have expert masks and a
+	// segmenter (or a segmenting detector) outlined the lesions.
+	Outlines *outlineReport `json:"outlines,omitempty"`
+}
+
+// outlineReport scores the lesion outlines against the expert masks: per
+// lesion on the lesions found at the operating threshold (or on the truth
+// boxes with --outline-boxes truth), per image on all of each mask.
+type outlineReport struct {
+	Segmenter        string            `json:"segmenter"`
+	Boxes            string            `json:"boxes"`
+	Images           int               `json:"images"`
+	Lesions          int               `json:"lesions"`
+	Found            int               `json:"found"`
+	LesionDice       *float64          `json:"lesion_dice"`
+	LesionDiceCI     [2]*float64       `json:"lesion_dice_ci95"`
+	LesionIoU        *float64          `json:"lesion_iou"`
+	LesionIoUCI      [2]*float64       `json:"lesion_iou_ci95"`
+	ImageDice        *float64          `json:"image_dice"`
+	ImageDiceCI      [2]*float64       `json:"image_dice_ci95"`
+	ImageIoU         *float64          `json:"image_iou"`
+	ImageIoUCI       [2]*float64       `json:"image_iou_ci95"`
+	Measured         int               `json:"measured"`
+	LongAbsErr       *float64          `json:"long_axis_median_abs_rel_error"`
+	LongAbsErrCI     [2]*float64       `json:"long_axis_median_abs_rel_error_ci95"`
+	ShortAbsErr      *float64          `json:"short_axis_median_abs_rel_error"`
+	ShortAbsErrCI    [2]*float64       `json:"short_axis_median_abs_rel_error_ci95"`
+	LongBias         *float64          `json:"long_axis_mean_rel_error"`
+	ShortBias        *float64          `json:"short_axis_mean_rel_error"`
+	TTWAgree         *float64          `json:"taller_than_wide_agreement"`
+	TTWKappa         *float64          `json:"taller_than_wide_kappa"`
+	TTWKappaCI       [2]*float64       `json:"taller_than_wide_kappa_ci95"`
+	TTWTruth         int               `json:"taller_than_wide_truth"`
+	OutlineLatencyMS stats.Percentiles `json:"outline_latency_ms_per_lesion"`
 }
 
 type classReport struct {
@@ -65,7 +101,12 @@ Measures a detector through the live pipeline's own preprocessing, ONNX
 session and decoding: COCO AP@0.5 and AP@[.5:.95] (class-agnostic and per
 ground-truth class), recall and precision at the operating threshold, false
 boxes per normal (lesion-free) image, per-image malignancy AUC where labels
-allow, and inference latency. 95% intervals are image bootstraps.
+allow, and inference latency. Where the images have expert masks
+(mask_file), the segmenter (--segmenter; default the embedded one) outlines
+the boxes shown at the operating threshold and the outlines are scored:
+Dice and IoU per lesion and per image, the calipers' long and short axes
+against those measured on the mask, and taller-than-wide agreement. 95%
+intervals are image bootstraps.
 
 Flags:
 `)
@@ -80,6 +121,7 @@ Flags:
 		opThr    = fs.Float64("op-threshold", 0, "operating threshold for recall and false boxes (0: the model's, else 0.3)")
 		logLevel = fs.String("log-level", "warn", "debug, info, warn or error")
 		limit    = fs.Int("limit", 0, "evaluate at most this many images (0: all)")
+		olBoxes  = fs.String("outline-boxes", "detector", "boxes the segmenter outlines for the mask scores: 'detector' (its own, at the operating threshold) or 'truth' (the masks' lesions: the segmenter alone)")
 		mf       modelFlags
 	)
 	mf.register(fs)
@@ -110,13 +152,16 @@ Flags:
 	if *root == "" {
 		*root = filepath.Dir(*coco)
 	}
-	// AP needs the whole score range; the operating threshold is applied
-	// afterwards, exactly as the live view would.
-	mf.threshold = 0.05
-	if mf.segmenter == "" {
-		// eval measures the detector: its boxes and its own latency.
-		mf.segmenter = "none"
+	if *olBoxes != "detector" && *olBoxes != "truth" {
+		return fmt.Errorf("eval: --outline-boxes must be detector or truth, not %q", *olBoxes)
 	}
+	// AP needs the whole score range; the operating threshold is applied
+	// afterwards, exactly as the live view would. The segmenter runs apart
+	// from the detector: on the boxes the live view would show, not on
+	// every low-score candidate, and timed on its own.
+	mf.threshold = 0.05
+	segFlag := mf.segmenter
+	mf.segmenter = "none"
 	model, name, err := mf.open()
 	if err != nil {
 		return err
@@ -125,6 +170,24 @@ Flags:
 		return fmt.Errorf("eval: a model is required")
 	}
 	defer model.Close()
+	withMasks := false
+	for _, im := range ds.Images {
+		withMasks = withMasks || im.MaskFile != ""
+	}
+	var seg *infer.Segmenter
+	segName := segFlag
+	if withMasks && segFlag != "none" {
+		mf.segmenter = segFlag
+		if seg, err = mf.openSegmenter(infer.Options{LibPath: mf.ortLib, Threads: mf.threads}); err != nil {
+			return err
+		}
+		if seg != nil {
+			defer seg.Close()
+			if segName == "" {
+				segName = "embedded:" + seg.Version()
+			}
+		}
+	}
 	thr := *opThr
 	if thr <= 0 {
 		thr = float64(model.Metadata().OperatingThreshold)
@@ -135,7 +198,8 @@ Flags:
 	// float32 metadata: keep the report free of float noise.
 	thr = math.Round(thr*1e4) / 1e4
 
-	var lat stats.Samples
+	thrOp := float32(thr)
+	var lat, segLat stats.Samples
 	results := make([]eval.Result, 0, len(ds.Images))
 	start := time.Now()
 	for i, im := range ds.Images {
@@ -145,12 +209,20 @@ Flags:
 			return fmt.Errorf("eval: cannot read image %s", filepath.Join(*root, im.FileName))
 		}
 		res, err := model.Detect(img)
+		if err != nil {
+			img.Close()
+			return fmt.Errorf("eval: %s: %w", im.FileName, err)
+		}
+		lat.Add(res.Preprocess + res.Infer + res.Decode)
+		r := eval.Result{Image: im, Detections: res.Detections}
+		if seg != nil && im.MaskFile != "" {
+			r.Masks, err = scoreOutlines(seg, img, filepath.Join(*root, im.MaskFile), res.Detections, thrOp, *olBoxes == "truth", &segLat)
+		}
 		img.Close()
 		if err != nil {
 			return fmt.Errorf("eval: %s: %w", im.FileName, err)
 		}
-		lat.Add(res.Preprocess + res.Infer + res.Decode)
-		results = append(results, eval.Result{Image: im, Detections: res.Detections})
+		results = append(results, r)
 		if n := len(ds.Images); (i+1)%max(1, n/10) == 0 || i+1 == n {
 			el := time.Since(start)
 			eta := time.Duration(float64(el) / float64(i+1) * float64(n-i-1))
@@ -193,6 +265,9 @@ Flags:
 	for c, n := range cats {
 		rep.PerClass[c] = classReport{AP50: num(eval.AP(results, 0.5, c)), AP5095: num(eval.APRange(results, c)), Truth: n}
 	}
+	if seg != nil {
+		rep.Outlines = outlines(results, *boot, segName, *olBoxes, segLat)
+	}
 	printEval(rep)
 	if *report != "" {
 		return writeJSON(*report, rep)
@@ -232,5 +307,85 @@ func printEval(r evalReport) {
 		fmt.Fprintf(w, "  %s\tAP@0.5 %s\tAP@[.5:.95] %s\t(%d boxes)\n", c, f(pc.AP50), f(pc.AP5095), pc.Truth)
 	}
 	fmt.Fprintf(w, "latency ms (threads %d)\tp50 %.2f\tp90 %.2f\tp99 %.2f\tmax %.2f\n", r.Threads, r.LatencyMS.P50, r.LatencyMS.P90, r.LatencyMS.P99, r.LatencyMS.Max)
+	if o := r.Outlines; o != nil {
+		pct := func(p *float64) string {
+			if p == nil {
+				return "n/a"
+			}
+			return fmt.Sprintf("%.1f%%", 100**p)
+		}
+		pctCI := func(c [2]*float64) string {
+			if c[0] == nil {
+				return ""
+			}
+			return fmt.Sprintf("[%s, %s]", pct(c[0]), pct(c[1]))
+		}
+		fmt.Fprintf(w, "outlines\t%s on %s boxes\n", o.Segmenter, o.Boxes)
+		fmt.Fprintf(w, "  lesion Dice\t%s\t%s (%d of %d lesions found)\n", f(o.LesionDice), ci(o.LesionDiceCI), o.Found, o.Lesions)
+		fmt.Fprintf(w, "  lesion IoU\t%s\t%s\n", f(o.LesionIoU), ci(o.LesionIoUCI))
+		fmt.Fprintf(w, "  image Dice\t%s\t%s (%d images)\n", f(o.ImageDice), ci(o.ImageDiceCI), o.Images)
+		fmt.Fprintf(w, "  image IoU\t%s\t%s\n", f(o.ImageIoU), ci(o.ImageIoUCI))
+		fmt.Fprintf(w, "  long axis error\tmedian |e| %s\t%s mean %s (%d lesions)\n", pct(o.LongAbsErr), pctCI(o.LongAbsErrCI), pct(o.LongBias), o.Measured)
+		fmt.Fprintf(w, "  short axis error\tmedian |e| %s\t%s mean %s\n", pct(o.ShortAbsErr), pctCI(o.ShortAbsErrCI), pct(o.ShortBias))
+		fmt.Fprintf(w, "  taller-than-wide\tagreement %s\tkappa %s %s (%d taller than wide)\n", pct(o.TTWAgree), f(o.TTWKappa), ci(o.TTWKappaCI), o.TTWTruth)
+		fmt.Fprintf(w, "  outline ms per lesion\tp50 %.2f\tp90 %.2f\tp99 %.2f\n", o.OutlineLatencyMS.P50, o.OutlineLatencyMS.P90, o.OutlineLatencyMS.P99)
+	}
 	w.Flush()
+}
+
+// scoreOutlines outlines the detections at the operating threshold (or the
+// mask's own lesions, truthBoxes) and scores them against the expert mask.
+func scoreOutlines(seg *infer.Segmenter, img gocv.Mat, maskPath string, dets []frame.Detection, thr float32, truthBoxes bool, lat *stats.Samples) (*eval.ImageMasks, error) {
+	mask, err := eval.LoadMask(maskPath)
+	if err != nil {
+		return nil, err
+	}
+	if mask.W != img.Cols() || mask.H != img.Rows() {
+		return nil, fmt.Errorf("mask %s is %dx%d, the image %dx%d", maskPath, mask.W, mask.H, img.Cols(), img.Rows())
+	}
+	var shown []frame.Detection
+	if truthBoxes {
+		for _, r := range mask.Regions(eval.MinRegion) {
+			shown = append(shown, frame.Detection{Box: r.Box, Score: 1})
+		}
+	} else {
+		for _, d := range dets {
+			if d.Score >= thr {
+				shown = append(shown, d)
+			}
+		}
+	}
+	for i := range shown {
+		t0 := time.Now()
+		pts, err := seg.Outline(img, shown[i].Box)
+		if err != nil {
+			return nil, err
+		}
+		lat.Add(time.Since(t0))
+		shown[i].Outline = pts
+	}
+	m := eval.ScoreMasks(mask, shown)
+	return &m, nil
+}
+
+// outlines sums the outline scores up with image-bootstrap intervals.
+func outlines(results []eval.Result, boot int, segName, boxes string, lat stats.Samples) *outlineReport {
+	s := eval.Segmentation(results)
+	ci := func(f func(eval.SegSummary) float64) [2]*float64 {
+		b := eval.Bootstrap95(results, boot, func(r []eval.Result) float64 { return f(eval.Segmentation(r)) })
+		return [2]*float64{num(b[0]), num(b[1])}
+	}
+	return &outlineReport{
+		Segmenter: segName, Boxes: boxes, Images: s.Images, Lesions: s.Lesions, Found: s.Found,
+		LesionDice: num(s.LesionDice), LesionDiceCI: ci(func(s eval.SegSummary) float64 { return s.LesionDice }),
+		LesionIoU: num(s.LesionIoU), LesionIoUCI: ci(func(s eval.SegSummary) float64 { return s.LesionIoU }),
+		ImageDice: num(s.ImageDice), ImageDiceCI: ci(func(s eval.SegSummary) float64 { return s.ImageDice }),
+		ImageIoU: num(s.ImageIoU), ImageIoUCI: ci(func(s eval.SegSummary) float64 { return s.ImageIoU }),
+		Measured:   s.Measured,
+		LongAbsErr: num(s.LongMedAbsErr), LongAbsErrCI: ci(func(s eval.SegSummary) float64 { return s.LongMedAbsErr }),
+		ShortAbsErr: num(s.ShortMedAbsErr), ShortAbsErrCI: ci(func(s eval.SegSummary) float64 { return s.ShortMedAbsErr }),
+		LongBias: num(s.LongBias), ShortBias: num(s.ShortBias),
+		TTWAgree: num(s.TTWAgree), TTWKappa: num(s.TTWKappa), TTWKappaCI: ci(func(s eval.SegSummary) float64 { return s.TTWKappa }),
+		TTWTruth: s.TTWTruth, OutlineLatencyMS: lat.Percentiles(),
+	}
 }

@@ -238,7 +238,8 @@ func TestHelpListsEveryFlag(t *testing.T) {
 }
 
 // eval on frames the phantom command writes: the report carries every
-// top-level metric, and the interim model finds the phantom's lesions.
+// top-level metric, the interim model finds the phantom's lesions, and the
+// segmenter's outlines match the phantom's masks and its calipers theirs.
 func TestEvalOnPhantomCOCO(t *testing.T) {
 	dir := t.TempDir()
 	if _, stderr, err := sonolive(t, time.Minute, "phantom", "--out", dir, "--frames", "60", "--every", "6", "--seeds", "2"); err != nil {
@@ -260,6 +261,12 @@ func TestEvalOnPhantomCOCO(t *testing.T) {
 	}
 	if ap, _ := r["ap50"].(float64); ap < 0.9 {
 		t.Errorf("phantom AP@0.5 %.3f < 0.9", ap)
+	}
+	o, _ := r["outlines"].(map[string]any)
+	dice, _ := o["lesion_dice"].(float64)
+	long, _ := o["long_axis_median_abs_rel_error"].(float64)
+	if found, _ := o["found"].(float64); found < 20 || dice < 0.9 || long <= 0 || long > 0.05 {
+		t.Errorf("outlines on the phantom: %v", o)
 	}
 	if !strings.Contains(stdout, "AP@0.5") || !strings.Contains(stderr, "20/20 images") {
 		t.Errorf("no table or progress:\n%s\n%s", stdout, stderr)

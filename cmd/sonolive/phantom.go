@@ -11,10 +11,12 @@ import (
 	"gocv.io/x/gocv"
 
 	"sonolive/capture"
+	"sonolive/frame"
 )
 
-// phantomCmd writes phantom frames as PNG with a COCO annotations.json, so
-// the training code learns from exactly what the demo shows.
+// phantomCmd writes phantom frames as PNG with a COCO annotations.json and
+// the lesions' masks, so the training code learns from, and eval scores
+// outlines on, exactly what the demo shows.
 func phantomCmd(args []string) error {
 	fs := flag.NewFlagSet("phantom", flag.ContinueOnError)
 	var (
@@ -34,14 +36,17 @@ func phantomCmd(args []string) error {
 	if *out == "" {
 		return fmt.Errorf("phantom: --out is required")
 	}
-	if err := os.MkdirAll(filepath.Join(*out, "images"), 0o755); err != nil {
-		return err
+	for _, d := range []string{"images", "masks"} {
+		if err := os.MkdirAll(filepath.Join(*out, d), 0o755); err != nil {
+			return err
+		}
 	}
 	type img struct {
 		ID       int    `json:"id"`
 		FileName string `json:"file_name"`
 		Width    int    `json:"width"`
 		Height   int    `json:"height"`
+		MaskFile string `json:"mask_file"`
 	}
 	type ann struct {
 		ID       int        `json:"id"`
@@ -73,7 +78,13 @@ func phantomCmd(args []string) error {
 				p.Close()
 				return fmt.Errorf("phantom: cannot write %s", name)
 			}
-			coco.Images = append(coco.Images, img{id, name, f.Image.Cols(), f.Image.Rows()})
+			maskName := fmt.Sprintf("masks/phantom_s%d_%05d.png", s, i)
+			if err := writeLesionMask(filepath.Join(*out, maskName), p.LesionMap(), f); err != nil {
+				f.Close()
+				p.Close()
+				return err
+			}
+			coco.Images = append(coco.Images, img{id, name, f.Image.Cols(), f.Image.Rows(), maskName})
 			for _, b := range f.Truth {
 				coco.Annotations = append(coco.Annotations, ann{len(coco.Annotations) + 1, id, 1, [4]float32{b.X1, b.Y1, b.W(), b.H()}, b.Area(), 0})
 			}
@@ -87,4 +98,28 @@ func phantomCmd(args []string) error {
 	}
 	fmt.Printf("wrote %d images, %d boxes to %s\n", len(coco.Images), len(coco.Annotations), *out)
 	return os.WriteFile(filepath.Join(*out, "annotations.json"), data, 0o644)
+}
+
+// writeLesionMask writes the mask of the frame's ground-truth lesions (those
+// with a box) from the phantom's lesion map.
+func writeLesionMask(path string, labels []uint8, f *frame.Frame) error {
+	on := map[uint8]bool{}
+	for _, id := range f.TruthIDs {
+		on[uint8(id)] = true
+	}
+	pix := make([]byte, len(labels))
+	for i, l := range labels {
+		if on[l] {
+			pix[i] = 255
+		}
+	}
+	m, err := gocv.NewMatFromBytes(f.Image.Rows(), f.Image.Cols(), gocv.MatTypeCV8UC1, pix)
+	if err != nil {
+		return fmt.Errorf("phantom: mask: %w", err)
+	}
+	defer m.Close()
+	if !gocv.IMWrite(path, m) {
+		return fmt.Errorf("phantom: cannot write %s", path)
+	}
+	return nil
 }
