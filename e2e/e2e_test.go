@@ -263,6 +263,7 @@ func TestExpertPageInChromium(t *testing.T) {
 		os.WriteFile(filepath.Join(out, "expert-result.json"), b, 0o644)
 	}
 	t.Logf("revoke: %v", res["revoke"])
+	t.Logf("calipers on the expert's page against the phantom's truth: %v", res["calipers"])
 	// A sanity bound, not the target: a stream that is a second behind is
 	// broken. The 150 ms target is measured and reported in BENCHMARKS.md.
 	// p95 gets more room: two Chromium 720p decodes share CI's 2 cores

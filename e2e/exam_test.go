@@ -22,7 +22,8 @@ import (
 // The issue's exam, end to end: a thyroid exam on the phantom, started in
 // Chromium, scanned 30 s and ended there; the report has one key image per
 // phantom lesion in view for a second or more, each sized within 10% of
-// the phantom's ground truth in mm; the exam goes to a real Orthanc over
+// the phantom's ground truth in mm (its extent, and its long and short axis
+// measured with calipers on the AI's outline); the exam goes to a real Orthanc over
 // STOW-RS by itself (QIDO-RS shows its three series); its DICOM download
 // passes dciodvfy; the teacher's library shows it as one case.
 func TestExamInChromium(t *testing.T) {
@@ -83,11 +84,13 @@ sources:
 			} `json:"pacs"`
 		} `json:"exam"`
 		Findings []struct {
-			N      int          `json:"n"`
-			Auto   bool         `json:"auto"`
-			Box    [4]float64   `json:"box"`
-			SizeMM *[2]float64  `json:"size_mm"`
-			Truth  []truthBoxMM `json:"truth"`
+			N        int          `json:"n"`
+			Auto     bool         `json:"auto"`
+			Box      [4]float64   `json:"box"`
+			SizeMM   *[2]float64  `json:"size_mm"`
+			Measured string       `json:"measured"`
+			Calipers *calipersMM  `json:"calipers"`
+			Truth    []truthBoxMM `json:"truth"`
 		} `json:"findings"`
 	}
 	getJSON(t, s.base+"/api/exams/"+id+"/report.json", s.token, &rep)
@@ -112,7 +115,12 @@ sources:
 				break
 			}
 		}
-		t.Logf("finding %d: lesion %d, %v mm (ground truth %v mm)", f.N, lesion, *f.SizeMM, *tb.SizeMM)
+		if f.Measured != "outline" || !f.Calipers.ok() || !tb.Calipers.ok() {
+			t.Errorf("finding %d: measured on the %s, calipers %v, ground truth's %v", f.N, f.Measured, f.Calipers, tb.Calipers)
+		} else if math.Abs(*f.Calipers.LongMM / *tb.Calipers.LongMM - 1) > 0.1 || math.Abs(*f.Calipers.ShortMM / *tb.Calipers.ShortMM - 1) > 0.1 {
+			t.Errorf("finding %d: calipers %s, ground truth %s (more than 10%% off)", f.N, f.Calipers, tb.Calipers)
+		}
+		t.Logf("finding %d: lesion %d, %v mm, calipers %s (ground truth %v mm, calipers %s)", f.N, lesion, *f.SizeMM, f.Calipers, *tb.SizeMM, tb.Calipers)
 	}
 	shown := 0
 	for _, g := range rep.Exam.GroundTruth {
@@ -181,9 +189,27 @@ sources:
 }
 
 type truthBoxMM struct {
-	Lesion int         `json:"lesion"`
-	Box    [4]float64  `json:"box"`
-	SizeMM *[2]float64 `json:"size_mm"`
+	Lesion   int         `json:"lesion"`
+	Box      [4]float64  `json:"box"`
+	SizeMM   *[2]float64 `json:"size_mm"`
+	Calipers *calipersMM `json:"calipers"`
+}
+
+// calipersMM are a lesion's long and short axis in mm.
+type calipersMM struct {
+	LongMM  *float64 `json:"long_mm"`
+	ShortMM *float64 `json:"short_mm"`
+}
+
+func (c *calipersMM) ok() bool {
+	return c != nil && c.LongMM != nil && c.ShortMM != nil && *c.LongMM > 0 && *c.ShortMM > 0
+}
+
+func (c *calipersMM) String() string {
+	if !c.ok() {
+		return "none"
+	}
+	return fmt.Sprintf("%.1f×%.1f mm", *c.LongMM, *c.ShortMM)
 }
 
 // matchTruth is the ground-truth lesion box overlaps most (IoU ≥ 0.3).

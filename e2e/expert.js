@@ -12,7 +12,8 @@
 // Steps: (a) live page plays, switch "AI overlay in video" off and see the
 // server confirm burn_in:false over the WebSocket; (b) expert page plays and
 // draws client-side boxes matched to frames by RTP timestamp, with
-// glass-to-glass samples; (c) screenshots; (e) the sonographer revokes the
+// glass-to-glass samples, and the outlines' calipers (the numbers, and the
+// line on the canvas) match the phantom's lesions within 10%; (c) screenshots; (e) the sonographer revokes the
 // expert's link and the expert page says so; (d) a bad link shows the
 // invalid/expired message; one JSON line on stdout, exit 0 (ok) or 1.
 // Everything else goes to stderr. The whole run is capped at 90 s.
@@ -31,7 +32,7 @@ const BAD_URL = env.BAD_URL || forgeBadUrl(EXPERT_URL);
 const OUT_DIR = env.OUT_DIR || '.';
 const SECONDS = Number(env.SECONDS || 8);
 
-const result = { ok: false, error: null, expert: null, live: null, bad: null, revoke: null };
+const result = { ok: false, error: null, expert: null, live: null, bad: null, revoke: null, calipers: null };
 const run = createRun({ name: 'e2e', limitMs: RUN_LIMIT_MS, result });
 const { log, finish, fail } = run;
 let browser = null;
@@ -110,20 +111,96 @@ async function stepLive() {
   return { page, initialBurnIn: initial };
 }
 
-// (b) the expert's page: plays, draws boxes in sync, measures glass-to-glass.
+// sampleCalipers runs in the page: for the frame whose findings the overlay
+// canvas holds now, each fresh detection's calipers (mm) beside those of
+// the phantom lesion its box matches (IoU ≥ 0.5), and whether the canvas is
+// white at the middle of the long caliper it drew.
+function sampleCalipers() {
+  const ses = window.sonolive && window.sonolive.session;
+  const p = ses && ses.painter;
+  const m = p && p.lastMeta;
+  if (!m || !p.hasContent || !Array.isArray(m.truth) || !Array.isArray(m.truth_calipers)) return null;
+  const iou = (a, b) => {
+    const ix = Math.min(a[0] + a[2], b[0] + b[2]) - Math.max(a[0], b[0]);
+    const iy = Math.min(a[1] + a[3], b[1] + b[3]) - Math.max(a[1], b[1]);
+    if (ix <= 0 || iy <= 0) return 0;
+    return (ix * iy) / (a[2] * a[3] + b[2] * b[3] - ix * iy);
+  };
+  const cv = p.canvas;
+  const vw = p.video.videoWidth || m.width;
+  const vh = p.video.videoHeight || m.height;
+  const k = Math.min(cv.width / vw, cv.height / vh);
+  const rx = (cv.width - vw * k) / 2;
+  const ry = (cv.height - vh * k) / 2;
+  const sx = (vw * k) / m.width;
+  const sy = (vh * k) / m.height;
+  const out = [];
+  for (const d of m.detections || []) {
+    const c = d.calipers;
+    if (!c || typeof c.long_mm !== 'number' || d.stale_age > 0) continue;
+    let best = -1;
+    let bestIoU = 0.5;
+    m.truth.forEach((t, i) => { const v = iou(d.box, t); if (v >= bestIoU) { bestIoU = v; best = i; } });
+    const tc = best >= 0 ? m.truth_calipers[best] : null;
+    if (!tc || typeof tc.long_mm !== 'number') continue;
+    const mx = Math.round(rx + ((c.long[0] + c.long[2]) / 2) * sx);
+    const my = Math.round(ry + ((c.long[1] + c.long[3]) / 2) * sy);
+    const px = p.g.getImageData(mx - 2, my - 2, 5, 5).data;
+    let white = false;
+    for (let i = 0; i < px.length; i += 4) white = white || (px[i] > 200 && px[i + 1] > 200 && px[i + 2] > 200 && px[i + 3] > 128);
+    out.push({ seq: m.seq, track: d.track_id, long: c.long_mm, short: c.short_mm, truthLong: tc.long_mm, truthShort: tc.short_mm, white });
+  }
+  return out;
+}
+
+// caliperSummary: median relative error of the long and short axis against
+// the phantom's truth, the share within 10%, and the share drawn.
+function caliperSummary(pairs) {
+  const med = (v) => { const a = [...v].sort((x, y) => x - y); return a.length ? a[Math.floor(a.length / 2)] : null; };
+  const errL = pairs.map((q) => Math.abs(q.long / q.truthLong - 1));
+  const errS = pairs.map((q) => Math.abs(q.short / q.truthShort - 1));
+  const share = (v) => (v.length ? v.filter((e) => e <= 0.1).length / v.length : null);
+  return {
+    n: pairs.length,
+    longMedianErr: med(errL), shortMedianErr: med(errS),
+    longWithin10: share(errL), shortWithin10: share(errS),
+    drawn: pairs.length ? pairs.filter((q) => q.white).length / pairs.length : null,
+    example: pairs[Math.floor(pairs.length / 2)] || null,
+  };
+}
+
+// (b) the expert's page: plays, draws boxes in sync, measures glass-to-glass,
+// and its outlines' calipers match the phantom's lesions.
 async function stepExpert() {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const { page, status } = await openPage(context, EXPERT_URL, 'expert');
   if (status >= 400) throw new Error(`expert page: HTTP ${status}`);
   await waitStat(page, 'expert: framesDecoded > 30', decodedOver30, 20000);
   log(`expert: playing, watching ${SECONDS} s`);
-  await sleep(SECONDS * 1000);
+  const pairs = [];
+  const until = Date.now() + SECONDS * 1000;
+  while (Date.now() < until) {
+    const got = await page.evaluate(sampleCalipers).catch(() => null);
+    if (got) pairs.push(...got);
+    await sleep(200);
+  }
+  result.calipers = caliperSummary(pairs);
+  log(`expert: calipers ${JSON.stringify(result.calipers)}`);
   const s = await snapshot(page);
   result.expert = s;
   const problems = [];
   if (!(s && s.matchedFrames > 0)) problems.push('no frame matched its metadata by RTP timestamp (matchedFrames = 0)');
   if (!(s && s.boxesDrawn > 0)) problems.push('no client-side box drawn (boxesDrawn = 0)');
   if (!(s && s.g2g && s.g2g.n >= 30)) problems.push(`too few glass-to-glass samples (g2g.n = ${s && s.g2g && s.g2g.n})`);
+  // The issue's bar: calipers within 10% of the phantom's truth in mm
+  // (median over the frames sampled; a lesion growing or shrinking as the
+  // probe sweeps leads the tracker's smoothing by a frame or two).
+  const c = result.calipers;
+  if (c.n < 10) problems.push(`too few calipers to check (${c.n})`);
+  else {
+    if (!(c.longMedianErr <= 0.1 && c.shortMedianErr <= 0.1)) problems.push(`calipers off the phantom's truth: ${JSON.stringify(c)}`);
+    if (!(c.drawn >= 0.9)) problems.push(`long caliper not drawn on the canvas in ${Math.round(100 * (1 - c.drawn))}% of samples`);
+  }
   if (problems.length) throw new Error(`expert: ${problems.join('; ')}`);
   return page;
 }

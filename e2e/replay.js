@@ -247,6 +247,11 @@ async function stepReplay() {
   if (!(diff <= BOX_TOLERANCE_PX)) {
     throw new Error(`replay: drawn box ${JSON.stringify(mine.box)} differs from the timeline's ${JSON.stringify(want)} by ${diff.toFixed(2)} px`);
   }
+  // The recording keeps the lesion's outline and calipers with its box.
+  rep.outline = { points: mine.outline, calipers: mine.calipers };
+  if (!(mine.outline >= 3 && mine.calipers && mine.calipers.long_px > 0)) {
+    throw new Error(`replay: track ${ev.track_id} drawn without its outline and calipers (${JSON.stringify(rep.outline)})`);
+  }
   await sleep(500); // let the native controls' seek spinner fade before the screenshot
   await page.screenshot({ path: path.join(OUT_DIR, 'replay-event.png'), timeout: 10000 });
   log(`replay: track ${ev.track_id} drawn at t=${drawn.entryT} (max diff ${diff.toFixed(3)} px)`);

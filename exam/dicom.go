@@ -362,7 +362,7 @@ func (x exporter) findingText(f Finding) string {
 	var parts []string
 	parts = append(parts, fmt.Sprintf("Finding %d", f.N))
 	if f.SizeMM != nil {
-		parts = append(parts, fmt.Sprintf("%.1f x %.1f mm (detector box, width x depth)", f.SizeMM[0], f.SizeMM[1]))
+		parts = append(parts, f.SizeText("x"))
 	}
 	if f.Auto {
 		parts = append(parts, fmt.Sprintf("found by AI (%s %s), score %.2f", x.e.Model, x.e.ModelVersion, f.Score))
@@ -605,6 +605,9 @@ func (x exporter) report(fs []Finding, objs []DICOMObject) (o DICOMObject, err e
 				src = append(src, x.imageItem("INFERRED FROM", k))
 			}
 			long, short := math.Max(f.SizeMM[0], f.SizeMM[1]), math.Min(f.SizeMM[0], f.SizeMM[1])
+			if c := f.Calipers; c != nil && c.LongMM != nil {
+				long, short = *c.LongMM, *c.ShortMM
+			}
 			kids = append(kids,
 				x.numItem("CONTAINS", code{"103339001", "SCT", "Long Axis"}, long, codeMM, src...),
 				x.numItem("CONTAINS", code{"103340004", "SCT", "Short Axis"}, short, codeMM, src...))

@@ -51,6 +51,11 @@ func organExam(t *testing.T, st Start) (*Store, Exam, string) {
 		fd := Finding{Auto: i == 0, By: "sonographer", At: time.Now(), Seq: seq, Width: 640, Height: 480,
 			Box: overlay.BoxMeta{100, 120, 40, 30}, Class: "lesion", Score: 0.8, SizeMM: &[2]float64{4, 3},
 			SpacingMM: &[2]float64{0.1, 0.1}, SpacingFrom: "source", Tracks: []uint64{uint64(i + 1)}}
+		if i == 1 {
+			// Measured with calipers on the AI's outline: the SR gives its axes.
+			long, short := 5.2, 2.9
+			fd.Measured, fd.Calipers = "outline", &overlay.CalipersMeta{LongMM: &long, ShortMM: &short, LongPX: 52, ShortPX: 29, TallerThanWide: true}
+		}
 		if _, err := store.SaveFinding(e.ID, fd, pic, pic); err != nil {
 			t.Fatal(err)
 		}
@@ -125,9 +130,10 @@ func TestExportDICOM(t *testing.T) {
 			}
 		case sopComprehensiveSR:
 			dump, _ := exec.Command("dcmdump", "+L", path).CombinedOutput()
-			for _, want := range []string{"Imaging Measurement Report", "Long Axis", "4.0", "BI-RADS 4a", "Breast structure"} {
+			for _, want := range []string{"Imaging Measurement Report", "Long Axis", "4.0", "5.2", "2.9", "5.2 x 2.9 mm (long x short axis, calipers on the AI outline), taller than wide",
+				"width x depth of the detector's box", "BI-RADS 4a", "Breast structure"} {
 				if !strings.Contains(string(dump), want) {
-					t.Errorf("the report lacks %q", want)
+					t.Errorf("the report lacks %q\n%s", want, dump)
 				}
 			}
 		}

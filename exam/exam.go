@@ -155,12 +155,17 @@ type Finding struct {
 	Class      string          `json:"class,omitempty"`
 	Score      float64         `json:"score,omitempty"`
 	Malignancy *float64        `json:"malignancy,omitempty"`
-	// SizeMM is the lesion's width and depth in millimetres: of its own
-	// boundary (Measured "boundary", the extent of MeasuredBox) when one
-	// was found around the box, else of the detector's box ("box").
+	// SizeMM is the lesion's width and depth in millimetres: the extent
+	// (MeasuredBox) of its outline (Measured "outline"), else of its own
+	// boundary found around the box ("boundary"), else of the detector's
+	// box ("box").
 	SizeMM      *[2]float64      `json:"size_mm,omitempty"`
 	Measured    string           `json:"measured,omitempty"`
 	MeasuredBox *overlay.BoxMeta `json:"measured_box,omitempty"`
+	// Calipers are the long and short axis on the outline (Measured
+	// "outline"), with taller-than-wide and solidity: what the report gives
+	// as the lesion's size.
+	Calipers *overlay.CalipersMeta `json:"calipers,omitempty"`
 	// SpacingMM is the pixel size the size was measured with, and where
 	// it came from: the source (DICOM, OpenIGTLink, phantom) or a
 	// calibration on the page.
@@ -182,6 +187,8 @@ type TruthBox struct {
 	Lesion int             `json:"lesion"`
 	Box    overlay.BoxMeta `json:"box"`
 	SizeMM *[2]float64     `json:"size_mm,omitempty"`
+	// Calipers are the lesion's own, when the source knows its outline.
+	Calipers *overlay.CalipersMeta `json:"calipers,omitempty"`
 }
 
 // Location is where the sonographer says the lesion is.

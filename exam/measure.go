@@ -64,16 +64,24 @@ func Boundary(img gocv.Mat, b frame.Box) (frame.Box, bool) {
 	return got, true
 }
 
-// Measure sizes f on img: its extent is the lesion's boundary around box
-// when one is found, else box (Measured says which), in millimetres when g
-// knows the pixel size (from says where that came from). It returns the
-// extent, the box to draw so that its label's size is the finding's.
-func (f *Finding) Measure(img gocv.Mat, box frame.Box, g frame.Geometry, from string) frame.Box {
-	mb, ok := Boundary(img, box)
-	f.Measured = "box"
-	if ok {
-		f.Measured = "boundary"
+// Measure sizes f on img as a sonographer would: with calipers on the
+// lesion's outline when the detection has one (Measured "outline": the
+// long and short axis, and the outline's extent), else on the lesion's
+// boundary found around its box ("boundary"), else on the box ("box"); in
+// millimetres when g knows the pixel size (from says where that came
+// from). It returns the extent, the box to draw so that its label's size
+// is the finding's.
+func (f *Finding) Measure(img gocv.Mat, det frame.Detection, g frame.Geometry, from string) frame.Box {
+	var mb frame.Box
+	if c := outlineCalipers(det.Outline, g); c != nil {
+		f.Measured, f.Calipers = "outline", c
+		mb = extent(det.Outline)
 		f.MeasuredBox = &overlay.BoxMeta{round1(float64(mb.X1)), round1(float64(mb.Y1)), round1(float64(mb.W())), round1(float64(mb.H()))}
+	} else if b, ok := Boundary(img, det.Box); ok {
+		f.Measured, mb = "boundary", b
+		f.MeasuredBox = &overlay.BoxMeta{round1(float64(mb.X1)), round1(float64(mb.Y1)), round1(float64(mb.W())), round1(float64(mb.H()))}
+	} else {
+		f.Measured, mb = "box", det.Box
 	}
 	if g.Known() {
 		w, h, _ := g.SizeMM(mb)
@@ -82,6 +90,24 @@ func (f *Finding) Measure(img gocv.Mat, box frame.Box, g frame.Geometry, from st
 		f.SpacingFrom = from
 	}
 	return mb
+}
+
+// outlineCalipers are the calipers on an outline (nil: none, or no area).
+func outlineCalipers(outline []frame.Point, g frame.Geometry) *overlay.CalipersMeta {
+	if len(outline) < 3 {
+		return nil
+	}
+	return overlay.Calipers(outline, g)
+}
+
+// extent is an outline's bounding box.
+func extent(pts []frame.Point) frame.Box {
+	b := frame.Box{X1: pts[0].X, Y1: pts[0].Y, X2: pts[0].X, Y2: pts[0].Y}
+	for _, p := range pts[1:] {
+		b.X1, b.Y1 = min(b.X1, p.X), min(b.Y1, p.Y)
+		b.X2, b.Y2 = max(b.X2, p.X), max(b.Y2, p.Y)
+	}
+	return b
 }
 
 // near: a boundary side within 0.87..1.15 of the box's.

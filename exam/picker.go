@@ -102,10 +102,13 @@ type candidate struct {
 	geom  frame.Geometry
 	truth []frame.Box
 	ids   []int
-	seq   uint64
-	at    time.Time
-	q     float64
-	with  []trackKey // tracks seen together with it: other lesions
+	// truthOutlines are the truth lesions' outlines, when the source
+	// knows them.
+	truthOutlines [][]frame.Point
+	seq           uint64
+	at            time.Time
+	q             float64
+	with          []trackKey // tracks seen together with it: other lesions
 	// cut: the box touches the image's edge, so its size and shape are
 	// not the lesion's.
 	cut bool
@@ -250,8 +253,9 @@ func (p *Picker) Observe(f *frame.Frame) {
 				if t.best != nil {
 					t.best.close()
 				}
+				d.Outline = append([]frame.Point(nil), d.Outline...)
 				t.best = &candidate{key: k, exam: p.exam, calib: p.calib, img: f.Image.Clone(), det: d, geom: f.Geometry,
-					truth: append([]frame.Box(nil), f.Truth...), ids: append([]int(nil), f.TruthIDs...),
+					truth: append([]frame.Box(nil), f.Truth...), ids: append([]int(nil), f.TruthIDs...), truthOutlines: f.TruthOutlines,
 					seq: f.Seq, at: now, q: q, cut: cut}
 				t.bestQ, t.cloned = q, now
 			}
@@ -563,7 +567,7 @@ func (p *Picker) finding(c *candidate, n int, ref *findingRef) (Finding, frame.B
 		f.Tracks = append(f.Tracks, c.key.id)
 	}
 	g, from := c.spacing()
-	extent := f.Measure(c.img, d.Box, g, from)
+	extent := f.Measure(c.img, d, g, from)
 	for i, b := range c.truth {
 		tb := TruthBox{Box: overlay.BoxMeta{float64(b.X1), float64(b.Y1), float64(b.W()), float64(b.H())}}
 		if i < len(c.ids) {
@@ -571,6 +575,9 @@ func (p *Picker) finding(c *candidate, n int, ref *findingRef) (Finding, frame.B
 		}
 		if w, h, ok := g.SizeMM(b); ok {
 			tb.SizeMM = &[2]float64{round1(w), round1(h)}
+		}
+		if len(c.truthOutlines) == len(c.truth) {
+			tb.Calipers = outlineCalipers(c.truthOutlines[i], g)
 		}
 		f.Truth = append(f.Truth, tb)
 	}

@@ -15,14 +15,16 @@ import (
 	"sonolive/frame"
 	"sonolive/infer"
 	"sonolive/models"
+	"sonolive/overlay"
 	"sonolive/pipeline"
 )
 
 // The scenario without the browser: a thyroid exam on the
 // phantom, scanned in real time; every lesion shown for a second or more
-// gets one key image, measured in mm within 10% of the phantom's own
-// ground truth on that frame, and a restart of the picker (a new pipeline
-// run) keeps what was saved.
+// gets one key image, measured in mm — calipers on the segmenter's outline:
+// long and short axis — within 10% of the phantom's own ground truth on
+// that frame, and a restart of the picker (a new pipeline run) keeps what
+// was saved.
 //
 // Seeds 1, 3, 5 and 7 pass (SONOLIVE_PHANTOM_SEED=n runs one by hand); the
 // test runs 1 and 7: a lesion cut by the field's edge that comes back
@@ -50,6 +52,15 @@ func pickerPhantomExam(t *testing.T, seed string) {
 		t.Fatalf("ONNX Runtime: %v", err)
 	}
 	defer model.Close()
+	segData, ok := models.Segmenter()
+	if !ok {
+		t.Fatal("no embedded lesion segmenter")
+	}
+	seg, err := infer.NewSegmenter(segData, infer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	model.UseSegmenter(seg)
 
 	store, err := OpenStore(t.TempDir())
 	if err != nil {
@@ -89,7 +100,7 @@ func pickerPhantomExam(t *testing.T, seed string) {
 	}
 	per := map[int][]Finding{}
 	for _, f := range fs {
-		t.Logf("finding %d tracks %v box %v score %.2f size %v truth %v", f.N, f.Tracks, f.Box, f.Score, *f.SizeMM, truthString(f.Truth))
+		t.Logf("finding %d tracks %v box %v score %.2f size %v (%s) %s truth %v", f.N, f.Tracks, f.Box, f.Score, *f.SizeMM, f.Measured, caliperString(f.Calipers), truthString(f.Truth))
 		lesion, tb := matchTruth(f)
 		if lesion == 0 {
 			t.Errorf("finding %d (%v) is on no phantom lesion", f.N, f.Box)
@@ -105,6 +116,11 @@ func pickerPhantomExam(t *testing.T, seed string) {
 				t.Errorf("finding %d: size %v mm, ground truth %v mm (more than 10%% off)", f.N, *f.SizeMM, *tb.SizeMM)
 				break
 			}
+		}
+		if f.Measured != "outline" || f.Calipers == nil || f.Calipers.LongMM == nil || tb.Calipers == nil {
+			t.Errorf("finding %d: measured on the %s, calipers %s, truth's %s", f.N, f.Measured, caliperString(f.Calipers), caliperString(tb.Calipers))
+		} else if l, s := *f.Calipers.LongMM / *tb.Calipers.LongMM, *f.Calipers.ShortMM / *tb.Calipers.ShortMM; math.Abs(l-1) > 0.1 || math.Abs(s-1) > 0.1 {
+			t.Errorf("finding %d: calipers %s, ground truth %s (more than 10%% off)", f.N, caliperString(f.Calipers), caliperString(tb.Calipers))
 		}
 		for _, annotated := range []bool{false, true} {
 			path, err := store.Picture(e.ID, f.N, annotated)
@@ -157,10 +173,17 @@ func (c truthCounter) Observe(f *frame.Frame) {
 	}
 }
 
+func caliperString(c *overlay.CalipersMeta) string {
+	if c == nil || c.LongMM == nil {
+		return "none"
+	}
+	return fmt.Sprintf("%.1fx%.1fmm", *c.LongMM, *c.ShortMM)
+}
+
 func truthString(ts []TruthBox) string {
 	out := ""
 	for _, t := range ts {
-		out += fmt.Sprintf("lesion %d %v %v mm; ", t.Lesion, t.Box, *t.SizeMM)
+		out += fmt.Sprintf("lesion %d %v %v mm calipers %s; ", t.Lesion, t.Box, *t.SizeMM, caliperString(t.Calipers))
 	}
 	return out
 }

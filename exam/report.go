@@ -127,6 +127,32 @@ func (s *Store) ReportFile(id, name string) (string, error) {
 	return p, nil
 }
 
+// SizeText says how big the finding is and how it was measured: the long
+// and short axis of the calipers on the lesion's outline when it has one,
+// else the width and depth of its boundary or box. times is the
+// multiplication sign ("x" where text must stay ASCII, as in DICOM).
+func (f Finding) SizeText(times string) string {
+	if f.SizeMM == nil {
+		return "not measured (no pixel size: calibrate on the page)"
+	}
+	var s string
+	switch c := f.Calipers; {
+	case c != nil && c.LongMM != nil:
+		s = fmt.Sprintf("%.1f %s %.1f mm (long %s short axis, calipers on the AI outline)", *c.LongMM, times, *c.ShortMM, times)
+		if c.TallerThanWide {
+			s += ", taller than wide"
+		}
+	case f.Measured == "boundary":
+		s = fmt.Sprintf("%.1f %s %.1f mm (width %s depth of the lesion's boundary)", f.SizeMM[0], times, f.SizeMM[1], times)
+	default:
+		s = fmt.Sprintf("%.1f %s %.1f mm (width %s depth of the detector's box)", f.SizeMM[0], times, f.SizeMM[1], times)
+	}
+	if f.SpacingFrom == "calibration" {
+		s += ", calibrated by hand"
+	}
+	return s
+}
+
 // RenderHTML writes the report as one self-contained page: the key
 // images are inlined, so the file prints, mails and archives alone.
 func (s *Store) RenderHTML(w io.Writer, r Report) error {
@@ -139,13 +165,7 @@ func (s *Store) RenderHTML(w io.Writer, r Report) error {
 	}
 	rows := make([]row, 0, len(r.Findings))
 	for _, f := range r.Findings {
-		rw := row{Finding: f, Size: "not measured (no pixel size: calibrate on the page)", Location: f.Location.String()}
-		if f.SizeMM != nil {
-			rw.Size = fmt.Sprintf("%.1f × %.1f mm", f.SizeMM[0], f.SizeMM[1])
-			if f.SpacingFrom == "calibration" {
-				rw.Size += " (calibrated by hand)"
-			}
-		}
+		rw := row{Finding: f, Size: f.SizeText("×"), Location: f.Location.String()}
 		if rw.Location == "" {
 			rw.Location = "not noted"
 		}

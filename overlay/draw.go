@@ -117,7 +117,7 @@ func drawOutline(img *gocv.Mat, det frame.Detection, c color.RGBA, thick int, k 
 
 func labelText(det frame.Detection, g frame.Geometry) string {
 	s := fmt.Sprintf("%s %.2f #%d", det.Class, det.Score, det.TrackID)
-	if c := calipers(det.Outline, g); len(det.Outline) >= 3 && c != nil && c.LongMM != nil {
+	if c := Calipers(det.Outline, g); len(det.Outline) >= 3 && c != nil && c.LongMM != nil {
 		// Calipers on the outline: long x short axis.
 		s += fmt.Sprintf(" %.1fx%.1fmm", *c.LongMM, *c.ShortMM)
 	} else if w, h, ok := g.SizeMM(det.Box); ok {

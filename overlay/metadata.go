@@ -31,6 +31,9 @@ type Metadata struct {
 	TimingsMS  TimingsMS `json:"timings_ms"`
 	Detections []DetMeta `json:"detections"`
 	Truth      []BoxMeta `json:"truth,omitempty"`
+	// TruthCalipers are the Truth lesions' own calipers, in the same
+	// order, when the source knows their outlines (the phantom).
+	TruthCalipers []*CalipersMeta `json:"truth_calipers,omitempty"`
 	// Geometry is present when the source knows the pixel size.
 	Geometry *GeometryMeta `json:"geometry,omitempty"`
 }
@@ -104,8 +107,9 @@ type CalipersMeta struct {
 	Solidity float64 `json:"solidity"`
 }
 
-// calipers measures an outline; nil when it has no area.
-func calipers(outline []frame.Point, g frame.Geometry) *CalipersMeta {
+// Calipers measures an outline in source pixels with the frame's geometry;
+// nil when it has no area.
+func Calipers(outline []frame.Point, g frame.Geometry) *CalipersMeta {
 	pts := make([]shape.Point, len(outline))
 	for i, p := range outline {
 		pts[i] = shape.Point{X: float64(p.X), Y: float64(p.Y)}
@@ -188,7 +192,7 @@ func NewMetadata(f *frame.Frame) Metadata {
 			for i, p := range d.Outline {
 				dm.Outline[i] = [2]float64{math.Round(float64(p.X)*10) / 10, math.Round(float64(p.Y)*10) / 10}
 			}
-			dm.Calipers = calipers(d.Outline, f.Geometry)
+			dm.Calipers = Calipers(d.Outline, f.Geometry)
 		}
 		m.Detections = append(m.Detections, dm)
 	}
@@ -201,6 +205,11 @@ func NewMetadata(f *frame.Frame) Metadata {
 	}
 	for _, b := range f.Truth {
 		m.Truth = append(m.Truth, boxMeta(b))
+	}
+	if len(f.TruthOutlines) == len(f.Truth) {
+		for _, o := range f.TruthOutlines {
+			m.TruthCalipers = append(m.TruthCalipers, Calipers(o, f.Geometry))
+		}
 	}
 	return m
 }

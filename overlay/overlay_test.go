@@ -192,4 +192,11 @@ func TestOutlineAndCalipers(t *testing.T) {
 	if got := labelText(f.Detections[0], f.Geometry); !strings.Contains(got, "8.0x4.0mm") {
 		t.Errorf("label %q: want the calipers in mm", got)
 	}
+	// The phantom's truth: a 30×10 px bar measures its own calipers.
+	f.Truth = []frame.Box{{X1: 10, Y1: 20, X2: 40, Y2: 30}}
+	f.TruthOutlines = [][]frame.Point{{{X: 10, Y: 20}, {X: 40, Y: 20}, {X: 40, Y: 30}, {X: 10, Y: 30}}}
+	tc := NewMetadata(f).TruthCalipers
+	if len(tc) != 1 || tc[0] == nil || math.Abs(*tc[0].LongMM-math.Hypot(3, 1)) > 0.05 || tc[0].TallerThanWide {
+		t.Errorf("truth calipers %+v", tc)
+	}
 }

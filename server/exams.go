@@ -290,7 +290,7 @@ func (s *Session) saveManualFinding(e exam.Exam, img gocv.Mat, meta *overlay.Met
 	switch {
 	case len(dets) > 0:
 		// Measured as the picker measures, and drawn with that extent.
-		dets[0].Box = f.Measure(img, dets[0].Box, geom, from)
+		dets[0].Box = f.Measure(img, dets[0], geom, from)
 	case geom.Known():
 		f.SpacingMM, f.SpacingFrom = &[2]float64{geom.SpacingMM[0], geom.SpacingMM[1]}, from
 	}

@@ -492,6 +492,19 @@ export function boxLabel(d) {
   return label;
 }
 
+// detectionSize is a detection's size as the findings table shows it: the
+// calipers on its outline (long × short axis, mm when the pixel size is
+// known), else the box's extent.
+export function detectionSize(d) {
+  const c = d.calipers;
+  if (c && typeof c.long_mm === 'number') {
+    return `${c.long_mm.toFixed(1)} × ${c.short_mm.toFixed(1)} mm${c.taller_than_wide ? ', taller than wide' : ''}`;
+  }
+  if (c && typeof c.long_px === 'number') return `${Math.round(c.long_px)} × ${Math.round(c.short_px)} px`;
+  if (Array.isArray(d.size_mm)) return `${Math.round(d.size_mm[0])} × ${Math.round(d.size_mm[1])} mm (box)`;
+  return '—';
+}
+
 const COLOR_FRESH = '#39d98a';
 const COLOR_STALE = '#ffb020';
 
@@ -1605,12 +1618,12 @@ function setupExpert(session, ctx, entry, payload) {
 // renderFindings rebuilds the findings table when its content changed.
 function renderFindings(body, dets, prevKey) {
   const rows = [...(dets || [])].sort((a, b) => a.track_id - b.track_id);
-  const key = rows.map((d) => `${d.track_id}:${d.class}:${Number(d.score).toFixed(2)}:${fmtPct(d.malignancy)}:${d.stale_age}`).join('|');
+  const key = rows.map((d) => `${d.track_id}:${d.class}:${Number(d.score).toFixed(2)}:${fmtPct(d.malignancy)}:${detectionSize(d)}:${d.stale_age}`).join('|');
   if (key === prevKey) return key;
   body.replaceChildren();
   if (!rows.length) {
     const td = body.insertRow().insertCell();
-    td.colSpan = 5;
+    td.colSpan = 6;
     td.className = 'empty';
     td.textContent = 'No findings on this frame';
     return key;
@@ -1621,6 +1634,9 @@ function renderFindings(body, dets, prevKey) {
     tr.insertCell().textContent = `#${d.track_id}`;
     tr.insertCell().textContent = d.class ?? String(d.class_id);
     tr.insertCell().textContent = Number(d.score).toFixed(2);
+    const size = tr.insertCell();
+    size.className = 'size';
+    size.textContent = detectionSize(d);
     tr.insertCell().textContent = fmtPct(d.malignancy);
     tr.insertCell().textContent = d.stale_age > 0 ? `${d.stale_age} fr` : 'now';
   }

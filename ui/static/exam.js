@@ -9,11 +9,17 @@ import { call, el } from './api.js';
 
 const cap = (s) => (s ? s[0].toUpperCase() + s.slice(1) : s);
 
-// sizeText is a finding's size for the panel.
+// sizeText is a finding's size for the panel: the long × short axis of the
+// calipers on its outline, else its width × depth.
 export function sizeText(f) {
   if (!Array.isArray(f.size_mm)) return 'size: calibrate';
+  const cal = f.spacing_from === 'calibration' ? ' (cal.)' : '';
+  const c = f.calipers;
+  if (c && typeof c.long_mm === 'number') {
+    return `${c.long_mm.toFixed(1)} × ${c.short_mm.toFixed(1)} mm${c.taller_than_wide ? ', taller than wide' : ''}${cal}`;
+  }
   const [w, h] = f.size_mm;
-  return `${w.toFixed(1)} × ${h.toFixed(1)} mm${f.spacing_from === 'calibration' ? ' (cal.)' : ''}`;
+  return `${w.toFixed(1)} × ${h.toFixed(1)} mm${cal}`;
 }
 
 // verdictText is the expert's read of a finding, '' for none.

@@ -18,7 +18,7 @@ import { Verdicts } from './verdicts.js';
 import { renderCaptures } from './captures.js';
 import { loadCases, examKeyImages } from './cases.js';
 import {
-  parseLocation, tokenPayload, httpError, BoxPainter, contentRect, fmtPct,
+  parseLocation, tokenPayload, httpError, BoxPainter, contentRect, fmtPct, detectionSize,
   INVALID_LINK_MSG, FORBIDDEN_LINK_MSG,
   toast, setPill,
 } from './app.js';
@@ -502,7 +502,10 @@ function bootReplay() {
     setText('marks-state', burned ? 'marks burned into this part of the video' : showMarks ? '' : 'quiz mode');
     if (showMarks && !burned && dets.length && width && height) {
       painter.draw({ width, height, detections: dets });
-      drawnBoxes = dets.map((d) => ({ track_id: d.track_id, box: d.box.slice(0, 4).map(Number), score: d.score }));
+      drawnBoxes = dets.map((d) => ({
+        track_id: d.track_id, box: d.box.slice(0, 4).map(Number), score: d.score,
+        outline: Array.isArray(d.outline) ? d.outline.length : 0, calipers: d.calipers || null,
+      }));
     } else {
       if (painter.hasContent) painter.clear();
       drawnBoxes = [];
@@ -533,14 +536,14 @@ function bootReplay() {
     setText('ph-seq', e && e.seq != null ? String(e.seq) : '—');
     setText('ph-count', !e ? '—' : showMarks ? String(dets.length) : 'hidden');
     const rows = [...dets].sort((a, b) => a.track_id - b.track_id);
-    const key = `${showMarks}|${e ? e.t : 'none'}|` + rows.map((d) => `${d.track_id}:${d.class}:${fmtScore(d.score)}:${fmtPct(d.malignancy)}:${d.stale_age}`).join('|');
+    const key = `${showMarks}|${e ? e.t : 'none'}|` + rows.map((d) => `${d.track_id}:${d.class}:${fmtScore(d.score)}:${detectionSize(d)}:${fmtPct(d.malignancy)}:${d.stale_age}`).join('|');
     if (key === findingsKey) return;
     findingsKey = key;
     const body = $('findings').tBodies[0];
     body.replaceChildren();
     const note = (text) => {
       const td = body.insertRow().insertCell();
-      td.colSpan = 5;
+      td.colSpan = 6;
       td.className = 'empty';
       td.textContent = text;
     };
@@ -553,6 +556,9 @@ function bootReplay() {
       tr.insertCell().textContent = `#${d.track_id}`;
       tr.insertCell().textContent = d.class ?? String(d.class_id);
       tr.insertCell().textContent = fmtScore(d.score);
+      const size = tr.insertCell();
+      size.className = 'size';
+      size.textContent = detectionSize(d);
       tr.insertCell().textContent = fmtPct(d.malignancy);
       tr.insertCell().textContent = d.stale_age > 0 ? `${d.stale_age} fr ago` : 'now';
     }
