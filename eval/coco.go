@@ -31,7 +31,9 @@ type Image struct {
 	Label string
 	// MaskFile is the expert lesion mask, relative like FileName ("": none).
 	MaskFile string
-	Truth    []Truth
+	// Width and Height are the image's size in pixels (0: unknown).
+	Width, Height int
+	Truth         []Truth
 }
 
 // Truth is a ground-truth box.
@@ -59,6 +61,8 @@ func ParseCOCO(data []byte, path string) (*Dataset, error) {
 			FileName string `json:"file_name"`
 			Label    string `json:"label"`
 			MaskFile string `json:"mask_file"`
+			Width    int    `json:"width"`
+			Height   int    `json:"height"`
 		} `json:"images"`
 		Annotations []struct {
 			ImageID    int        `json:"image_id"`
@@ -92,7 +96,7 @@ func ParseCOCO(data []byte, path string) (*Dataset, error) {
 			return nil, fmt.Errorf("coco %s: image %d: mask file %q must be a path inside the data set", path, im.ID, im.MaskFile)
 		}
 		idx[im.ID] = len(ds.Images)
-		ds.Images = append(ds.Images, Image{ID: im.ID, FileName: im.FileName, Label: im.Label, MaskFile: im.MaskFile})
+		ds.Images = append(ds.Images, Image{ID: im.ID, FileName: im.FileName, Label: im.Label, MaskFile: im.MaskFile, Width: max(0, im.Width), Height: max(0, im.Height)})
 	}
 	for _, a := range raw.Annotations {
 		i, ok := idx[a.ImageID]

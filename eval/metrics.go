@@ -15,6 +15,9 @@ type Result struct {
 	// Masks scores the outlines against the image's expert mask, when it
 	// has one and outlines were asked for.
 	Masks *ImageMasks
+	// Traits are the mask's lesions' margins and contrast, when the image
+	// has a mask.
+	Traits []Traits
 }
 
 // IoUs are COCO's thresholds for AP@[.5:.95].

@@ -40,8 +40,13 @@ type evalReport struct {
 	AUCCI        [2]*float64            `json:"auc_ci95"`
 	AUCCounts    map[string]int         `json:"auc_counts"`
 	PerClass     map[string]classReport `json:"per_class"`
-	LatencyMS    stats.Percentiles      `json:"latency_ms"`
-	Threads      int                    `json:"threads"`
+	// RecallBy is the recall at the operating threshold by the lesion's
+	// class, size (small, medium, large: its longer side under a tenth,
+	// up to three tenths, or over three tenths of the image's), both, and
+	// whether it touches the image's edge.
+	RecallBy  map[string]eval.GroupRecall `json:"recall_by"`
+	LatencyMS stats.Percentiles           `json:"latency_ms"`
+	Threads   int                         `json:"threads"`
 	// Outlines is present when the images have expert masks and a
 	// segmenter (or a segmenting detector) outlined the lesions.
 	Outlines *outlineReport `json:"outlines,omitempty"`
@@ -198,7 +203,6 @@ Flags:
 	// float32 metadata: keep the report free of float noise.
 	thr = math.Round(thr*1e4) / 1e4
 
-	thrOp := float32(thr)
 	var lat, segLat stats.Samples
 	results := make([]eval.Result, 0, len(ds.Images))
 	start := time.Now()
@@ -214,9 +218,12 @@ Flags:
 			return fmt.Errorf("eval: %s: %w", im.FileName, err)
 		}
 		lat.Add(res.Preprocess + res.Infer + res.Decode)
+		// The decoded image's size is the truth's frame, whatever the
+		// annotations say.
+		im.Width, im.Height = img.Cols(), img.Rows()
 		r := eval.Result{Image: im, Detections: res.Detections}
-		if seg != nil && im.MaskFile != "" {
-			r.Masks, err = scoreOutlines(seg, img, filepath.Join(*root, im.MaskFile), res.Detections, thrOp, *olBoxes == "truth", &segLat)
+		if im.MaskFile != "" {
+			err = withMask(&r, img, filepath.Join(*root, im.MaskFile), thr, seg, *olBoxes == "truth", &segLat)
 		}
 		img.Close()
 		if err != nil {
@@ -251,6 +258,7 @@ Flags:
 		}),
 		AUCCounts: map[string]int{"malignant": len(pos), "benign": len(neg), "no_score": skipped},
 		PerClass:  map[string]classReport{},
+		RecallBy:  eval.RecallByGroup(results, thr),
 		LatencyMS: lat.Percentiles(), Threads: mf.threads,
 	}
 	if op.NormalImages > 0 {
@@ -306,6 +314,18 @@ func printEval(r evalReport) {
 		pc := r.PerClass[c]
 		fmt.Fprintf(w, "  %s\tAP@0.5 %s\tAP@[.5:.95] %s\t(%d boxes)\n", c, f(pc.AP50), f(pc.AP5095), pc.Truth)
 	}
+	if len(r.RecallBy) > 0 {
+		keys := make([]string, 0, len(r.RecallBy))
+		for k := range r.RecallBy {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		fmt.Fprintf(w, "recall @ %.3f by lesion\n", r.Threshold)
+		for _, k := range keys {
+			g := r.RecallBy[k]
+			fmt.Fprintf(w, "  %s\t%.3f\t(%d of %d)\n", k, g.Recall, g.Found, g.Truth)
+		}
+	}
 	fmt.Fprintf(w, "latency ms (threads %d)\tp50 %.2f\tp90 %.2f\tp99 %.2f\tmax %.2f\n", r.Threads, r.LatencyMS.P50, r.LatencyMS.P90, r.LatencyMS.P99, r.LatencyMS.Max)
 	if o := r.Outlines; o != nil {
 		pct := func(p *float64) string {
@@ -333,24 +353,40 @@ func printEval(r evalReport) {
 	w.Flush()
 }
 
-// scoreOutlines outlines the detections at the operating threshold (or the
-// mask's own lesions, truthBoxes) and scores them against the expert mask.
-func scoreOutlines(seg *infer.Segmenter, img gocv.Mat, maskPath string, dets []frame.Detection, thr float32, truthBoxes bool, lat *stats.Samples) (*eval.ImageMasks, error) {
+// withMask reads the image's expert mask and gives r its lesions' traits
+// (margin, contrast) and, with a segmenter, its outlines' scores: the
+// detections at the operating threshold outlined (or the mask's own
+// lesions, truthBoxes).
+func withMask(r *eval.Result, img gocv.Mat, maskPath string, thr float64, seg *infer.Segmenter, truthBoxes bool, lat *stats.Samples) error {
 	mask, err := eval.LoadMask(maskPath)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if mask.W != img.Cols() || mask.H != img.Rows() {
-		return nil, fmt.Errorf("mask %s is %dx%d, the image %dx%d", maskPath, mask.W, mask.H, img.Cols(), img.Rows())
+		return fmt.Errorf("mask %s is %dx%d, the image %dx%d", maskPath, mask.W, mask.H, img.Cols(), img.Rows())
+	}
+	gray := gocv.NewMat()
+	defer gray.Close()
+	gocv.CvtColor(img, &gray, gocv.ColorBGRToGray)
+	pix, err := gray.DataPtrUint8()
+	if err != nil {
+		return err
+	}
+	if gray.Step() != gray.Cols() {
+		return fmt.Errorf("gray image with row padding")
+	}
+	r.Traits = eval.LesionTraits(mask, eval.Gray{W: gray.Cols(), H: gray.Rows(), Pix: pix}, r.Image.Truth, r.Detections, thr)
+	if seg == nil {
+		return nil
 	}
 	var shown []frame.Detection
 	if truthBoxes {
-		for _, r := range mask.Regions(eval.MinRegion) {
-			shown = append(shown, frame.Detection{Box: r.Box, Score: 1})
+		for _, rg := range mask.Regions(eval.MinRegion) {
+			shown = append(shown, frame.Detection{Box: rg.Box, Score: 1})
 		}
 	} else {
-		for _, d := range dets {
-			if d.Score >= thr {
+		for _, d := range r.Detections {
+			if float64(d.Score) >= thr {
 				shown = append(shown, d)
 			}
 		}
@@ -359,13 +395,14 @@ func scoreOutlines(seg *infer.Segmenter, img gocv.Mat, maskPath string, dets []f
 		t0 := time.Now()
 		pts, err := seg.Outline(img, shown[i].Box)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		lat.Add(time.Since(t0))
 		shown[i].Outline = pts
 	}
 	m := eval.ScoreMasks(mask, shown)
-	return &m, nil
+	r.Masks = &m
+	return nil
 }
 
 // outlines sums the outline scores up with image-bootstrap intervals.
