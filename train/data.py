@@ -497,6 +497,25 @@ def _intensity(x, rng, levels=False):
     return x.clamp(0, 1)
 
 
+def _box_share(boxes, w, h):
+    """Area of the largest box over the image's."""
+    wh = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return float(wh.max()) / max(1.0, float(w * h))
+
+
+def _tissue(S, x, rng):
+    """An SxS tissue-like background for a zoomed-out crop: correlated
+    multiplicative speckle at the image's median brightness, fading with
+    depth, so the crop's border is not a black frame the model could key on."""
+    level = float(x.median()) if x.numel() else 0.3
+    cell = rng.choice([1, 2, 2, 3])
+    n = torch.randn(1, 1, S // cell, S // cell)
+    n = F.interpolate(n, size=(S, S), mode="bilinear", align_corners=False)[0, 0]
+    t = level * (1 + rng.uniform(0.2, 0.45) * n).clamp(min=0)
+    t = t * torch.linspace(rng.uniform(1.0, 1.2), rng.uniform(0.6, 0.9), S)[:, None]
+    return _gauss_blur(t, rng.uniform(0.5, 1.0)).clamp(0, 1)
+
+
 def _fan_mask(S, boxes, rng):
     """Convex-probe sector mask (True inside) that keeps every box centre."""
     ax = S / 2 + rng.uniform(-0.1, 0.1) * S
@@ -551,12 +570,23 @@ class Detections(torch.utils.data.Dataset):
         h, w = img.shape
         S = self.S
         aug = self.augment
+        zoom_out = False
         if not aug:
             nw, nh, px, py = letterbox_params(w, h, S)
             mode = "deploy"
         else:
             base = min(S / w, S / h)
-            s = base * math.exp(rng.uniform(math.log(0.7), math.log(1.4)))
+            # A tight crop around the lesion (BUS-BRA's framing: the largest
+            # lesion over an eighth of the image) is zoomed out half the
+            # time, onto black or tissue-like padding, so that a lesion
+            # filling the frame is not the only way the model sees that
+            # site, and a small lesion in a wide frame not the only way it
+            # sees the other.
+            zoom_out = len(boxes) > 0 and _box_share(boxes, w, h) > 0.125 and rng.random() < 0.5
+            if zoom_out:
+                s = base * math.exp(rng.uniform(math.log(0.4), math.log(0.8)))
+            else:
+                s = base * math.exp(rng.uniform(math.log(0.7), math.log(1.4)))
             a = math.exp(rng.uniform(-0.15, 0.15))
             nw, nh = max(8, round(w * s * a)), max(8, round(h * s / a))
             # Offsets: uniform over placements that keep all lesions in view
@@ -571,6 +601,8 @@ class Detections(torch.utils.data.Dataset):
         if aug and self.appearance:
             x = _intensity(x, rng, self.levels)
         canvas = torch.zeros(S, S)
+        if aug and zoom_out and rng.random() < 0.5:
+            canvas = _tissue(S, x, rng)
         # paste with cropping
         cx0, cy0 = max(0, px), max(0, py)
         cx1, cy1 = min(S, px + nw), min(S, py + nh)

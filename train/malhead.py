@@ -45,8 +45,10 @@ def log(msg):
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", required=True, help="trained detector: checkpoint (.pt) or sonolive-cnet ONNX")
-    ap.add_argument("--coco", required=True, help="COCO source (PATH[:IMAGES_ROOT] or a name under SONOLIVE_DATA)")
-    ap.add_argument("--split-file", required=True, help="committed train/validation split of --coco")
+    ap.add_argument("--coco", required=True, action="append",
+                    help="COCO source (PATH[:IMAGES_ROOT] or a name under SONOLIVE_DATA; repeatable: one per site)")
+    ap.add_argument("--split-file", required=True, action="append",
+                    help="committed train/validation split of the i-th --coco")
     ap.add_argument("--malignancy", default="benign:malignant", help="NEG[,NEG]:POS[,POS] category names")
     ap.add_argument("--views", type=int, default=4, help="augmented copies of each training image")
     ap.add_argument("--l2", type=float, default=0.01, help="L2 penalty on the standardised read-out weights")
@@ -134,11 +136,16 @@ def main(argv=None):
     S = int(info["imgsz"] or 320)
     neg, _, pos = args.malignancy.partition(":")
     cmap = D.ClassMap(names, None, ([s for s in neg.split(",") if s], [s for s in pos.split(",") if s]))
-    recs, ann = D.load_coco(args.coco, cmap, args.max_side, None, log)
-    with open(args.split_file) as f:
-        split = json.load(f)
-    tr, va = D.split_from_json(recs, split)
-    train_recs, val_recs = [recs[i] for i in tr], [recs[i] for i in va]
+    if len(args.coco) != len(args.split_file):
+        raise SystemExit(f"{len(args.coco)} --coco for {len(args.split_file)} --split-file: one split per source")
+    train_recs, val_recs = [], []
+    for spec, sfile in zip(args.coco, args.split_file):
+        recs, ann = D.load_coco(spec, cmap, args.max_side, None, log)
+        with open(sfile) as f:
+            split = json.load(f)
+        tr, va = D.split_from_json(recs, split)
+        train_recs += [recs[i] for i in tr]
+        val_recs += [recs[i] for i in va]
     labelled = [i for i, r in enumerate(train_recs) if (r["mal"] >= 0).any()]
     if not labelled:
         raise SystemExit(f"--malignancy {args.malignancy}: no training box has one of those categories")

@@ -122,6 +122,36 @@ class TestData(unittest.TestCase):
             sample = ds[i]
             self.assertEqual(len(sample), 6)
 
+    def test_tight_crops_are_zoomed_out(self):
+        # A lesion filling most of its image (BUS-BRA's framing) is shown
+        # smaller on half the samples, on black or tissue-like padding.
+        rec = dict(img=np.full((100, 80), 120, np.uint8), boxes=np.array([[10, 15, 70, 85]], np.float32),
+                   cls=np.zeros(1, np.int64), mal=np.zeros(1, np.float32), key=1, label="benign", source="t", file="a")
+        ds = D.Detections([rec], 1, 320, augment=True, seed=3, appearance=False)
+        sizes = [float((b[0, 3] - b[0, 1]) / 320) for b in (ds.sample(0, random.Random(k))[1] for k in range(200))]
+        deploy = 70 / 100  # the lesion's height share at the deployment letterbox
+        # The usual scale jitter never goes under 0.7 x e^-0.15 = 0.60 of it;
+        # about 60% of the zoomed-out half does.
+        small = sum(1 for v in sizes if v < 0.6 * deploy)
+        self.assertGreater(small, 35)
+        self.assertLess(small, 90)
+        t = D._tissue(64, torch.full((10, 10), 0.4), random.Random(1))
+        self.assertTrue(0.1 < float(t.mean()) < 0.6 and float(t.std()) > 0.02)
+
+    def test_birads_mapping_and_agreement(self):
+        from train import calib
+        # ACR likelihood-of-malignancy ranges.
+        self.assertEqual([calib.category(p) for p in (0.0, 0.02, 0.05, 0.3, 0.9, 0.97)], ["3", "3", "4A", "4B", "4C", "5"])
+        self.assertEqual([calib.level(c) for c in ("2", "3", "4A", "4C", 4, 5)], [0, 0, 1, 1, 1, 2])
+        self.assertAlmostEqual(calib.weighted_kappa([0, 1, 2, 0], [0, 1, 2, 0]), 1.0)
+        # Linear weights: one level off on one of four costs less than two.
+        k1 = calib.weighted_kappa([0, 1, 2, 0], [1, 1, 2, 0])
+        k2 = calib.weighted_kappa([0, 1, 2, 0], [2, 1, 2, 0])
+        self.assertTrue(0 < k2 < k1 < 1)
+        # A calibrated forecaster: 0.2 said, 1 in 5 malignant.
+        self.assertAlmostEqual(calib.ece([0.2] * 5, [1, 0, 0, 0, 0]), 0.0)
+        self.assertAlmostEqual(calib.ece([0.9] * 2, [0, 0]), 0.9)
+
     def test_geometric_only_augmentation_adds_no_new_intensities(self):
         # Resampling only averages source pixels, so no value can exceed the
         # image's own maximum; gain, speckle and burned-in marks can.
