@@ -165,7 +165,7 @@ func (r Region) fit(size image.Point, lock *SizeLock) ([]image.Rectangle, error)
 // blank fills the whole frame black and says why on it.
 func blank(f *frame.Frame, why error) {
 	f.Image.SetTo(gocv.NewScalar(0, 0, 0, 0))
-	f.Truth = nil
+	f.Truth, f.TruthIDs, f.TruthOutlines = nil, nil, nil
 	msg := "PHI MASKS DO NOT FIT THIS FRAME: VIDEO BLANKED"
 	scale := max(0.4, float64(f.Image.Cols())/1400)
 	gocv.PutText(&f.Image, msg, image.Pt(f.Image.Cols()/20, f.Image.Rows()/2), gocv.FontHersheySimplex, scale, color.RGBA{255, 255, 255, 0}, max(1, int(scale*2)))
@@ -204,19 +204,38 @@ func (r Region) Apply(f *frame.Frame) error {
 	view.Close()
 	f.Image.Close()
 	f.Image = cropped
-	truth := f.Truth[:0]
-	for _, b := range f.Truth {
-		b = frame.Box{
-			X1: max(b.X1-float32(c.Min.X), 0), Y1: max(b.Y1-float32(c.Min.Y), 0),
-			X2: min(b.X2-float32(c.Min.X), float32(c.Dx())), Y2: min(b.Y2-float32(c.Min.Y), float32(c.Dy())),
-		}
-		if b.Area() > 0 {
-			truth = append(truth, b)
-		}
-	}
-	f.Truth = truth
+	cropTruth(f, c)
 	f.Geometry = f.Geometry.Crop(c)
 	return nil
+}
+
+// cropTruth moves the frame's ground truth into crop c: boxes and outlines
+// are shifted and clipped to it, and a lesion the crop leaves out is
+// dropped with its id and outline, so the three stay in step.
+func cropTruth(f *frame.Frame, c image.Rectangle) {
+	dx, dy, w, h := float32(c.Min.X), float32(c.Min.Y), float32(c.Dx()), float32(c.Dy())
+	ids, outlines := len(f.TruthIDs) == len(f.Truth), len(f.TruthOutlines) == len(f.Truth)
+	truth := f.Truth[:0]
+	var keptIDs []int
+	var keptOutlines [][]frame.Point
+	for i, b := range f.Truth {
+		b = frame.Box{X1: max(b.X1-dx, 0), Y1: max(b.Y1-dy, 0), X2: min(b.X2-dx, w), Y2: min(b.Y2-dy, h)}
+		if b.Area() <= 0 {
+			continue
+		}
+		truth = append(truth, b)
+		if ids {
+			keptIDs = append(keptIDs, f.TruthIDs[i])
+		}
+		if outlines {
+			o := make([]frame.Point, len(f.TruthOutlines[i]))
+			for k, p := range f.TruthOutlines[i] {
+				o[k] = frame.Point{X: min(max(p.X-dx, 0), w), Y: min(max(p.Y-dy, 0), h)}
+			}
+			keptOutlines = append(keptOutlines, o)
+		}
+	}
+	f.Truth, f.TruthIDs, f.TruthOutlines = truth, keptIDs, keptOutlines
 }
 
 func withRegion(src Source, r Region, log *zap.Logger) (Source, error) {

@@ -107,3 +107,30 @@ func TestParseMask(t *testing.T) {
 		}
 	}
 }
+
+// A crop moves the ground truth with the picture: boxes, ids and outlines
+// stay in step, a lesion left outside goes with its id and outline, and one
+// the crop cuts is clipped to it.
+func TestCropTruth(t *testing.T) {
+	sq := func(x0, y0, x1, y1 float32) []frame.Point {
+		return []frame.Point{{X: x0, Y: y0}, {X: x1, Y: y0}, {X: x1, Y: y1}, {X: x0, Y: y1}}
+	}
+	f := &frame.Frame{
+		Truth:         []frame.Box{{X1: 10, Y1: 10, X2: 20, Y2: 20}, {X1: 200, Y1: 10, X2: 220, Y2: 30}, {X1: 90, Y1: 50, X2: 130, Y2: 70}},
+		TruthIDs:      []int{1, 2, 3},
+		TruthOutlines: [][]frame.Point{sq(10, 10, 20, 20), sq(200, 10, 220, 30), sq(90, 50, 130, 70)},
+	}
+	cropTruth(f, image.Rect(5, 5, 105, 105))
+	if len(f.Truth) != 2 || len(f.TruthIDs) != 2 || len(f.TruthOutlines) != 2 || f.TruthIDs[0] != 1 || f.TruthIDs[1] != 3 {
+		t.Fatalf("after the crop: %v %v %v", f.Truth, f.TruthIDs, f.TruthOutlines)
+	}
+	if f.Truth[1] != (frame.Box{X1: 85, Y1: 45, X2: 100, Y2: 65}) {
+		t.Errorf("cut box %v", f.Truth[1])
+	}
+	if got, want := f.TruthOutlines[1], sq(85, 45, 100, 65); len(got) != 4 || got[1] != want[1] || got[2] != want[2] {
+		t.Errorf("cut outline %v, want %v", got, want)
+	}
+	if f.TruthOutlines[0][0] != (frame.Point{X: 5, Y: 5}) {
+		t.Errorf("moved outline %v", f.TruthOutlines[0])
+	}
+}

@@ -114,7 +114,8 @@ async function stepLive() {
 // sampleCalipers runs in the page: for the frame whose findings the overlay
 // canvas holds now, each fresh detection's calipers (mm) beside those of
 // the phantom lesion its box matches (IoU ≥ 0.5), and whether the canvas is
-// white at the middle of the long caliper it drew.
+// white a quarter of the way along the long caliper it drew (the middle is
+// where the short one crosses it).
 function sampleCalipers() {
   const ses = window.sonolive && window.sonolive.session;
   const p = ses && ses.painter;
@@ -143,8 +144,8 @@ function sampleCalipers() {
     m.truth.forEach((t, i) => { const v = iou(d.box, t); if (v >= bestIoU) { bestIoU = v; best = i; } });
     const tc = best >= 0 ? m.truth_calipers[best] : null;
     if (!tc || typeof tc.long_mm !== 'number') continue;
-    const mx = Math.round(rx + ((c.long[0] + c.long[2]) / 2) * sx);
-    const my = Math.round(ry + ((c.long[1] + c.long[3]) / 2) * sy);
+    const mx = Math.round(rx + (0.75 * c.long[0] + 0.25 * c.long[2]) * sx);
+    const my = Math.round(ry + (0.75 * c.long[1] + 0.25 * c.long[3]) * sy);
     const px = p.g.getImageData(mx - 2, my - 2, 5, 5).data;
     let white = false;
     for (let i = 0; i < px.length; i += 4) white = white || (px[i] > 200 && px[i + 1] > 200 && px[i + 2] > 200 && px[i + 3] > 128);

@@ -5,6 +5,7 @@ import (
 	"image"
 	"image/color"
 	_ "image/png" // the data sets' masks are PNG
+	"io"
 	"math"
 	"os"
 	"sort"
@@ -22,19 +23,40 @@ type Mask struct {
 // NewMask is an empty w×h mask.
 func NewMask(w, h int) Mask { return Mask{W: w, H: h, Pix: make([]bool, w*h)} }
 
-// LoadMask reads a lesion mask (any image; set where brighter than mid-grey).
-func LoadMask(path string) (Mask, error) {
+// LoadMask reads a lesion mask (any image; set where brighter than
+// mid-grey) that must be w×h pixels: the size is checked before the pixels
+// are decoded, so a file that claims a huge size costs nothing.
+func LoadMask(path string, w, h int) (Mask, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return Mask{}, fmt.Errorf("mask: %w", err)
 	}
 	defer f.Close()
+	cfg, _, err := image.DecodeConfig(f)
+	if err != nil {
+		return Mask{}, fmt.Errorf("mask %s: %w", path, err)
+	}
+	if cfg.Width != w || cfg.Height != h {
+		return Mask{}, fmt.Errorf("mask %s is %dx%d, the image %dx%d", path, cfg.Width, cfg.Height, w, h)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return Mask{}, fmt.Errorf("mask %s: %w", path, err)
+	}
 	img, _, err := image.Decode(f)
 	if err != nil {
 		return Mask{}, fmt.Errorf("mask %s: %w", path, err)
 	}
 	b := img.Bounds()
 	m := NewMask(b.Dx(), b.Dy())
+	if g, ok := img.(*image.Gray); ok {
+		for y := 0; y < m.H; y++ {
+			row := g.Pix[y*g.Stride:]
+			for x := 0; x < m.W; x++ {
+				m.Pix[y*m.W+x] = row[x] > 127
+			}
+		}
+		return m, nil
+	}
 	for y := 0; y < m.H; y++ {
 		for x := 0; x < m.W; x++ {
 			m.Pix[y*m.W+x] = color.GrayModel.Convert(img.At(b.Min.X+x, b.Min.Y+y)).(color.Gray).Y > 127
@@ -105,19 +127,26 @@ func (m Mask) Regions(minArea int) []Region {
 	return out
 }
 
-// FillPolygon rasterises a closed polygon (source pixels) onto a w×h mask:
-// a pixel is set when its centre is inside (even-odd rule), as OpenCV's
-// fillPoly and the data sets' masks count pixels.
+// FillPolygon rasterises a closed polygon (source pixels, pixel (x, y)
+// covering [x, x+1) × [y, y+1)) onto a w×h mask: a pixel is set when its
+// centre is inside (even-odd rule), so a polygon along pixel edges covers
+// exactly the pixels it encloses.
 func FillPolygon(pts []frame.Point, w, h int) Mask {
 	m := NewMask(w, h)
 	m.Fill(pts)
 	return m
 }
 
-// Fill sets the pixels of m whose centres lie inside the polygon.
+// Fill sets the pixels of m whose centres lie inside the polygon; a
+// polygon with a non-finite vertex sets none.
 func (m Mask) Fill(pts []frame.Point) {
 	if len(pts) < 3 {
 		return
+	}
+	for _, p := range pts {
+		if x, y := float64(p.X), float64(p.Y); math.IsNaN(x) || math.IsInf(x, 0) || math.IsNaN(y) || math.IsInf(y, 0) {
+			return
+		}
 	}
 	minY, maxY := math.Inf(1), math.Inf(-1)
 	for _, p := range pts {
@@ -150,8 +179,11 @@ func (m Mask) Fill(pts []frame.Point) {
 }
 
 // Overlap returns Dice and IoU of two masks of the same size (1 and 1 when
-// both are empty).
+// both are empty; NaN when the sizes differ).
 func Overlap(a, b Mask) (dice, iou float64) {
+	if a.W != b.W || a.H != b.H {
+		return math.NaN(), math.NaN()
+	}
 	var inter, na, nb int
 	for i := range a.Pix {
 		if a.Pix[i] {
@@ -172,7 +204,7 @@ func Overlap(a, b Mask) (dice, iou float64) {
 func RegionOverlap(r Region, pred Mask) (dice, iou float64) {
 	inter := 0
 	for _, i := range r.Pix {
-		if pred.Pix[i] {
+		if i < len(pred.Pix) && pred.Pix[i] {
 			inter++
 		}
 	}
@@ -186,10 +218,10 @@ func ratios(inter, na, nb int) (dice, iou float64) {
 	return 2 * float64(inter) / float64(na+nb), float64(inter) / float64(na+nb-inter)
 }
 
-// Outline is a region's convex outline through its pixels' outer corners:
-// what the calipers of the ground truth are measured on (a lesion's
-// greatest diameter and the widest perpendicular chord are the same on the
-// region and on its hull).
+// Outline is a region's convex hull through its pixels' outer corners: the
+// calipers of the ground truth are measured on it (shape.Measure measures
+// any outline on its hull, so nothing is lost), and so they span the
+// lesion's full extent, as calipers on its margin do.
 func (r Region) Outline(w int) []shape.Point {
 	in := make(map[int]bool, len(r.Pix))
 	for _, i := range r.Pix {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"sonolive/frame"
@@ -31,6 +32,7 @@ func TestFillPolygon(t *testing.T) {
 		{"triangle", []frame.Point{{X: 0, Y: 0}, {X: 8, Y: 0}, {X: 0, Y: 8}}, 28},
 		{"clipped by the image", rect(-5, -5, 3, 3), 9},
 		{"degenerate", []frame.Point{{X: 1, Y: 1}, {X: 5, Y: 5}}, 0},
+		{"non-finite vertex", []frame.Point{{X: 1, Y: 1}, {X: float32(math.Inf(1)), Y: 1}, {X: 1, Y: 5}}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := FillPolygon(tc.pts, 10, 10).Count(); got != tc.want {
@@ -165,18 +167,21 @@ func TestLoadMask(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	m, err := LoadMask(path)
+	m, err := LoadMask(path, 4, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if m.W != 4 || m.H != 3 || m.Count() != 1 || !m.Pix[2*4+1] {
 		t.Errorf("mask %+v", m)
 	}
-	if _, err := LoadMask(filepath.Join(t.TempDir(), "none.png")); err == nil {
+	if _, err := LoadMask(path, 40, 30); err == nil || !strings.Contains(err.Error(), "is 4x3, the image 40x30") {
+		t.Errorf("a mask of another size: %v", err)
+	}
+	if _, err := LoadMask(filepath.Join(t.TempDir(), "none.png"), 4, 3); err == nil {
 		t.Error("a missing mask loaded")
 	}
 	os.WriteFile(path, []byte("not a png"), 0o644)
-	if _, err := LoadMask(path); err == nil {
+	if _, err := LoadMask(path, 4, 3); err == nil {
 		t.Error("a corrupt mask loaded")
 	}
 }

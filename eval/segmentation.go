@@ -15,7 +15,8 @@ const MinRegion = 64
 // ImageMasks is one image's outlines scored against its expert mask.
 type ImageMasks struct {
 	// Dice and IoU of every outline at the operating threshold together
-	// against the whole mask: a missed lesion or a false outline costs here.
+	// against the whole mask: a missed lesion or a false outline on a
+	// lesion's image costs here (images without a mask are not scored).
 	Dice, IoU float64
 	// Lesions are the mask's lesions (components ≥ MinRegion pixels).
 	Lesions []LesionMask
@@ -31,7 +32,8 @@ type LesionMask struct {
 	// the detection has no outline).
 	Dice, IoU float64
 	// Truth are the calipers on the lesion's mask, Pred those on the
-	// outline as the live view measures them (PredOK false: no outline).
+	// outline (PredOK false: none), measured as the live view measures a
+	// fresh detection's, before the tracker smooths it across frames.
 	Truth, Pred shape.Measures
 	PredOK      bool
 }
@@ -174,9 +176,8 @@ func medianAbs(v []float64) float64 {
 	sort.Float64s(a)
 	if n := len(a); n%2 == 1 {
 		return a[n/2]
-	} else {
-		return (a[n/2-1] + a[n/2]) / 2
 	}
+	return (a[len(a)/2-1] + a[len(a)/2]) / 2
 }
 
 // kappa is the observed agreement and Cohen's kappa of a 2×2 table (rows:

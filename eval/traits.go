@@ -23,14 +23,17 @@ type Traits struct {
 	Solidity float64
 	// Contrast is the lesion's mean brightness over that of the tissue
 	// around it (its box grown by a quarter, outside the mask): near 1 an
-	// isoechoic lesion, low an anechoic one.
+	// isoechoic lesion, low an anechoic one, above 1 a hyperechoic one; 0
+	// when the surroundings are unknown (all black, or none in the image).
 	Contrast float64
 	// Found: a detection at the operating threshold matches its box
 	// (IoU ≥ 0.5).
 	Found bool
 }
 
-// Thresholds of the trait groups.
+// Thresholds of the trait groups: an irregular margin below this
+// solidity; low contrast when the lesion's brightness is within this
+// factor of its surroundings', either way.
 const (
 	irregularSolidity = 0.9
 	lowContrast       = 0.7
@@ -40,6 +43,9 @@ const (
 // MinRegion pixels) on img, with its category from the truth box it
 // overlaps most and whether dets at thr find it.
 func LesionTraits(mask Mask, img Gray, truth []Truth, dets []frame.Detection, thr float64) []Traits {
+	if mask.W != img.W || mask.H != img.H || len(img.Pix) < img.W*img.H {
+		return nil
+	}
 	regions := mask.Regions(MinRegion)
 	out := make([]Traits, len(regions))
 	inMask := func(i int) bool { return mask.Pix[i] }
@@ -76,17 +82,11 @@ func LesionTraits(mask Mask, img Gray, truth []Truth, dets []frame.Detection, th
 		}
 		out[k] = t
 	}
-	shown := make([]frame.Detection, 0, len(dets))
-	for _, d := range dets {
-		if float64(d.Score) >= thr {
-			shown = append(shown, d)
-		}
-	}
 	boxes := make([]Truth, len(out))
 	for i, t := range out {
 		boxes[i] = Truth{Box: t.Box}
 	}
-	for i, f := range foundTruth(Result{Image: Image{Truth: boxes}, Detections: shown}, thr) {
+	for i, f := range foundTruth(Result{Image: Image{Truth: boxes}, Detections: dets}, thr) {
 		out[i].Found = f
 	}
 	return out
@@ -98,13 +98,19 @@ func traitGroups(t Traits) []string {
 	if t.Solidity < irregularSolidity {
 		margin = "irregular margin"
 	}
-	contrast := "high contrast"
-	if t.Contrast >= lowContrast {
-		contrast = "low contrast"
-	}
-	g := []string{margin, contrast}
+	g := []string{margin}
 	if t.Category != "" {
-		g = append(g, t.Category+"/"+margin, t.Category+"/"+contrast)
+		g = append(g, t.Category+"/"+margin)
+	}
+	if t.Contrast > 0 {
+		contrast := "high contrast"
+		if math.Abs(math.Log(t.Contrast)) < math.Log(1/lowContrast) {
+			contrast = "low contrast"
+		}
+		g = append(g, contrast)
+		if t.Category != "" {
+			g = append(g, t.Category+"/"+contrast)
+		}
 	}
 	return g
 }

@@ -605,7 +605,7 @@ func (x exporter) report(fs []Finding, objs []DICOMObject) (o DICOMObject, err e
 				src = append(src, x.imageItem("INFERRED FROM", k))
 			}
 			long, short := math.Max(f.SizeMM[0], f.SizeMM[1]), math.Min(f.SizeMM[0], f.SizeMM[1])
-			if c := f.Calipers; c != nil && c.LongMM != nil {
+			if c := f.Calipers; c != nil && c.LongMM != nil && c.ShortMM != nil {
 				long, short = *c.LongMM, *c.ShortMM
 			}
 			kids = append(kids,

@@ -74,14 +74,14 @@ func Boundary(img gocv.Mat, b frame.Box) (frame.Box, bool) {
 func (f *Finding) Measure(img gocv.Mat, det frame.Detection, g frame.Geometry, from string) frame.Box {
 	var mb frame.Box
 	if c := outlineCalipers(det.Outline, g); c != nil {
-		f.Measured, f.Calipers = "outline", c
-		mb = extent(det.Outline)
-		f.MeasuredBox = &overlay.BoxMeta{round1(float64(mb.X1)), round1(float64(mb.Y1)), round1(float64(mb.W())), round1(float64(mb.H()))}
+		f.Measured, f.Calipers, mb = "outline", c, extent(det.Outline)
 	} else if b, ok := Boundary(img, det.Box); ok {
 		f.Measured, mb = "boundary", b
-		f.MeasuredBox = &overlay.BoxMeta{round1(float64(mb.X1)), round1(float64(mb.Y1)), round1(float64(mb.W())), round1(float64(mb.H()))}
 	} else {
 		f.Measured, mb = "box", det.Box
+	}
+	if f.Measured != "box" {
+		f.MeasuredBox = &overlay.BoxMeta{round1(float64(mb.X1)), round1(float64(mb.Y1)), round1(float64(mb.W())), round1(float64(mb.H()))}
 	}
 	if g.Known() {
 		w, h, _ := g.SizeMM(mb)

@@ -255,7 +255,7 @@ func (p *Picker) Observe(f *frame.Frame) {
 				}
 				d.Outline = append([]frame.Point(nil), d.Outline...)
 				t.best = &candidate{key: k, exam: p.exam, calib: p.calib, img: f.Image.Clone(), det: d, geom: f.Geometry,
-					truth: append([]frame.Box(nil), f.Truth...), ids: append([]int(nil), f.TruthIDs...), truthOutlines: f.TruthOutlines,
+					truth: append([]frame.Box(nil), f.Truth...), ids: append([]int(nil), f.TruthIDs...), truthOutlines: append([][]frame.Point(nil), f.TruthOutlines...),
 					seq: f.Seq, at: now, q: q, cut: cut}
 				t.bestQ, t.cloned = q, now
 			}

@@ -137,7 +137,7 @@ func (f Finding) SizeText(times string) string {
 	}
 	var s string
 	switch c := f.Calipers; {
-	case c != nil && c.LongMM != nil:
+	case c != nil && c.LongMM != nil && c.ShortMM != nil:
 		s = fmt.Sprintf("%.1f %s %.1f mm (long %s short axis, calipers on the AI outline)", *c.LongMM, times, *c.ShortMM, times)
 		if c.TallerThanWide {
 			s += ", taller than wide"

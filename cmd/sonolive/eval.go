@@ -106,12 +106,15 @@ Measures a detector through the live pipeline's own preprocessing, ONNX
 session and decoding: COCO AP@0.5 and AP@[.5:.95] (class-agnostic and per
 ground-truth class), recall and precision at the operating threshold, false
 boxes per normal (lesion-free) image, per-image malignancy AUC where labels
-allow, and inference latency. Where the images have expert masks
-(mask_file), the segmenter (--segmenter; default the embedded one) outlines
-the boxes shown at the operating threshold and the outlines are scored:
-Dice and IoU per lesion and per image, the calipers' long and short axes
-against those measured on the mask, and taller-than-wide agreement. 95%
-intervals are image bootstraps.
+allow, recall at the operating threshold by lesion class, size and edge
+contact, and inference latency. Where the images have expert masks
+(mask_file), recall is also given by the lesions' margin (solidity under
+0.9: irregular) and contrast with the tissue around them (within a factor
+0.7 either way: low), and the outlines of the boxes shown at the operating
+threshold (a segmenting detector's own, else the segmenter's: --segmenter,
+default the embedded one) are scored: Dice and IoU per lesion and per
+image, the calipers' long and short axes against those measured on the
+mask, and taller-than-wide agreement. 95% intervals are image bootstraps.
 
 Flags:
 `)
@@ -273,8 +276,14 @@ Flags:
 	for c, n := range cats {
 		rep.PerClass[c] = classReport{AP50: num(eval.AP(results, 0.5, c)), AP5095: num(eval.APRange(results, c)), Truth: n}
 	}
-	if seg != nil {
-		rep.Outlines = outlines(results, *boot, segName, *olBoxes, segLat)
+	if seg == nil {
+		segName = "the detector's own"
+	}
+	for _, r := range results {
+		if r.Masks != nil {
+			rep.Outlines = outlines(results, *boot, segName, *olBoxes, segLat)
+			break
+		}
 	}
 	printEval(rep)
 	if *report != "" {
@@ -354,31 +363,26 @@ func printEval(r evalReport) {
 }
 
 // withMask reads the image's expert mask and gives r its lesions' traits
-// (margin, contrast) and, with a segmenter, its outlines' scores: the
-// detections at the operating threshold outlined (or the mask's own
-// lesions, truthBoxes).
+// (margin, contrast) and its outlines' scores: the detections at the
+// operating threshold (or, truthBoxes, the mask's own lesions) keep the
+// outlines a segmenting detector gave them, and the segmenter, when there
+// is one, outlines the rest, clipped to the image as the live view's are.
 func withMask(r *eval.Result, img gocv.Mat, maskPath string, thr float64, seg *infer.Segmenter, truthBoxes bool, lat *stats.Samples) error {
-	mask, err := eval.LoadMask(maskPath)
+	mask, err := eval.LoadMask(maskPath, img.Cols(), img.Rows())
 	if err != nil {
 		return err
-	}
-	if mask.W != img.Cols() || mask.H != img.Rows() {
-		return fmt.Errorf("mask %s is %dx%d, the image %dx%d", maskPath, mask.W, mask.H, img.Cols(), img.Rows())
 	}
 	gray := gocv.NewMat()
 	defer gray.Close()
 	gocv.CvtColor(img, &gray, gocv.ColorBGRToGray)
 	pix, err := gray.DataPtrUint8()
 	if err != nil {
-		return err
+		return fmt.Errorf("mask: gray image: %w", err)
 	}
 	if gray.Step() != gray.Cols() {
-		return fmt.Errorf("gray image with row padding")
+		return fmt.Errorf("mask: gray image with row padding")
 	}
 	r.Traits = eval.LesionTraits(mask, eval.Gray{W: gray.Cols(), H: gray.Rows(), Pix: pix}, r.Image.Truth, r.Detections, thr)
-	if seg == nil {
-		return nil
-	}
 	var shown []frame.Detection
 	if truthBoxes {
 		for _, rg := range mask.Regions(eval.MinRegion) {
@@ -391,17 +395,27 @@ func withMask(r *eval.Result, img gocv.Mat, maskPath string, thr float64, seg *i
 			}
 		}
 	}
+	outlined := false
 	for i := range shown {
+		if shown[i].Outline != nil || seg == nil {
+			outlined = outlined || shown[i].Outline != nil
+			continue
+		}
 		t0 := time.Now()
 		pts, err := seg.Outline(img, shown[i].Box)
 		if err != nil {
-			return err
+			return fmt.Errorf("outline: %w", err)
 		}
 		lat.Add(time.Since(t0))
-		shown[i].Outline = pts
+		for k, p := range pts {
+			pts[k] = frame.Point{X: min(max(p.X, 0), float32(img.Cols())), Y: min(max(p.Y, 0), float32(img.Rows()))}
+		}
+		shown[i].Outline, outlined = pts, true
 	}
-	m := eval.ScoreMasks(mask, shown)
-	r.Masks = &m
+	if seg != nil || outlined {
+		m := eval.ScoreMasks(mask, shown)
+		r.Masks = &m
+	}
 	return nil
 }
 

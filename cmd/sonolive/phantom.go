@@ -38,7 +38,7 @@ func phantomCmd(args []string) error {
 	}
 	for _, d := range []string{"images", "masks"} {
 		if err := os.MkdirAll(filepath.Join(*out, d), 0o755); err != nil {
-			return err
+			return fmt.Errorf("phantom: %w", err)
 		}
 	}
 	type img struct {

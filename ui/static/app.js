@@ -486,7 +486,7 @@ export function contentRect(ew, eh, vw, vh) {
 export function boxLabel(d) {
   let label = `${d.class ?? 'class ' + d.class_id} ${Number(d.score).toFixed(2)} #${d.track_id}`;
   const c = d.calipers;
-  if (c && typeof c.long_mm === 'number') label += ` ${c.long_mm.toFixed(1)}×${c.short_mm.toFixed(1)} mm`;
+  if (c && typeof c.long_mm === 'number' && typeof c.short_mm === 'number') label += ` ${c.long_mm.toFixed(1)}×${c.short_mm.toFixed(1)} mm`;
   else if (Array.isArray(d.size_mm)) label += ` ${Math.round(d.size_mm[0])}×${Math.round(d.size_mm[1])} mm`;
   if (typeof d.malignancy === 'number') label += ` M ${Math.round(d.malignancy * 100)}%`;
   return label;
@@ -497,10 +497,10 @@ export function boxLabel(d) {
 // known), else the box's extent.
 export function detectionSize(d) {
   const c = d.calipers;
-  if (c && typeof c.long_mm === 'number') {
+  if (c && typeof c.long_mm === 'number' && typeof c.short_mm === 'number') {
     return `${c.long_mm.toFixed(1)} × ${c.short_mm.toFixed(1)} mm${c.taller_than_wide ? ', taller than wide' : ''}`;
   }
-  if (c && typeof c.long_px === 'number') return `${Math.round(c.long_px)} × ${Math.round(c.short_px)} px`;
+  if (c && typeof c.long_px === 'number' && typeof c.short_px === 'number') return `${Math.round(c.long_px)} × ${Math.round(c.short_px)} px`;
   if (Array.isArray(d.size_mm)) return `${Math.round(d.size_mm[0])} × ${Math.round(d.size_mm[1])} mm (box)`;
   return '—';
 }

@@ -15,7 +15,7 @@ export function sizeText(f) {
   if (!Array.isArray(f.size_mm)) return 'size: calibrate';
   const cal = f.spacing_from === 'calibration' ? ' (cal.)' : '';
   const c = f.calipers;
-  if (c && typeof c.long_mm === 'number') {
+  if (c && typeof c.long_mm === 'number' && typeof c.short_mm === 'number') {
     return `${c.long_mm.toFixed(1)} × ${c.short_mm.toFixed(1)} mm${c.taller_than_wide ? ', taller than wide' : ''}${cal}`;
   }
   const [w, h] = f.size_mm;
