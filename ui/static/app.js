@@ -492,17 +492,25 @@ export function boxLabel(d) {
   return label;
 }
 
-// detectionSize is a detection's size as the findings table shows it: the
-// calipers on its outline (long × short axis, mm when the pixel size is
-// known), else the box's extent.
+// detectionSize is a detection's size as the findings table shows it,
+// compact for a tablet's narrow column: the calipers on its outline (long ×
+// short axis, mm when the pixel size is known; ↕ taller than wide), else
+// the box's extent. title is the same in words.
 export function detectionSize(d) {
   const c = d.calipers;
   if (c && typeof c.long_mm === 'number' && typeof c.short_mm === 'number') {
-    return `${c.long_mm.toFixed(1)} × ${c.short_mm.toFixed(1)} mm${c.taller_than_wide ? ', taller than wide' : ''}`;
+    return {
+      text: `${c.long_mm.toFixed(1)}×${c.short_mm.toFixed(1)} mm${c.taller_than_wide ? ' ↕' : ''}`,
+      title: `long × short axis (calipers on the AI outline)${c.taller_than_wide ? ', taller than wide' : ''}`,
+    };
   }
-  if (c && typeof c.long_px === 'number' && typeof c.short_px === 'number') return `${Math.round(c.long_px)} × ${Math.round(c.short_px)} px`;
-  if (Array.isArray(d.size_mm)) return `${Math.round(d.size_mm[0])} × ${Math.round(d.size_mm[1])} mm (box)`;
-  return '—';
+  if (c && typeof c.long_px === 'number' && typeof c.short_px === 'number') {
+    return { text: `${Math.round(c.long_px)}×${Math.round(c.short_px)} px`, title: 'long × short axis in pixels: the pixel size is unknown' };
+  }
+  if (Array.isArray(d.size_mm)) {
+    return { text: `${Math.round(d.size_mm[0])}×${Math.round(d.size_mm[1])} mm`, title: "width × depth of the detector's box" };
+  }
+  return { text: '—', title: 'not measured' };
 }
 
 const COLOR_FRESH = '#39d98a';
@@ -1618,7 +1626,7 @@ function setupExpert(session, ctx, entry, payload) {
 // renderFindings rebuilds the findings table when its content changed.
 function renderFindings(body, dets, prevKey) {
   const rows = [...(dets || [])].sort((a, b) => a.track_id - b.track_id);
-  const key = rows.map((d) => `${d.track_id}:${d.class}:${Number(d.score).toFixed(2)}:${fmtPct(d.malignancy)}:${detectionSize(d)}:${d.stale_age}`).join('|');
+  const key = rows.map((d) => `${d.track_id}:${d.class}:${Number(d.score).toFixed(2)}:${fmtPct(d.malignancy)}:${detectionSize(d).text}:${d.stale_age}`).join('|');
   if (key === prevKey) return key;
   body.replaceChildren();
   if (!rows.length) {
@@ -1635,8 +1643,10 @@ function renderFindings(body, dets, prevKey) {
     tr.insertCell().textContent = d.class ?? String(d.class_id);
     tr.insertCell().textContent = Number(d.score).toFixed(2);
     const size = tr.insertCell();
+    const sz = detectionSize(d);
     size.className = 'size';
-    size.textContent = detectionSize(d);
+    size.textContent = sz.text;
+    size.title = sz.title;
     tr.insertCell().textContent = fmtPct(d.malignancy);
     tr.insertCell().textContent = d.stale_age > 0 ? `${d.stale_age} fr` : 'now';
   }

@@ -536,7 +536,7 @@ function bootReplay() {
     setText('ph-seq', e && e.seq != null ? String(e.seq) : '—');
     setText('ph-count', !e ? '—' : showMarks ? String(dets.length) : 'hidden');
     const rows = [...dets].sort((a, b) => a.track_id - b.track_id);
-    const key = `${showMarks}|${e ? e.t : 'none'}|` + rows.map((d) => `${d.track_id}:${d.class}:${fmtScore(d.score)}:${detectionSize(d)}:${fmtPct(d.malignancy)}:${d.stale_age}`).join('|');
+    const key = `${showMarks}|${e ? e.t : 'none'}|` + rows.map((d) => `${d.track_id}:${d.class}:${fmtScore(d.score)}:${detectionSize(d).text}:${fmtPct(d.malignancy)}:${d.stale_age}`).join('|');
     if (key === findingsKey) return;
     findingsKey = key;
     const body = $('findings').tBodies[0];
@@ -557,8 +557,10 @@ function bootReplay() {
       tr.insertCell().textContent = d.class ?? String(d.class_id);
       tr.insertCell().textContent = fmtScore(d.score);
       const size = tr.insertCell();
+      const sz = detectionSize(d);
       size.className = 'size';
-      size.textContent = detectionSize(d);
+      size.textContent = sz.text;
+      size.title = sz.title;
       tr.insertCell().textContent = fmtPct(d.malignancy);
       tr.insertCell().textContent = d.stale_age > 0 ? `${d.stale_age} fr ago` : 'now';
     }
