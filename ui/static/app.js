@@ -493,22 +493,23 @@ export function boxLabel(d) {
 }
 
 // detectionSize is a detection's size as the findings table shows it,
-// compact for a tablet's narrow column: the calipers on its outline (long ×
-// short axis, mm when the pixel size is known; ↕ taller than wide), else
-// the box's extent. title is the same in words.
+// compact for the side panel's narrow column (the header says mm): the
+// calipers on its outline (long × short axis; ↕ taller than wide), else
+// the box's extent; px when the pixel size is unknown. title is the same
+// in words.
 export function detectionSize(d) {
   const c = d.calipers;
   if (c && typeof c.long_mm === 'number' && typeof c.short_mm === 'number') {
     return {
-      text: `${c.long_mm.toFixed(1)}×${c.short_mm.toFixed(1)} mm${c.taller_than_wide ? ' ↕' : ''}`,
-      title: `long × short axis (calipers on the AI outline)${c.taller_than_wide ? ', taller than wide' : ''}`,
+      text: `${c.long_mm.toFixed(1)}×${c.short_mm.toFixed(1)}${c.taller_than_wide ? ' ↕' : ''}`,
+      title: `long × short axis in mm (calipers on the AI outline)${c.taller_than_wide ? ', taller than wide' : ''}`,
     };
   }
   if (c && typeof c.long_px === 'number' && typeof c.short_px === 'number') {
     return { text: `${Math.round(c.long_px)}×${Math.round(c.short_px)} px`, title: 'long × short axis in pixels: the pixel size is unknown' };
   }
   if (Array.isArray(d.size_mm)) {
-    return { text: `${Math.round(d.size_mm[0])}×${Math.round(d.size_mm[1])} mm`, title: "width × depth of the detector's box" };
+    return { text: `${Math.round(d.size_mm[0])}×${Math.round(d.size_mm[1])} box`, title: "width × depth in mm of the detector's box" };
   }
   return { text: '—', title: 'not measured' };
 }
