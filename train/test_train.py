@@ -198,6 +198,50 @@ class TestData(unittest.TestCase):
         plain = iter(InfiniteSampler(10, 1))
         self.assertEqual(sorted(next(plain) for _ in range(10)), list(range(10)))
 
+    def test_balanced_sites(self):
+        from train.train import InfiniteSampler
+        # sites of 10 and 30 images and 20 training-only ones at 20%
+        s = InfiniteSampler(60, 1, n_extra=20, share=0.2, groups=[10, 30], balance=True)
+        self.assertEqual(s.quota, [30, 30])
+        self.assertEqual(s.m, 15)
+        it = iter(s)
+        epoch = [next(it) for _ in range(75)]
+        local = [g % 60 for g in epoch]
+        self.assertEqual(sum(i < 10 for i in local), 30)  # the small site as often as the large
+        self.assertEqual(sorted(i for i in local if 10 <= i < 40), list(range(10, 40)))
+        self.assertEqual(sum(i >= 40 for i in local), 15)
+        self.assertEqual(sorted(set(i for i in local if i < 10)), list(range(10)))
+        # a repeated image gets another augmentation seed (index // n) each time
+        self.assertEqual(len(set(epoch)), 75)
+        with self.assertRaises(ValueError):
+            InfiniteSampler(60, 1, n_extra=20, groups=[10, 20])
+
+    def test_fade_lesions(self):
+        canvas = torch.full((64, 64), 0.5)
+        canvas[24:40, 20:44] = 0.1  # a dark lesion
+        box = np.array([[20, 24, 44, 40]], np.float32)
+        out = D._fade_lesions(canvas, box, random.Random(3))
+        before = 0.5 - 0.1
+        after = float(out[0:8, :].mean() - out[30:34, 28:36].mean())
+        self.assertGreater(after, 0.2 * before)
+        self.assertLess(after, 0.7 * before)
+        self.assertTrue(torch.equal(out[0:8], canvas[0:8]))  # the surroundings untouched
+        blank = D._fade_lesions(canvas, np.zeros((0, 4), np.float32), random.Random(3))
+        self.assertTrue(torch.equal(blank, canvas))
+
+    def test_organ_guard_rule(self):
+        from train.organ import guard
+        breast, thyroid = [0.9, 0.05, 0.05], [0.05, 0.9, 0.05]
+        # the same cases as organ/vote_test.go
+        self.assertEqual(guard(np.array([thyroid] * 5), "breast"), [(5, "thyroid")])
+        self.assertEqual(guard(np.array([thyroid] * 4), "breast"), [])
+        self.assertEqual(guard(np.array([breast] * 6 + [thyroid] * 4), "breast"), [])
+        self.assertEqual(guard(np.array([breast] * 6 + [thyroid] * 5), "breast"), [(11, "thyroid")])
+        self.assertEqual(guard(np.array([[0.02, 0.03, 0.95]] * 9), "thyroid"), [])
+        # warned, cleared at the third breast second, warned again
+        self.assertEqual(guard(np.array([thyroid] * 8 + [breast] * 3 + [thyroid] * 5), "breast"),
+                         [(5, "thyroid"), (16, "thyroid")])
+
     def test_reliability(self):
         from train.evaluate import reliability
         r = reliability([-10.0, 10.0, -10.0, 10.0], [0, 1, 0, 1])

@@ -49,6 +49,9 @@ def parse_args(argv=None):
                    help="train/validation split of the i-th --coco source: used exactly when PATH "
                         "exists, else the grouped split is computed and written there (JSON: source, "
                         "method, val file_names, counts, groups)")
+    g.add_argument("--balance-sites", action="store_true",
+                   help="draw as many training samples per epoch from each --coco source as from the "
+                        "largest (a smaller site's images repeat, each time augmented anew)")
     g.add_argument("--val-coco", action="append", default=[], metavar="PATH[:IMAGES_ROOT]",
                    help="validation COCO source (repeatable); without it --val-frac splits the training sources")
     g.add_argument("--val-frac", type=float, default=0.15,
@@ -82,6 +85,9 @@ def parse_args(argv=None):
                    help="training augmentation: full; levels (full plus output-range compression); or "
                         "geometric only (scale, aspect, placement, flip: the ablation of the "
                         "ultrasound-specific intensity, sector and mark augmentation)")
+    g.add_argument("--lesion-contrast", type=float, default=0.0, metavar="P",
+                   help="share of training samples whose lesions are faded toward their surroundings "
+                        "(keeping 35-75%% of the mean difference and all texture)")
     g.add_argument("--mal-weight", type=float, default=1.0, help="weight of the malignancy loss")
     g.add_argument("--mal-from", choices=("cls", "s4"), default="cls",
                    help="malignancy head: on the heatmap's tower (cls) or a linear read-out of the "
@@ -183,42 +189,66 @@ class EMA:
 
 
 class InfiniteSampler(torch.utils.data.Sampler):
-    """Yields epoch * n + i over seeded permutations; Detections derives the
-    per-sample augmentation seed from it, so runs are reproducible with any
-    number of workers.
+    """Yields global indices over seeded per-epoch permutations; Detections
+    derives the per-sample augmentation seed from index // n, so runs are
+    reproducible with any number of workers.
 
-    With n_extra > 0 the last n_extra indices are a training-only source: each
-    epoch is a permutation of the first n_main indices plus m extra ones (taken
-    from a running seeded permutation of the extra indices) with
-    m / (n_main + m) = share."""
+    The first n - n_extra indices are the --coco sources, in groups of the
+    given sizes (one group by default); the last n_extra are a training-only
+    source. Each epoch takes every group's quota from a running seeded
+    permutation of that group: its size, or with balance the largest
+    group's size (a smaller site's images then come more than once per epoch,
+    so no site dominates by count alone), and m training-only images with
+    m / (main quota + m) = share. An image that comes k times in one epoch is
+    yielded as ((epoch * R + k) * n + i) so each time gets its own
+    augmentation."""
 
-    def __init__(self, n, seed, n_extra=0, share=None):
+    def __init__(self, n, seed, n_extra=0, share=None, groups=None, balance=False):
         self.n, self.seed = n, seed
         self.n_extra = n_extra
         self.n_main = n - n_extra
+        self.groups = [g for g in (groups or [self.n_main]) if g > 0]
+        if sum(self.groups) != self.n_main:
+            raise ValueError(f"groups {self.groups} do not add up to {self.n_main} images")
+        top = max(self.groups, default=0)
+        self.quota = [top if balance else g for g in self.groups]
         if n_extra and share is not None and self.n_main:
             share = min(max(share, 0.0), 0.95)
-            self.m = int(round(self.n_main * share / (1 - share)))
+            self.m = int(round(sum(self.quota) * share / (1 - share)))
         else:
             self.m = n_extra
+        sizes = self.groups + ([n_extra] if n_extra else [])
+        quotas = self.quota + ([self.m] if n_extra else [])
+        self.R = max((-(-q // g) + 1 for g, q in zip(sizes, quotas) if g), default=1)
 
     def __iter__(self):
+        starts = np.cumsum([0] + self.groups).tolist()
+        spans = [(s, g, q) for s, g, q in zip(starts, self.groups, self.quota)]
+        if self.n_extra:
+            spans.append((self.n_main, self.n_extra, self.m))
+        rngs = [np.random.default_rng([self.seed, 7919, k]) for k in range(len(spans))]
+        pools = [[] for _ in spans]
         epoch = 0
-        rng_x = np.random.default_rng([self.seed, 7919])
-        pool = []
         while True:
-            if self.m == self.n_extra:
-                perm = np.random.default_rng(self.seed + epoch).permutation(self.n)
-            else:
-                extra = []
-                while len(extra) < self.m:
-                    if not pool:
-                        pool = list(self.n_main + rng_x.permutation(self.n_extra))
-                    extra.append(pool.pop())
-                ids = np.concatenate([np.arange(self.n_main), np.array(extra, dtype=np.int64)])
-                perm = ids[np.random.default_rng(self.seed + epoch).permutation(len(ids))]
+            ids = []
+            for k, (start, size, quota) in enumerate(spans):
+                if quota == size and not pools[k]:
+                    ids.append(start + np.arange(size))  # the whole group, once
+                    continue
+                take = []
+                while len(take) < quota:
+                    if not pools[k]:
+                        pools[k] = list(start + rngs[k].permutation(size))
+                    take.append(pools[k].pop())
+                ids.append(np.array(take, dtype=np.int64))
+            ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
+            perm = ids[np.random.default_rng(self.seed + epoch).permutation(len(ids))]
+            seen = {}
             for i in perm:
-                yield int(epoch * self.n + i)
+                i = int(i)
+                k = seen.get(i, 0)
+                seen[i] = k + 1
+                yield int((epoch * self.R + min(k, self.R - 1)) * self.n + i)
             epoch += 1
 
 
@@ -308,7 +338,9 @@ def main(argv=None):
 
     train_recs, val_recs, sources = [], [], []
     split_desc = []
+    site_starts = []
     for k, spec in enumerate(args.coco):
+        site_starts.append(len(train_recs))
         recs, ann = D.load_coco(spec, cmap, args.max_side, args.limit, log)
         info = {"annotations": _rel(ann), "images": len(recs),
                 **({"citation": CITATIONS[recs[0]["source"]]} if recs and recs[0]["source"] in CITATIONS else {}),
@@ -359,6 +391,7 @@ def main(argv=None):
         log("--split-only: " + json.dumps(sources))
         return {"sources": sources}
     n_main = len(train_recs)
+    site_sizes = [b - a for a, b in zip(site_starts, site_starts[1:] + [n_main])]
     extra_recs, train_only = [], []
     for spec in args.coco_train:
         recs, ann = D.load_coco(spec, cmap, args.max_side, args.limit, log)
@@ -400,11 +433,16 @@ def main(argv=None):
     net.to(device)
 
     train_ds = D.Detections(train_recs, len(names), args.imgsz, augment=True, seed=args.seed,
-                            appearance=args.aug != "geometric", levels=args.aug == "levels")
-    sampler = InfiniteSampler(len(train_ds), args.seed, len(extra_recs), args.coco_train_share)
+                            appearance=args.aug != "geometric", levels=args.aug == "levels",
+                            lesion_contrast=args.lesion_contrast)
+    sampler = InfiniteSampler(len(train_ds), args.seed, len(extra_recs), args.coco_train_share,
+                              groups=site_sizes, balance=args.balance_sites)
+    if args.balance_sites:
+        log(f"balanced sites: {site_sizes} training images, {sampler.quota} per epoch")
     if extra_recs:
-        log(f"train-only sources: {len(extra_recs)} images, {sampler.m} per epoch of {n_main} "
-            f"({sampler.m / max(1, n_main + sampler.m):.0%} of samples)")
+        main = sum(sampler.quota)
+        log(f"train-only sources: {len(extra_recs)} images, {sampler.m} per epoch of {main} "
+            f"({sampler.m / max(1, main + sampler.m):.0%} of samples)")
     loader = torch.utils.data.DataLoader(
         _GlobalIndex(train_ds), batch_size=args.batch, sampler=sampler,
         num_workers=args.workers, persistent_workers=args.workers > 0, drop_last=True)
