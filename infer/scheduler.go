@@ -36,6 +36,7 @@ type SchedulerStats struct {
 	Misses     uint64 // frames whose own inference missed the budget
 	Errors     uint64 // detector runs that failed
 	Stale      uint64 // frames that left with tracker boxes only
+	Tracks     uint64 // tracks shown (confirmed by the tracker) so far
 }
 
 type job struct {
@@ -65,7 +66,7 @@ type Scheduler struct {
 	lastErr atomic.Value // string
 	wg      sync.WaitGroup
 
-	inferences, skipped, misses, errors, stale atomic.Uint64
+	inferences, skipped, misses, errors, stale, tracks atomic.Uint64
 }
 
 // NewScheduler starts the detector goroutine; it stops when ctx ends or
@@ -180,6 +181,7 @@ func (s *Scheduler) take(o outcome, f *frame.Frame) bool {
 	}
 	t0 := time.Now()
 	s.tracker.Update(o.seq, o.res.Detections)
+	s.tracks.Store(s.tracker.Confirmed())
 	track := time.Since(t0)
 	if f == nil || o.seq != f.Seq {
 		return false
@@ -193,7 +195,7 @@ func (s *Scheduler) take(o outcome, f *frame.Frame) bool {
 func (s *Scheduler) Stats() SchedulerStats {
 	return SchedulerStats{
 		Inferences: s.inferences.Load(), Skipped: s.skipped.Load(), Misses: s.misses.Load(),
-		Errors: s.errors.Load(), Stale: s.stale.Load(),
+		Errors: s.errors.Load(), Stale: s.stale.Load(), Tracks: s.tracks.Load(),
 	}
 }
 

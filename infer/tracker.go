@@ -122,6 +122,9 @@ type Tracker struct {
 	cfg    TrackerConfig
 	tracks []*track
 	nextID uint64
+	// confirmed counts tracks that reached MinHits: the tracks ever
+	// shown, the live view's "boxes per minute".
+	confirmed uint64
 }
 
 // NewTracker returns an empty tracker.
@@ -172,8 +175,15 @@ func (tr *Tracker) Update(seq uint64, dets []frame.Detection) {
 		}
 		tr.tracks = append(tr.tracks, &track{id: tr.nextID, box: fromBox(d.Box), seq: seq, hits: 1, det: d, radial: boxRadial(d)})
 		tr.nextID++
+		if tr.cfg.MinHits <= 1 {
+			tr.confirmed++
+		}
 	}
 }
+
+// Confirmed is how many tracks have reached MinHits so far: every track
+// that was ever shown.
+func (tr *Tracker) Confirmed() uint64 { return tr.confirmed }
 
 func (tr *Tracker) correct(t *track, seq uint64, d frame.Detection) {
 	dt := float32(int64(seq) - int64(t.seq))
@@ -188,6 +198,9 @@ func (tr *Tracker) correct(t *track, seq uint64, d frame.Detection) {
 	}
 	t.seq = seq
 	t.hits++
+	if t.hits == tr.cfg.MinHits {
+		tr.confirmed++
+	}
 	t.misses = 0
 	t.det = d
 	switch r := boxRadial(d); {

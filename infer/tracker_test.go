@@ -20,9 +20,10 @@ func TestTracker(t *testing.T) {
 		wantStale []int
 	}
 	tests := []struct {
-		name  string
-		cfg   TrackerConfig
-		steps []step
+		name      string
+		cfg       TrackerConfig
+		steps     []step
+		confirmed uint64 // tracks ever shown
 	}{
 		{"confirmed after two hits, id stable while moving", TrackerConfig{MinHits: 2}, []step{
 			{1, []frame.Detection{det(100)}, nil, nil},
@@ -30,30 +31,30 @@ func TestTracker(t *testing.T) {
 			{3, []frame.Detection{det(108)}, []uint64{1}, []int{0}},
 			{4, nil, []uint64{1}, []int{1}},
 			{5, nil, []uint64{1}, []int{2}},
-		}},
+		}, 1},
 		{"single-frame blip never shown", TrackerConfig{MinHits: 2}, []step{
 			{1, []frame.Detection{det(100)}, nil, nil},
 			{2, []frame.Detection{}, nil, nil},
 			{3, []frame.Detection{}, nil, nil},
-		}},
+		}, 0},
 		{"two lesions keep their own ids", TrackerConfig{MinHits: 1}, []step{
 			{1, []frame.Detection{det(10), det(200)}, []uint64{1, 2}, []int{0, 0}},
 			{2, []frame.Detection{det(202), det(12)}, []uint64{1, 2}, []int{0, 0}},
-		}},
+		}, 2},
 		{"track ends after max misses", TrackerConfig{MinHits: 1, MaxMisses: 2}, []step{
 			{1, []frame.Detection{det(10)}, []uint64{1}, []int{0}},
 			{2, []frame.Detection{}, []uint64{1}, []int{1}},
 			{3, []frame.Detection{}, nil, nil},
-		}},
+		}, 1},
 		{"coasting track hidden after max coast", TrackerConfig{MinHits: 1, MaxCoast: 2}, []step{
 			{1, []frame.Detection{det(10)}, []uint64{1}, []int{0}},
 			{3, nil, []uint64{1}, []int{2}},
 			{4, nil, nil, nil},
-		}},
+		}, 1},
 		{"late result updates an older frame", TrackerConfig{MinHits: 1}, []step{
 			{1, []frame.Detection{det(10)}, []uint64{1}, []int{0}},
 			{5, nil, []uint64{1}, []int{4}},
-		}},
+		}, 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -71,6 +72,9 @@ func TestTracker(t *testing.T) {
 						t.Fatalf("seq %d: got id %d age %d, want %d %d", s.seq, d.TrackID, d.StaleAge, s.wantIDs[i], s.wantStale[i])
 					}
 				}
+			}
+			if got := tr.Confirmed(); got != tc.confirmed {
+				t.Errorf("%d tracks confirmed, want %d", got, tc.confirmed)
 			}
 		})
 	}

@@ -396,6 +396,7 @@ func (p *Pipeline) report(seconds float64, capDropped, sinkDropped uint64) Repor
 	if sched := p.sched.Load(); sched != nil {
 		st := sched.Stats()
 		r.DeadlineMisses, r.Inferences, r.Skipped, r.StaleFrames, r.InferErrors = st.Misses, st.Inferences, st.Skipped, st.Stale, st.Errors
+		r.Detections.ShownTracks = st.Tracks
 		if p.frames > 0 {
 			r.MissRate = round3(float64(st.Misses) / float64(p.frames))
 		}
@@ -406,7 +407,7 @@ func (p *Pipeline) report(seconds float64, capDropped, sinkDropped uint64) Repor
 		r.CorruptFrames, r.Reconnects = s.Corrupt, s.Reconnects
 	}
 	if p.acc != nil {
-		a := *p.acc
+		a := *p.acc // the counters; finish reads the shared tracks map without changing it
 		a.finish()
 		r.Phantom = &a
 	}

@@ -37,6 +37,9 @@ type DetectionCounts struct {
 	Stale               int    `json:"stale"`
 	FramesWithDetection int    `json:"frames_with_detections"`
 	Tracks              uint64 `json:"tracks"`
+	// ShownTracks counts the tracks that persisted long enough to be
+	// shown (the tracker's MinHits): new boxes appearing on the screen.
+	ShownTracks uint64 `json:"shown_tracks"`
 }
 
 // Accuracy compares shown boxes with the phantom's ground truth, frame by
@@ -48,9 +51,46 @@ type Accuracy struct {
 	Matched   int     `json:"matched"`
 	Precision float64 `json:"precision"`
 	Recall    float64 `json:"recall"`
+	// TrueTracks and FalseTracks split the shown tracks: a true one
+	// matched ground truth on at least one frame, a false one never did
+	// (a false alarm the sonographer saw, however briefly).
+	TrueTracks  int `json:"true_tracks"`
+	FalseTracks int `json:"false_tracks"`
+
+	tracks map[uint64]*trackTruth
+	frames uint64
 }
 
+// trackTruth is what Accuracy knows of one shown track.
+type trackTruth struct {
+	last    uint64 // the frame it was last shown on
+	matched bool
+}
+
+// trackLinger is how many frames after it was last shown a track is
+// judged: the tracker has long dropped it by then, and a server's phantom
+// runs for days, so tracks cannot be kept.
+const trackLinger = 600
+
 func (a *Accuracy) add(truth []frame.Box, dets []frame.Detection) {
+	a.frames++
+	if a.tracks == nil {
+		a.tracks = map[uint64]*trackTruth{}
+	}
+	for _, d := range dets {
+		if d.TrackID == 0 {
+			continue
+		}
+		tt := a.tracks[d.TrackID]
+		if tt == nil {
+			tt = &trackTruth{}
+			a.tracks[d.TrackID] = tt
+		}
+		tt.last = a.frames
+	}
+	if a.frames%trackLinger == 0 {
+		a.settle(a.frames - trackLinger)
+	}
 	a.Truth += len(truth)
 	a.Shown += len(dets)
 	used := make([]bool, len(dets))
@@ -67,11 +107,41 @@ func (a *Accuracy) add(truth []frame.Box, dets []frame.Detection) {
 		if bi >= 0 {
 			used[bi] = true
 			a.Matched++
+			if tt := a.tracks[dets[bi].TrackID]; tt != nil {
+				tt.matched = true
+			}
 		}
 	}
 }
 
+// settle counts the tracks last shown at or before frame n and forgets
+// them.
+func (a *Accuracy) settle(n uint64) {
+	for id, tt := range a.tracks {
+		if tt.last > n {
+			continue
+		}
+		if tt.matched {
+			a.TrueTracks++
+		} else {
+			a.FalseTracks++
+		}
+		delete(a.tracks, id)
+	}
+}
+
+// finish fills the ratios and counts every track; it works on a copy
+// (the report's), so the running one keeps its tracks.
 func (a *Accuracy) finish() {
+	tracks := a.tracks
+	a.tracks = nil
+	for _, tt := range tracks {
+		if tt.matched {
+			a.TrueTracks++
+		} else {
+			a.FalseTracks++
+		}
+	}
 	if a.Shown > 0 {
 		a.Precision = round3(float64(a.Matched) / float64(a.Shown))
 	}
