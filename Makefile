@@ -54,7 +54,7 @@ test: setup-train setup-browser setup-peers vet test-train
 	SONOLIVE_SMOKE_MODEL=$(CURDIR)/$(OUT)/smoke.onnx SONOLIVE_E2E_OUT=$(CURDIR)/$(OUT)/e2e go test -p 1 -tags $(TAGS),matprofile -count=1 -timeout 45m $(HEAVY_PKGS)
 	$(MAKE) --no-print-directory test-race fuzz-smoke
 
-RACE_PKGS := ./server/... ./stream/... ./replay/... ./capture/... ./ingest/... ./pipeline/... ./infer/... ./auth/... ./audit/...
+RACE_PKGS := ./server/... ./stream/... ./replay/... ./capture/... ./ingest/... ./pipeline/... ./infer/... ./auth/... ./audit/... ./organ/...
 test-race: setup
 	go test -race -tags $(TAGS),matprofile -count=1 -timeout 30m $(RACE_PKGS)
 	# The exam store, picker and PACS sender under the race detector; -short

@@ -658,3 +658,24 @@ func TestPoorLinkInChromium(t *testing.T) {
 		t.Errorf("the wire carried %+v: the expert was not behind it", down)
 	}
 }
+
+// The wrong-preset guard in Chromium: a real breast cine clip (a patient
+// the classifier never saw) under the thyroid preset puts the warning over
+// the sonographer's picture; under the breast preset it never shows.
+func TestOrganGuardInChromium(t *testing.T) {
+	chromium := browser(t)
+	// A patient the classifier's training left out (even id).
+	clip := "file://" + filepath.Join(testpeer.Data(t), "clips", "breast-cine", "pid_10_vid_48.avi") + "?loop=1&realtime=1"
+	out := outDir(t)
+	wrong := startServe(t, "--source", clip, "--preset", "thyroid", "--no-record")
+	res := node(t, "organ.js", 120*time.Second, "CHROMIUM="+chromium, "LIVE_URL="+wrong.liveURL, "EXPECT=breast", "OUT_DIR="+out)
+	t.Logf("thyroid preset on a breast clip: warning after %v ms: %v", res["shownAfterMs"], res["guard"])
+	right := startServe(t, "--source", clip, "--preset", "breast", "--no-record")
+	res = node(t, "organ.js", 120*time.Second, "CHROMIUM="+chromium, "LIVE_URL="+right.liveURL, "EXPECT=none", "SECONDS=12")
+	g, _ := res["guard"].(map[string]any)
+	st, _ := g["organ"].(map[string]any)
+	t.Logf("breast preset on the same clip: %v", st)
+	if n, _ := st["samples"].(float64); st["preset"] != "breast" || n < 8 {
+		t.Errorf("the guard did not watch the breast clip: %v", st)
+	}
+}

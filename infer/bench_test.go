@@ -127,3 +127,47 @@ func BenchmarkSegmenterOutline(b *testing.B) {
 		}
 	}
 }
+
+// The organ guard's two costs: what the video path pays once a second
+// (area-shrinking a 720p frame to the classifier's input), and the
+// classification on the guard's own goroutine.
+func BenchmarkOrganShrink720p(b *testing.B) {
+	cfg := capture.DefaultPhantom()
+	cfg.Width, cfg.Height = 1280, 720
+	p := capture.NewPhantom(cfg)
+	defer p.Close()
+	f := p.Render(30)
+	defer f.Close()
+	small := gocv.NewMat()
+	defer small.Close()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := gocv.Resize(f.Image, &small, image.Pt(96, 96), 0, 0, gocv.InterpolationArea); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkOrganClassify(b *testing.B) {
+	data, ok := models.Organ()
+	if !ok {
+		b.Fatal("no embedded organ classifier")
+	}
+	c, err := NewOrganClassifier(data, Options{Threads: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	f := phantomFrame(b)
+	small := gocv.NewMat()
+	defer small.Close()
+	if err := gocv.Resize(f.Image, &small, image.Pt(c.Size(), c.Size()), 0, 0, gocv.InterpolationArea); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Classify(small); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -57,3 +57,14 @@ func Segmenter() (data []byte, ok bool) {
 	data, err := files.ReadFile(SegmenterFile)
 	return data, err == nil
 }
+
+// OrganFile is the embedded organ classifier (train/organ.py) the
+// wrong-preset guard runs.
+const OrganFile = "organ.onnx"
+
+// Organ returns the embedded organ classifier; ok is false in a build that
+// has none.
+func Organ() (data []byte, ok bool) {
+	data, err := files.ReadFile(OrganFile)
+	return data, err == nil
+}

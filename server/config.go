@@ -250,6 +250,10 @@ type AI struct {
 	// in the metadata and overlays): a sonolive-boxseg/1 file, "" for the
 	// embedded one when the build has it, "none" for boxes only.
 	Segmenter string `yaml:"segmenter"`
+	// OrganGuard warns when the frames show another organ than the
+	// preset's (the wrong model running): a sonolive-organ/1 file, "" for
+	// the embedded classifier when the build has it, "none" for no guard.
+	OrganGuard string `yaml:"organ_guard"`
 	// Budget: longest a frame waits for its own inference; 0: one frame
 	// interval.
 	Budget time.Duration `yaml:"budget"`

@@ -87,6 +87,20 @@ func (m *sessionModels) use(preset string) (name string, err error) {
 	return lm.name, nil
 }
 
+// organ is the organ the running model is for: the preset's, or with a
+// fixed model file the organ its metadata names (a hospital's own thyroid
+// model runs whatever ai.preset says).
+func (m *sessionModels) organ() string {
+	m.mu.Lock()
+	fixed, preset := m.fixed, m.preset
+	m.mu.Unlock()
+	if !fixed {
+		return preset
+	}
+	md, _ := m.metadata()
+	return md.Organ
+}
+
 // version is the running model's version, from its metadata.
 func (m *sessionModels) version() string {
 	md, _ := m.metadata()

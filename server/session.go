@@ -26,6 +26,7 @@ import (
 	"sonolive/ingest"
 	"sonolive/internal/stats"
 	"sonolive/metrics"
+	"sonolive/organ"
 	"sonolive/overlay"
 	"sonolive/pipeline"
 	"sonolive/replay"
@@ -47,6 +48,10 @@ type Session struct {
 	models  *sessionModels
 	// picker keeps the open exam's key images; nil when exams are off.
 	picker *exam.Picker
+	// organ warns when the frames show another organ than the preset's;
+	// nil when the session has no detector or no organ classifier.
+	organ    *organ.Guard
+	organCls *infer.OrganClassifier
 	// egress publishes the stream to other servers (source.egress).
 	egress []*egress.WHIP
 	// livekit publishes the stream into its LiveKit room (nil: none).
@@ -111,6 +116,7 @@ func newSession(s *Server, src Source, det infer.Detector, model string) (*Sessi
 		preset = s.cfg.AI.Preset
 	}
 	ses.models = newSessionModels(src, preset, det, model, s.open, s.cfg.AI.Model != "", ses.log)
+	ses.startOrganGuard()
 	if s.exams != nil {
 		ses.picker = exam.NewPicker(s.exams, exam.PickerConfig{Logger: ses.log.Named("exam"),
 			OnFinding: func(id string, f exam.Finding) { ses.findingChanged(id, f, "saved") }})
@@ -214,6 +220,7 @@ func (s *Session) run(ctx context.Context) {
 		s.consult.watchSpeaking(ctx)
 	}()
 	defer func() { <-speaking }()
+	defer s.runOrganGuard(ctx)()
 	if lk := s.livekit; lk != nil {
 		s.relay.AddTap(lk)
 		done := make(chan struct{})
@@ -300,6 +307,9 @@ func (s *Session) runOnce(ctx context.Context) error {
 		// The tracker starts over: its track ids are new lesions.
 		s.picker.Restart()
 		observers = append(observers, s.picker)
+	}
+	if s.organ != nil {
+		observers = append(observers, s.organ)
 	}
 	_, model := s.models.current()
 	p, err := pipeline.New(pipeline.Config{
@@ -578,6 +588,8 @@ type statsMessage struct {
 	Egress []egress.WHIPStats `json:"egress,omitempty"`
 	// LiveKit is the publisher into the source's LiveKit room.
 	LiveKit *sfu.PublisherStats `json:"livekit,omitempty"`
+	// Organ is the wrong-preset guard's view (absent without a guard).
+	Organ *organ.State `json:"organ,omitempty"`
 }
 
 // voiceSummary is the session's voices: microphones sending, packets
@@ -632,6 +644,10 @@ func (s *Session) stats() statsMessage {
 	if s.livekit != nil {
 		st := s.livekit.Stats()
 		m.LiveKit = &st
+	}
+	if s.organ != nil {
+		st := s.organ.State()
+		m.Organ = &st
 	}
 	if msg, _ := s.errMsg.Load().(string); msg != "" && m.State != "live" {
 		m.Error = msg

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"sonolive/auth"
+	"sonolive/organ"
 	"sonolive/stream"
 )
 
@@ -26,6 +27,8 @@ type event struct {
 	Status    string `json:"status,omitempty"`
 	// Access events: the page's link ended ("expired" or "revoked").
 	Reason string `json:"reason,omitempty"`
+	// Organ events: the wrong-preset guard's warning started or ended.
+	Organ *organ.State `json:"organ,omitempty"`
 }
 
 // MarshalJSON flattens the viewer event into the message, as

@@ -46,13 +46,24 @@ func Need(t testing.TB, tools ...string) {
 	}
 }
 
-// Clip is one of the shared real breast cine clips (320×320, 30 fps).
-func Clip(t testing.TB) string {
+// Data is the shared data directory ($SONOLIVE_DATA, default
+// ../shared/data beside the checkout).
+func Data(t testing.TB) string {
 	t.Helper()
 	d := os.Getenv("SONOLIVE_DATA")
 	if d == "" {
 		d = filepath.Join(root(), "..", "shared", "data")
 	}
+	if _, err := os.Stat(d); err != nil {
+		missing(t, "shared data missing at %s (set SONOLIVE_DATA): %v", d, err)
+	}
+	return d
+}
+
+// Clip is one of the shared real breast cine clips (320×320, 30 fps).
+func Clip(t testing.TB) string {
+	t.Helper()
+	d := Data(t)
 	p := filepath.Join(d, "clips", "breast-cine", "pid_11_vid_53.avi")
 	if _, err := os.Stat(p); err != nil {
 		missing(t, "shared data missing at %s (set SONOLIVE_DATA): %v", d, err)

@@ -714,7 +714,23 @@ function showFatal(status, reason, page) {
   document.title = `sonolive — ${status === 401 ? 'link invalid or expired' : 'error'}`;
 }
 
-export function setPill(id, kind, text) {
+export // showOrganWarning shows the wrong-preset guard's warning (server
+// organ/guard.go): the frames look like another organ than the preset's,
+// so the running model's boxes may be wrong.
+function showOrganWarning(st) {
+  const el = $('organ-warning');
+  if (!el) return;
+  const on = !!(st && st.mismatch);
+  if (on) {
+    const pct = Math.round((st.p || 0) * 100);
+    const text = `This looks like a ${st.mismatch} scan, not a ${st.preset} scan (${pct}%): the ${st.preset} model's boxes may be wrong — check the exam preset`;
+    if (el.textContent !== text) el.textContent = text;
+  }
+  el.hidden = !on;
+  stats.organMismatch = on ? st.mismatch : null;
+}
+
+function setPill(id, kind, text) {
   const el = $(id);
   if (!el) return;
   if (el.dataset.kind !== kind) el.dataset.kind = kind;
@@ -1018,6 +1034,10 @@ class Session {
       case 'exam':
         if (this.hooks.onExam) this.hooks.onExam(msg);
         break;
+      case 'organ':
+        // The guard's warning starts or ends now, not at the next stats.
+        if (this.server) this.server.organ = msg.organ;
+        break;
       case 'viewer':
         if (this.server && typeof msg.viewers === 'number') this.server.viewers = msg.viewers;
         if (this.hooks.onViewer) this.hooks.onViewer(msg);
@@ -1072,6 +1092,8 @@ class Session {
     else setPill('ai-pill', 'unknown', `AI ${ai}`);
     const aiPill = $('ai-pill');
     if (aiPill) aiPill.title = ai || '';
+
+    showOrganWarning(this.server && this.server.organ);
 
     // Recording: shown on every page, failed loudly (a full disk).
     const rec = this.server && this.server.recording;
