@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"image"
-	"os"
 
 	ort "github.com/yalue/onnxruntime_go"
 	"gocv.io/x/gocv"
@@ -30,15 +29,7 @@ type OrganClassifier struct {
 
 // OpenOrganClassifier loads an organ classifier from a file.
 func OpenOrganClassifier(path string, opts Options) (*OrganClassifier, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("organ classifier %s: %w", path, err)
-	}
-	c, err := NewOrganClassifier(data, opts)
-	if err != nil {
-		return nil, fmt.Errorf("organ classifier %s: %w", path, err)
-	}
-	return c, nil
+	return openFile("organ classifier", path, func(b []byte) (*OrganClassifier, error) { return NewOrganClassifier(b, opts) })
 }
 
 // NewOrganClassifier loads an organ classifier from its bytes.
@@ -70,15 +61,12 @@ func NewOrganClassifier(data []byte, opts Options) (*OrganClassifier, error) {
 		c.Close()
 		return nil, fmt.Errorf("organ classifier tensors: %w", err)
 	}
-	so, err := ort.NewSessionOptions()
+	so, err := sessionOptions(opts.Threads)
 	if err != nil {
 		c.Close()
 		return nil, err
 	}
 	defer so.Destroy()
-	so.SetIntraOpNumThreads(opts.Threads)
-	so.SetInterOpNumThreads(1)
-	so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0")
 	c.session, err = ort.NewAdvancedSessionWithONNXData(data, []string{"image"}, []string{"probs"}, []ort.Value{c.input}, []ort.Value{c.output}, so)
 	if err != nil {
 		c.Close()

@@ -160,15 +160,7 @@ type Result struct {
 
 // OpenModel loads an ONNX detector from a file.
 func OpenModel(path string, opts Options) (*Model, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("model %s: %w", path, err)
-	}
-	m, err := NewModel(data, opts)
-	if err != nil {
-		return nil, fmt.Errorf("model %s: %w", path, err)
-	}
-	return m, nil
+	return openFile("model", path, func(b []byte) (*Model, error) { return NewModel(b, opts) })
 }
 
 // NewModel loads an ONNX detector from its bytes.
@@ -239,22 +231,11 @@ func NewModel(data []byte, opts Options) (*Model, error) {
 	}
 	m.meta = meta
 
-	so, err := ort.NewSessionOptions()
+	so, err := sessionOptions(opts.Threads)
 	if err != nil {
-		return nil, fmt.Errorf("session options: %w", err)
+		return nil, err
 	}
 	defer so.Destroy()
-	if err := so.SetIntraOpNumThreads(opts.Threads); err != nil {
-		return nil, fmt.Errorf("session options: %w", err)
-	}
-	if err := so.SetInterOpNumThreads(1); err != nil {
-		return nil, fmt.Errorf("session options: %w", err)
-	}
-	for _, kv := range [][2]string{{"session.intra_op.allow_spinning", "0"}, {"session.inter_op.allow_spinning", "0"}} {
-		if err := so.AddSessionConfigEntry(kv[0], kv[1]); err != nil {
-			return nil, fmt.Errorf("session options: %w", err)
-		}
-	}
 	m.input, err = ort.NewTensor(ort.NewShape(1, int64(meta.Channels), int64(meta.InputH), int64(meta.InputW)), make([]float32, meta.Channels*meta.InputH*meta.InputW))
 	if err != nil {
 		return nil, fmt.Errorf("input tensor: %w", err)
@@ -274,6 +255,45 @@ func NewModel(data []byte, opts Options) (*Model, error) {
 		m.outputs[i] = t
 	}
 	m.pre = newPreprocessor(meta.InputW, meta.InputH, meta.Channels, pad)
+	return m, nil
+}
+
+// sessionOptions are every model's: threads intra-op threads, one
+// inter-op, and no spinning (a spinning pool would eat the cores the video
+// path needs between inferences). The caller destroys them.
+func sessionOptions(threads int) (*ort.SessionOptions, error) {
+	so, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, fmt.Errorf("session options: %w", err)
+	}
+	err = so.SetIntraOpNumThreads(threads)
+	if err == nil {
+		err = so.SetInterOpNumThreads(1)
+	}
+	for _, kv := range [][2]string{{"session.intra_op.allow_spinning", "0"}, {"session.inter_op.allow_spinning", "0"}} {
+		if err == nil {
+			err = so.AddSessionConfigEntry(kv[0], kv[1])
+		}
+	}
+	if err != nil {
+		so.Destroy()
+		return nil, fmt.Errorf("session options: %w", err)
+	}
+	return so, nil
+}
+
+// openFile reads a model file and loads it with load, naming the file
+// (as what) in its errors.
+func openFile[T any](what, path string, load func([]byte) (T, error)) (T, error) {
+	var zero T
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return zero, fmt.Errorf("%s %s: %w", what, path, err)
+	}
+	m, err := load(data)
+	if err != nil {
+		return zero, fmt.Errorf("%s %s: %w", what, path, err)
+	}
 	return m, nil
 }
 

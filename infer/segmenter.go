@@ -6,7 +6,6 @@ import (
 	"image"
 	"image/color"
 	"math"
-	"os"
 	"strconv"
 
 	ort "github.com/yalue/onnxruntime_go"
@@ -38,15 +37,7 @@ type Segmenter struct {
 
 // OpenSegmenter loads a segmenter from a file.
 func OpenSegmenter(path string, opts Options) (*Segmenter, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("segmenter %s: %w", path, err)
-	}
-	s, err := NewSegmenter(data, opts)
-	if err != nil {
-		return nil, fmt.Errorf("segmenter %s: %w", path, err)
-	}
-	return s, nil
+	return openFile("segmenter", path, func(b []byte) (*Segmenter, error) { return NewSegmenter(b, opts) })
 }
 
 // NewSegmenter loads a segmenter from its bytes.
@@ -80,15 +71,12 @@ func NewSegmenter(data []byte, opts Options) (*Segmenter, error) {
 		s.Close()
 		return nil, fmt.Errorf("segmenter tensors: %w", err)
 	}
-	so, err := ort.NewSessionOptions()
+	so, err := sessionOptions(opts.Threads)
 	if err != nil {
 		s.Close()
 		return nil, err
 	}
 	defer so.Destroy()
-	so.SetIntraOpNumThreads(opts.Threads)
-	so.SetInterOpNumThreads(1)
-	so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0")
 	s.session, err = ort.NewAdvancedSessionWithONNXData(data, []string{"image"}, []string{"mask"}, []ort.Value{s.input}, []ort.Value{s.output}, so)
 	if err != nil {
 		s.Close()
