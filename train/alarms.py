@@ -31,8 +31,10 @@ from train import data as D
 def run(binary, source, preset, min_hits, frames=0):
     with tempfile.TemporaryDirectory() as d:
         rep = os.path.join(d, "r.json")
+        # A budget far above inference time: every frame waits for its own
+        # inference, so the counts do not depend on the machine's load.
         cmd = [binary, "run", "--source", source, "--preset", preset, "--min-hits", str(min_hits),
-               "--no-overlay", "--report", rep]
+               "--budget", "2s", "--no-overlay", "--report", rep]
         if frames:
             cmd += ["--frames", str(frames)]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
