@@ -714,7 +714,7 @@ function showFatal(status, reason, page) {
   document.title = `sonolive — ${status === 401 ? 'link invalid or expired' : 'error'}`;
 }
 
-export // showOrganWarning shows the wrong-preset guard's warning (server
+// showOrganWarning shows the wrong-preset guard's warning (server
 // organ/guard.go): the frames look like another organ than the preset's,
 // so the running model's boxes may be wrong.
 function showOrganWarning(st) {
@@ -730,7 +730,7 @@ function showOrganWarning(st) {
   stats.organMismatch = on ? st.mismatch : null;
 }
 
-function setPill(id, kind, text) {
+export function setPill(id, kind, text) {
   const el = $(id);
   if (!el) return;
   if (el.dataset.kind !== kind) el.dataset.kind = kind;
