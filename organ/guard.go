@@ -99,8 +99,9 @@ func New(cfg Config) *Guard {
 }
 
 // Observe implements pipeline.Observer. On the video path: at most once
-// per Every it area-shrinks the frame to the classifier's input size (a
-// fraction of a millisecond at 720p) and hands that copy over; when the
+// per Every it area-shrinks the frame to the classifier's input size
+// (1.6 ms at 720p, once a second: 0.05 ms a frame at 30 fps) and hands
+// that copy over; when the
 // classifier is still busy the copy is dropped and counted.
 func (g *Guard) Observe(f *frame.Frame) {
 	now := f.Captured.UnixNano()
