@@ -1,7 +1,6 @@
 package infer
 
 import (
-	"encoding/json"
 	"fmt"
 	"image"
 
@@ -35,25 +34,15 @@ func OpenOrganClassifier(path string, opts Options) (*OrganClassifier, error) {
 // NewOrganClassifier loads an organ classifier from its bytes.
 func NewOrganClassifier(data []byte, opts Options) (*OrganClassifier, error) {
 	opts = opts.withDefaults()
-	if err := InitRuntime(opts.LibPath); err != nil {
-		return nil, err
-	}
-	raw, err := readMetadata(data)
+	raw, side, err := squareModel(data, opts, FormatOrgan)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadModel, err)
-	}
-	if raw["format"] != FormatOrgan {
-		return nil, fmt.Errorf("%w: format %q, want %s", ErrBadModel, raw["format"], FormatOrgan)
-	}
-	var sz [2]int
-	if err := json.Unmarshal([]byte(raw["imgsz"]), &sz); err != nil || sz[0] <= 0 || sz[0] != sz[1] || sz[0] > 1024 {
-		return nil, fmt.Errorf("%w: imgsz %q: want [S, S]", ErrBadModel, raw["imgsz"])
+		return nil, err
 	}
 	names, err := parseNames(raw["names"])
 	if err != nil || len(names) < 2 {
 		return nil, fmt.Errorf("%w: names %q: want two or more organs", ErrBadModel, raw["names"])
 	}
-	c := &OrganClassifier{names: names, size: sz[0], version: raw["version"], squashed: gocv.NewMat(), small: gocv.NewMat()}
+	c := &OrganClassifier{names: names, size: side, version: raw["version"], squashed: gocv.NewMat(), small: gocv.NewMat()}
 	if c.input, err = ort.NewEmptyTensor[float32](ort.NewShape(1, 1, int64(c.size), int64(c.size))); err == nil {
 		c.output, err = ort.NewEmptyTensor[float32](ort.NewShape(1, int64(len(names))))
 	}

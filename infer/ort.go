@@ -1,6 +1,7 @@
 package infer
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -280,6 +281,26 @@ func sessionOptions(threads int) (*ort.SessionOptions, error) {
 		return nil, fmt.Errorf("session options: %w", err)
 	}
 	return so, nil
+}
+
+// squareModel loads the runtime and reads the metadata of a helper model
+// (segmenter, organ classifier) of the given format whose input is one
+// square of side S (imgsz [S, S]).
+func squareModel(data []byte, opts Options, format string) (raw map[string]string, side int, err error) {
+	if err := InitRuntime(opts.LibPath); err != nil {
+		return nil, 0, err
+	}
+	if raw, err = readMetadata(data); err != nil {
+		return nil, 0, fmt.Errorf("%w: %w", ErrBadModel, err)
+	}
+	if raw["format"] != format {
+		return nil, 0, fmt.Errorf("%w: format %q, want %s", ErrBadModel, raw["format"], format)
+	}
+	var sz [2]int
+	if err := json.Unmarshal([]byte(raw["imgsz"]), &sz); err != nil || sz[0] <= 0 || sz[0] != sz[1] || sz[0] > 1024 {
+		return nil, 0, fmt.Errorf("%w: imgsz %q: want [S, S]", ErrBadModel, raw["imgsz"])
+	}
+	return raw, sz[0], nil
 }
 
 // openFile reads a model file and loads it with load, naming the file

@@ -1,7 +1,6 @@
 package infer
 
 import (
-	"encoding/json"
 	"fmt"
 	"image"
 	"image/color"
@@ -43,25 +42,15 @@ func OpenSegmenter(path string, opts Options) (*Segmenter, error) {
 // NewSegmenter loads a segmenter from its bytes.
 func NewSegmenter(data []byte, opts Options) (*Segmenter, error) {
 	opts = opts.withDefaults()
-	if err := InitRuntime(opts.LibPath); err != nil {
-		return nil, err
-	}
-	raw, err := readMetadata(data)
+	raw, side, err := squareModel(data, opts, FormatBoxSeg)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadModel, err)
-	}
-	if raw["format"] != FormatBoxSeg {
-		return nil, fmt.Errorf("%w: format %q, want %s", ErrBadModel, raw["format"], FormatBoxSeg)
-	}
-	var sz [2]int
-	if err := json.Unmarshal([]byte(raw["imgsz"]), &sz); err != nil || sz[0] <= 0 || sz[0] != sz[1] {
-		return nil, fmt.Errorf("%w: imgsz %q: want [S, S]", ErrBadModel, raw["imgsz"])
+		return nil, err
 	}
 	margin, err := strconv.ParseFloat(raw["margin"], 64)
 	if err != nil || margin < 0 || margin > 2 {
 		return nil, fmt.Errorf("%w: margin %q", ErrBadModel, raw["margin"])
 	}
-	s := &Segmenter{size: sz[0], margin: margin, version: raw["version"], gray: gocv.NewMat(), crop: gocv.NewMat(),
+	s := &Segmenter{size: side, margin: margin, version: raw["version"], gray: gocv.NewMat(), crop: gocv.NewMat(),
 		affine: gocv.NewMatWithSize(2, 3, gocv.MatTypeCV64F)}
 	shape := ort.NewShape(1, 1, int64(s.size), int64(s.size))
 	if s.input, err = ort.NewEmptyTensor[float32](shape); err == nil {
